@@ -1,0 +1,1 @@
+"""One actor per file; actors never import each other (see .importlinter)."""

@@ -1,0 +1,109 @@
+"""The `controller` command: argument parsing and dispatch, nothing else.
+
+Each sub-command lives in its own module and is imported only when used, so `controller --help`
+and `check-config` stay fast and work without the cloud libraries being touched.
+Exit codes follow SPEC.md: 0 success, 1 unreachable (status), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_UNREACHABLE = 1
+EXIT_BAD_INPUT = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="controller",
+        description="Keeps a fleet of EC2 spot instances sized to demand.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the controller until SIGTERM/SIGINT")
+    run.add_argument("-c", "--config", "--conf", dest="config", help="TOML config file")
+    run.add_argument("--dry-run", action="store_true", help="decide and log, never act")
+    run.add_argument("--cluster", help="run the batch cluster [cluster.NAME] instead of slaves")
+    run.add_argument("--background", action="store_true", help="detach and run as a daemon")
+    run.add_argument("--pidfile", help="file holding the daemon's process id (locked)")
+    run.add_argument("--logfile", help="append logs to this file")
+    run.add_argument("--user", help="user to run as (drops privileges after start as root)")
+    run.add_argument("--kill", action="store_true", help="stop the daemon named by --pidfile")
+    run.add_argument(
+        "--verbosity", type=int, choices=range(4), default=2, metavar="0..3",
+        help="0 errors only, 1 warnings, 2 info (default), 3 debug",
+    )
+
+    check = sub.add_parser("check-config", help="validate and print the resolved config")
+    check.add_argument("-c", "--config", required=True)
+
+    status = sub.add_parser("status", help="summary of a running controller")
+    status.add_argument("--url", default=None, help="stats endpoint (default from [stats] listen)")
+    status.add_argument("-c", "--config", default=None)
+
+    sim = sub.add_parser("simulate", help="replay a load trace against the simulated cloud")
+    sim.add_argument("-c", "--config", required=True)
+    sim.add_argument("--trace", required=True, help="CSV of t_seconds,requests")
+    sim.add_argument("--policy", default="ours", help="ours (default), gbrowse, starcluster, oracle")
+    sim.add_argument("--json", action="store_true", help="print the report as JSON")
+    sim.add_argument("--timeline", help="write one CSV row per bucket to this file")
+    sim.add_argument("--plot", help="draw load, demand, billed and ready (.png or .html)")
+    sim.add_argument("--seed", type=int, default=1, help="random seed of the simulated cloud")
+
+    imp = sub.add_parser("import-conf", help="convert GBrowse's aws_balancer.conf to TOML")
+    imp.add_argument("conf", metavar="AWS_BALANCER_CONF")
+
+    iam = sub.add_parser("iam-policy", help="print the least-privilege IAM policy")
+    iam.add_argument("-c", "--config", required=True)
+
+    down = sub.add_parser("teardown", help="terminate everything tagged as this fleet's")
+    down.add_argument("-c", "--config", required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    match args.command:
+        case "check-config":
+            from controller.commands.check_config import check_config
+
+            return check_config(args.config)
+        case "import-conf":
+            from controller.commands.import_conf import import_conf
+
+            return import_conf(args.conf)
+        case "run":
+            from controller.commands.run import run_command
+
+            return run_command(args)
+        case "status":
+            from controller.commands.status import status_command
+
+            return status_command(url=args.url, config_path=args.config)
+        case "simulate":
+            from controller.commands.simulate import simulate_command
+
+            return simulate_command(args)
+        case "iam-policy":
+            from controller.commands.iam_policy import iam_policy_command
+
+            return iam_policy_command(args.config)
+        case "teardown":
+            from controller.commands.teardown import teardown_command
+
+            return teardown_command(args.config)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

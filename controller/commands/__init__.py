@@ -1,0 +1,1 @@
+"""Sub-commands of the `controller` CLI, one module each."""

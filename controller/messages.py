@@ -1,0 +1,213 @@
+"""The one vocabulary the actors speak.
+
+Every message is an immutable snapshot: frozen, slotted, keyword-only, with the loop time `at` at
+which it was observed. Actors publish messages on the Bus (controller.runtime) and subscribe to the
+types they handle; they never call each other. Actions are messages too, so a dry run can log them
+instead of doing them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import NewType
+
+InstanceId = NewType("InstanceId", str)
+RequestId = NewType("RequestId", str)
+
+
+class Role(enum.StrEnum):
+    SLAVE = "slave"
+    NODE = "node"
+
+
+class LostReason(enum.StrEnum):
+    UNREACHABLE = "unreachable"  # liveness probe failed
+    TERMINATED = "terminated"  # EC2 says the instance is gone
+    INTERRUPTED = "interrupted"  # spot reclaimed it (state reason Server.SpotInstanceTermination)
+    INTERRUPTION_WARNING = "interruption-warning"  # two-minute notice or rebalance recommendation
+    SCALE_IN = "scale-in"  # the policy chose it for removal
+    TEARDOWN = "teardown"
+
+
+class ErrorKind(enum.StrEnum):
+    """Provider errors are data: the next decision reads them (see controller.cloud)."""
+
+    CAPACITY = "capacity"  # InsufficientInstanceCapacity, no spot capacity
+    PRICE = "price"  # spot price above the bid
+    THROTTLED = "throttled"  # RequestLimitExceeded after botocore's own retries
+    AUTH = "auth"  # UnauthorizedOperation, AuthFailure, expired credentials
+    INVALID = "invalid"  # a bad parameter: AMI, subnet, group, key
+    LIMIT = "limit"  # account limits: MaxSpotInstanceCountExceeded, VcpuLimitExceeded
+    UNAVAILABLE = "unavailable"  # 5xx, connection refused, timeouts
+    DRY_RUN_OK = "dry-run-ok"  # DryRunOperation: the call would have succeeded
+
+
+# ---- load ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadSample:
+    """A rate measured from counter deltas (never Apache's lifetime ReqPerSec)."""
+
+    at: float
+    rps: float  # requests/sec over the last poll interval
+    window_rps: float  # requests/sec over the smoothing window
+    busy_workers: int | None = None
+    source: str = "apache"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SensorLost:
+    """The load source could not be read; the fleet holds until a LoadSample arrives again."""
+
+    at: float
+    since: float  # loop time of the first failure in this outage
+    reason: str
+    source: str = "apache"
+
+
+# ---- fleet -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceUp:
+    """An instance of the fleet is running and has an address; readiness is not known yet."""
+
+    at: float
+    instance_id: InstanceId
+    address: str
+    role: Role = Role.SLAVE
+    instance_type: str = ""
+    zone: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceDown:
+    """An instance left the fleet or is about to (terminated, interrupted, chosen for scale-in)."""
+
+    at: float
+    instance_id: InstanceId
+    address: str
+    reason: LostReason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DrainSlave:
+    """Take a slave out of renderfarm.conf before it is terminated (scale-in or interruption)."""
+
+    at: float
+    instance_id: InstanceId
+    address: str
+    reason: LostReason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlaveReady:
+    """A slave passed GBrowse's readiness probe (HTTP GET / answers 403) on every port."""
+
+    at: float
+    instance_id: InstanceId
+    address: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlaveLost:
+    """A listed slave failed its liveness probe or went away; it leaves renderfarm.conf at once."""
+
+    at: float
+    instance_id: InstanceId
+    address: str
+    reason: LostReason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenderfarmWritten:
+    at: float
+    addresses: tuple[str, ...]  # the slave URLs now listed
+    reloaded: bool
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecurityGroupReady:
+    """FirewallKeeper made (or found) the group slaves launch into."""
+
+    at: float
+    group_id: str
+    created: bool  # True: owned by the controller and deleted at teardown
+
+
+# ---- decisions and errors (for Stats and logs) -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlaveView:
+    instance_id: InstanceId
+    address: str
+    state: str  # lifecycle state (pending, running, ready, draining, ...)
+    healthy: bool
+    since: float  # wall-clock epoch seconds of the last state change
+    instance_type: str = ""
+    zone: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FleetObserved:
+    """SpotPool's view of the fleet after each reconcile."""
+
+    at: float
+    slaves: tuple[SlaveView, ...]
+    pending_requests: int
+    cost_per_hour: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """One reconcile: what the policy saw, what it wants, and why."""
+
+    at: float
+    load_rps: float | None
+    band: tuple[int, int]
+    desired: int
+    launch: int
+    remove: tuple[InstanceId, ...]
+    reason: str
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderErrorSeen:
+    at: float
+    kind: ErrorKind
+    code: str
+    message: str
+    operation: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActorStateChanged:
+    """Published by the runtime when an actor starts, crashes, restarts or stops."""
+
+    at: float
+    actor: str
+    state: str  # starting | running | restarting | stopping | stopped | failed
+    restarts: int
+    error: str | None = None
+
+
+Event = (
+    LoadSample
+    | SensorLost
+    | InstanceUp
+    | InstanceDown
+    | DrainSlave
+    | SlaveReady
+    | SlaveLost
+    | RenderfarmWritten
+    | SecurityGroupReady
+    | FleetObserved
+    | Decision
+    | ProviderErrorSeen
+    | ActorStateChanged
+)
