@@ -93,6 +93,16 @@ class InstanceDown:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class InterruptionWarning:
+    """EventBridge's two-minute spot interruption warning or a rebalance recommendation."""
+
+    at: float
+    instance_id: InstanceId
+    kind: str  # "interruption" | "rebalance"
+    action_time: str = ""  # EC2's instance-action time (ISO 8601), when it gives one
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DrainSlave:
     """Take a slave out of renderfarm.conf before it is terminated (scale-in or interruption)."""
 
@@ -201,6 +211,7 @@ Event = (
     | SensorLost
     | InstanceUp
     | InstanceDown
+    | InterruptionWarning
     | DrainSlave
     | SlaveReady
     | SlaveLost
