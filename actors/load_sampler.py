@@ -1,0 +1,137 @@
+"""LoadSampler: Apache's request rate, read from mod_status every poll interval.
+
+Each poll fetches `server_status_url` (the `?auto` page), turns `Total Accesses` into a rate
+(controller.apache_status) and publishes a LoadSample. A page that cannot be read (refused, timed
+out, not 200, garbled) publishes SensorLost instead and the sampler retries with a growing delay
+capped at the poll interval; SpotPool holds the fleet until samples come back. An outage logs
+once when it starts and once when it ends, and the first good sample after it only re-baselines
+the counter (its requests during the outage are unknown), so the next poll brings the first rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiohttp
+from yarl import URL
+
+from controller.apache_status import (
+    RateTracker,
+    ServerStatus,
+    StatusParseError,
+    parse_server_status,
+)
+from controller.config import Config
+from controller.messages import LoadSample, SensorLost
+from controller.runtime import Actor, Bus
+
+
+class SensorError(Exception):
+    """One failed read of the status page; the message is the reason shown in SensorLost."""
+
+
+class LoadSampler(Actor):
+    def __init__(
+        self,
+        *,
+        config: Config,
+        bus: Bus,
+        session_factory: Callable[[], aiohttp.ClientSession] | None = None,
+    ) -> None:
+        super().__init__(name="load_sampler", bus=bus)
+        self.url = config.master.server_status_url
+        self.poll_interval = config.master.poll_interval
+        self.timeout = config.master.status_timeout
+        self.tracker = RateTracker(window_seconds=config.master.window_seconds)
+        self._session_factory = session_factory or aiohttp.ClientSession
+        self._session: aiohttp.ClientSession | None = None
+        self._outage_since: float | None = None
+        self._failures = 0
+
+    async def setup(self) -> None:
+        self._session = self._session_factory()
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def run(self) -> None:
+        next_poll = self.clock()
+        while True:
+            delay = await self.poll_once()
+            # A steady cadence while healthy; after a failure or a slow poll, the delay from now.
+            next_poll += delay
+            if self._failures or next_poll <= self.clock():
+                next_poll = self.clock() + delay
+            if not await self.sleep(max(0.0, next_poll - self.clock())):
+                return
+
+    async def poll_once(self) -> float:
+        """One fetch and what follows from it; returns the delay before the next one."""
+        try:
+            status = await self._fetch()
+        except SensorError as exc:
+            return self._lost(self.clock(), str(exc))
+        now = self.clock()
+        if self._outage_since is not None:
+            self.log.info(
+                "sensor.recovered", url=_safe(self.url), down_for=round(now - self._outage_since, 3)
+            )
+            self._outage_since = None
+        self._failures = 0
+        rates = self.tracker.observe(now, status.total_accesses)
+        if rates is None:
+            self.log.debug("sensor.baseline", total_accesses=status.total_accesses)
+        else:
+            self.bus.publish(
+                LoadSample(
+                    at=now,
+                    rps=rates.rps,
+                    window_rps=rates.window_rps,
+                    busy_workers=status.busy_workers,
+                )
+            )
+        return self.poll_interval
+
+    def _lost(self, now: float, reason: str) -> float:
+        if self._outage_since is None:
+            self._outage_since = now
+            self.log.warning(
+                "sensor.lost",
+                url=_safe(self.url),
+                reason=reason,
+                hint="the fleet holds until Apache's server-status answers again",
+            )
+        self._failures += 1
+        self.tracker.reset()
+        self.bus.publish(SensorLost(at=now, since=self._outage_since, reason=reason))
+        return min(self.poll_interval, 2.0 ** (self._failures - 1))
+
+    async def _fetch(self) -> ServerStatus:
+        assert self._session is not None, "setup() creates the session"
+        try:
+            async with self._session.get(
+                self.url,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                allow_redirects=False,
+            ) as response:
+                if response.status != 200:
+                    raise SensorError(f"HTTP {response.status} from server-status")
+                text = await response.text(errors="replace")
+        except TimeoutError:  # asyncio.TimeoutError since 3.11
+            raise SensorError(f"no answer within status_timeout={self.timeout}s") from None
+        except aiohttp.ClientError as exc:
+            raise SensorError(f"cannot fetch server-status: {type(exc).__name__}: {exc}") from None
+        except OSError as exc:
+            raise SensorError(f"cannot fetch server-status: {exc.strerror or exc}") from None
+        try:
+            return parse_server_status(text)
+        except StatusParseError as exc:
+            raise SensorError(f"garbled server-status page: {exc}") from None
+
+
+def _safe(url: str) -> str:
+    """The URL without a password, for logs."""
+    parsed = URL(url)
+    return str(parsed.with_password(None)) if parsed.password else url

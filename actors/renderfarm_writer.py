@@ -1,0 +1,278 @@
+"""RenderfarmWriter: renderfarm.conf lists exactly the slaves that passed the readiness probe.
+
+It keeps the set of listed slaves from SlaveReady (add) and SlaveLost, DrainSlave, InstanceDown
+(remove), and rewrites the file in GBrowse's format (controller.renderfarm), atomically, one URL
+per slave and port, sorted so that the same set always gives the same bytes. The reload command
+runs only when the bytes changed; a burst of changes (a cycle that found ten slaves ready) is
+coalesced: the first change opens a short settle period, and one write and one reload follow it.
+
+A slave that left (drained, lost, gone) is remembered, so a SlaveReady that crossed its removal on
+the bus cannot list it again.
+
+Start: an existing file is kept for `adopt_seconds` (about one probe cycle after SpotPool adopted
+the fleet), so a restart of the controller does not take healthy slaves out of the file only to
+put them back seconds later; then, or at the first change, the file is rewritten from what was
+probed, which drops any slave that died while no controller watched. A missing file is written
+at once in its empty form (`renderfarm = 0`).
+Stop: with `on_exit = "teardown"` the slaves leave the file first (the runtime stops this actor
+before SpotPool terminates them): the empty form is written and the reload runs. With "leave" the
+file stays as it is for the next start to adopt.
+Dry run: nothing is written or reloaded; what would be is logged, with the URLs added and removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import subprocess
+from collections.abc import Sequence
+
+from controller.config import Config
+from controller.messages import (
+    DrainSlave,
+    InstanceDown,
+    InstanceId,
+    RenderfarmWritten,
+    SlaveLost,
+    SlaveReady,
+)
+from controller.renderfarm import render_renderfarm, write_atomic
+from controller.runtime import EOI, Actor, Bus
+
+_RETIRED_LIMIT = 10_000  # ids of slaves that left, kept to refuse a late SlaveReady
+
+
+class RenderfarmConfError(Exception):
+    """renderfarm.conf cannot be written where the config says (a user-fixable startup error)."""
+
+
+class RenderfarmWriter(Actor):
+    def __init__(
+        self,
+        *,
+        config: Config,
+        bus: Bus,
+        dry_run: bool = False,
+        settle_seconds: float = 1.0,
+        adopt_seconds: float | None = None,
+        retry_seconds: float = 5.0,
+        reload_timeout: float = 20.0,
+    ) -> None:
+        super().__init__(name="renderfarm_writer", bus=bus)
+        self.path = config.master.renderfarm_conf
+        self.reload_command: tuple[str, ...] = tuple(config.master.reload_command)
+        self.ports = config.slave.ports
+        self.dry_run = dry_run
+        self.settle_seconds = settle_seconds
+        if adopt_seconds is None:
+            adopt_seconds = 2 * config.master.poll_interval + config.scaling.probe_timeout
+        self.adopt_seconds = adopt_seconds
+        self.retry_seconds = retry_seconds
+        self.reload_timeout = reload_timeout
+        # stop() writes and reloads: give the reload its whole timeout within the grace.
+        self.grace_seconds = reload_timeout + 5.0
+        self.clear_on_stop = config.controller.on_exit == "teardown"
+        self._listed: dict[InstanceId, str] = {}  # instance -> address
+        self._retired: dict[InstanceId, None] = {}  # insertion-ordered, bounded
+        self._flush_at: float | None = None  # loop time the file is due to be rewritten
+        bus.subscribe(self.inbox, SlaveReady, SlaveLost, DrainSlave, InstanceDown)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        if not self.dry_run:
+            _check_writable(self.path)
+        if _exists(self.path):
+            self._flush_at = self.clock() + self.adopt_seconds
+            self.log.info("renderfarm.adopting", path=self.path, rewrite_in=self.adopt_seconds)
+        elif not await self.flush():
+            raise RenderfarmConfError(
+                f"[master] renderfarm_conf = {self.path!r} cannot be written (see the error above)"
+            )
+
+    async def run(self) -> None:
+        while True:
+            if self._flush_at is not None and self.clock() >= self._flush_at:
+                await self.flush()
+                continue
+            timeout = None if self._flush_at is None else self._flush_at - self.clock()
+            msg = await self.inbox.get(timeout=timeout)
+            if msg is EOI:
+                return
+            if msg is not None and self.apply(msg):
+                settle_at = self.clock() + self.settle_seconds
+                if self._flush_at is None or settle_at < self._flush_at:
+                    self._flush_at = settle_at
+
+    async def stop(self) -> None:
+        if self.clear_on_stop:
+            self._listed.clear()
+            self.log.info("renderfarm.clearing", path=self.path, reason="teardown")
+            await self.flush()
+        elif self._flush_at is not None:
+            await self.flush()
+
+    # ---- state -----------------------------------------------------------------------------
+
+    def apply(self, msg: object) -> bool:
+        """Update the listed set from one message; True if it changed."""
+        match msg:
+            case SlaveReady(instance_id=iid, address=address):
+                if iid in self._retired or self._listed.get(iid) == address:
+                    return False
+                self._listed[iid] = address
+                return True
+            case (
+                SlaveLost(instance_id=iid)
+                | DrainSlave(instance_id=iid)
+                | InstanceDown(instance_id=iid)
+            ):
+                self._retired[iid] = None
+                if len(self._retired) > _RETIRED_LIMIT:
+                    del self._retired[next(iter(self._retired))]
+                return self._listed.pop(iid, None) is not None
+        return False
+
+    def urls(self) -> list[str]:
+        """Every listed slave and port as GBrowse wants it, in address order, no duplicates."""
+        addresses = sorted(set(self._listed.values()), key=_address_key)
+        return [_url(address, port) for address in addresses for port in self.ports]
+
+    # ---- effects ---------------------------------------------------------------------------
+
+    async def flush(self) -> bool:
+        """Write the file from the listed set, reload if it changed; False if the write failed
+        (it is retried after `retry_seconds`)."""
+        self._flush_at = None
+        urls = self.urls()
+        text = render_renderfarm(urls)
+        if self.dry_run:
+            self._would_write(urls, text)
+            return True
+        try:
+            changed = write_atomic(self.path, text)
+        except (OSError, UnicodeError) as exc:
+            self._flush_at = self.clock() + self.retry_seconds
+            if isinstance(exc, UnicodeError):  # the old file is not text: a person must look
+                hint = "the existing file is not UTF-8 text; move it away"
+            else:
+                hint = "check [master] renderfarm_conf and its directory's permissions"
+            self.log.error(
+                "renderfarm.write_failed",
+                path=self.path,
+                error=getattr(exc, "strerror", None) or str(exc),
+                hint=hint + "; the old file stays in place",
+                retry_in=self.retry_seconds,
+            )
+            return False
+        if not changed:
+            self.log.debug("renderfarm.unchanged", path=self.path, urls=len(urls))
+            return True
+        reloaded = await self.reload()
+        self.log.info("renderfarm.written", path=self.path, urls=urls, reloaded=reloaded)
+        self.publish(RenderfarmWritten(at=self.clock(), addresses=tuple(urls), reloaded=reloaded))
+        return True
+
+    def _would_write(self, urls: Sequence[str], text: str) -> None:
+        current = _read(self.path)
+        if current == text:
+            return
+        before = set(_listed_urls(current or ""))
+        self.log.info(
+            "dry_run.would_write",
+            path=self.path,
+            added=[u for u in urls if u not in before],
+            removed=sorted(before - set(urls)),
+            renderfarm=1 if urls else 0,
+        )
+        if self.reload_command:
+            self.log.info("dry_run.would_reload", command=list(self.reload_command))
+        self.publish(
+            RenderfarmWritten(at=self.clock(), addresses=tuple(urls), reloaded=False, dry_run=True)
+        )
+
+    async def reload(self) -> bool:
+        """Run the reload command (no shell); True if it exited 0. Failures are logged, never
+        raised: the file is written and the next change reloads again."""
+        command = list(self.reload_command)
+        if not command:
+            return False
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        except OSError as exc:
+            self.log.error(
+                "renderfarm.reload_failed",
+                command=command,
+                error=exc.strerror or str(exc),
+                hint="fix [master] reload_command (an argv list, e.g. ['apache2ctl', 'graceful'])",
+            )
+            return False
+        try:
+            async with asyncio.timeout(self.reload_timeout):
+                output, _ = await proc.communicate()
+        except TimeoutError:
+            self.log.error(
+                "renderfarm.reload_failed",
+                command=command,
+                error=f"still running after {self.reload_timeout}s; killed",
+            )
+            return False
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        if proc.returncode != 0:
+            self.log.error(
+                "renderfarm.reload_failed",
+                command=command,
+                exit_code=proc.returncode,
+                output=output.decode(errors="replace").strip()[-500:],
+                hint="renderfarm.conf is written; check the command by hand",
+            )
+            return False
+        return True
+
+
+def _url(address: str, port: int) -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{port}"
+
+
+def _address_key(address: str) -> tuple[int, int, str]:
+    """IP addresses in numeric order (10.0.0.9 before 10.0.0.10), then anything else by name."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return (1, 0, address)
+    return (0, int(ip) + (ip.version << 128), address)
+
+
+def _listed_urls(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("http")]
+
+
+def _check_writable(path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+        raise RenderfarmConfError(
+            f"[master] renderfarm_conf = {path!r}: directory {directory!r} is missing "
+            "or not writable by this user; create it or point renderfarm_conf elsewhere"
+        )
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
