@@ -67,6 +67,21 @@ class SensorLost:
     source: str = "apache"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueSample:
+    """A batch queue's demand (Grid Engine or Slurm), for cluster mode."""
+
+    at: float
+    pending_jobs: int
+    pending_slots: int  # slots asked for by pending jobs
+    running_jobs: int
+    oldest_pending_seconds: float  # how long the oldest pending job has waited
+    pending_mem_mb: float = 0.0  # sum of mem_requested of pending jobs
+    busy_hosts: tuple[str, ...] = ()  # exec hosts running at least one job
+    idle_hosts: tuple[str, ...] = ()  # exec hosts running nothing
+    source: str = "sge"
+
+
 # ---- fleet -----------------------------------------------------------------------------------
 
 
@@ -129,6 +144,25 @@ class SlaveLost:
     instance_id: InstanceId
     address: str
     reason: LostReason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeReady:
+    """A batch node is set up (volumes, plugins) and registered with the scheduler."""
+
+    at: float
+    instance_id: InstanceId
+    address: str
+    hostname: str  # the EC2-style name it has in Grid Engine (ip-10-0-1-23)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeSetupFailed:
+    at: float
+    instance_id: InstanceId
+    address: str
+    step: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
