@@ -1,0 +1,20 @@
+"""`controller check-config`: validate a config and print it resolved, defaults filled in."""
+
+from __future__ import annotations
+
+import sys
+
+from controller.cli import EXIT_BAD_INPUT, EXIT_OK
+from controller.config import ConfigError, load_config, render_toml
+
+
+def check_config(path: str) -> int:
+    """Print the resolved TOML and return 0, or print every problem to stderr and return 2."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    sys.stdout.write(render_toml(config))
+    return EXIT_OK

@@ -1,0 +1,442 @@
+"""Config loading through `controller check-config`: every bad input is one line naming the file,
+the key path and the reason, with exit 2; a good config prints back as TOML that parses equal."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from controller.cli import main
+from controller.config import (
+    ClusterSection,
+    Config,
+    ConfigError,
+    LoadRow,
+    load_config,
+    parse_config,
+    render_toml,
+)
+
+REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
+
+
+def check(capsys: pytest.CaptureFixture[str], path: Path) -> tuple[int, str, list[str]]:
+    rc = main(["check-config", "-c", str(path)])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err.splitlines()
+
+
+@pytest.fixture
+def write(tmp_path: Path):
+    def write(text: str, name: str = "config.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+# Each case: a bad config, the key path its single error line names, and words of the reason.
+BAD_CONFIGS = {
+    "unknown key with a suggestion": (
+        "[master]\npol_interval = 30\n",
+        "master.pol_interval",
+        "unknown key (did you mean 'poll_interval'?)",
+    ),
+    "unknown section with a suggestion": (
+        "[slaves]\nports = [8101]\n",
+        "slaves",
+        "unknown section (did you mean 'slave'?)",
+    ),
+    "key above every section": (
+        'fleet = "web"\n',
+        "fleet",
+        "unknown key (it belongs in [controller])",
+    ),
+    "wrong type": (
+        '[master]\npoll_interval = "30"\n',
+        "master.poll_interval",
+        "expected a number, got a string",
+    ),
+    "a boolean is not an integer": (
+        "[aws]\nmax_attempts = true\n",
+        "aws.max_attempts",
+        "expected an integer, got a boolean",
+    ),
+    "a float is not a count": (
+        "[load_table]\nrows = [[0.1, 0.5, 1]]\n",
+        "load_table.rows[0]",
+        "expected [number, integer, integer], got [a float, a float, an integer]",
+    ),
+    "table not increasing": (
+        "[load_table]\nrows = [[0.1, 0, 1], [2.0, 2, 4], [1.0, 1, 3]]\n",
+        "load_table.rows[2]",
+        "thresholds must increase (1.0 after 2.0)",
+    ),
+    "table repeats a threshold": (
+        "[load_table]\nrows = [[0.5, 0, 1], [0.5, 0, 2]]\n",
+        "load_table.rows[1]",
+        "thresholds must increase (0.5 after 0.5)",
+    ),
+    "min above max": (
+        "[load_table]\nrows = [[0.1, 2, 1]]\n",
+        "load_table.rows[0]",
+        "min instances (2) is above max instances (1)",
+    ),
+    "negative min": (
+        "[load_table]\nrows = [[0.1, -1, 1]]\n",
+        "load_table.rows[0]",
+        "min instances must be >= 0 (got -1)",
+    ),
+    "row of two columns": (
+        "[load_table]\nrows = [[0.1, 1]]\n",
+        "load_table.rows[0]",
+        "expected [requests/sec, min instances, max instances]",
+    ),
+    "empty table": (
+        "[load_table]\nrows = []\n",
+        "load_table.rows",
+        "must have at least one [rps, min, max] row",
+    ),
+    "port out of range": (
+        "[slave]\nports = [8101, 70000]\n",
+        "slave.ports[1]",
+        "port must be 1..65535 (got 70000)",
+    ),
+    "port zero": ("[slave]\nports = [0]\n", "slave.ports[0]", "port must be 1..65535 (got 0)"),
+    "no ports": ("[slave]\nports = []\n", "slave.ports", "must list at least one port"),
+    "poll_interval zero": (
+        "[master]\npoll_interval = 0\n",
+        "master.poll_interval",
+        "must be > 0 (got 0)",
+    ),
+    "poll_interval negative": (
+        "[master]\npoll_interval = -0.5\n",
+        "master.poll_interval",
+        "must be > 0 (got -0.5)",
+    ),
+    "negative drain": (
+        "[scaling]\ndrain_seconds = -1\n",
+        "scaling.drain_seconds",
+        "must be >= 0 (got -1)",
+    ),
+    "infinite timeout": (
+        "[scaling]\nrequest_timeout = inf\n",
+        "scaling.request_timeout",
+        "must be a finite number (got inf)",
+    ),
+    "both instance_type and instance_types": (
+        '[slave]\ninstance_type = "m5.large"\ninstance_types = ["m5.large", "m5a.large"]\n',
+        "slave.instance_type",
+        "set instance_type or instance_types, not both",
+    ),
+    "empty instance_types": (
+        "[slave]\ninstance_types = []\n",
+        "slave.instance_types",
+        "must not be empty",
+    ),
+    "malformed instance type": (
+        '[slave]\ninstance_types = ["m5.large", "large"]\n',
+        "slave.instance_types[1]",
+        "expected an EC2 instance type like 'm5.large' (got 'large')",
+    ),
+    "spot_bid not positive": ("[slave]\nspot_bid = 0\n", "slave.spot_bid", "must be > 0 (got 0)"),
+    "on_exit unknown": (
+        '[controller]\non_exit = "stay"\n',
+        "controller.on_exit",
+        "must be one of 'teardown', 'leave' (got 'stay')",
+    ),
+    "policy unknown": (
+        '[scaling]\npolicy = "magic"\n',
+        "scaling.policy",
+        "must be one of 'ours', 'gbrowse' (got 'magic')",
+    ),
+    "retry_mode unknown": (
+        '[aws]\nretry_mode = "eager"\n',
+        "aws.retry_mode",
+        "must be one of 'standard', 'adaptive', 'legacy' (got 'eager')",
+    ),
+    "listen without port": (
+        '[stats]\nlisten = "127.0.0.1"\n',
+        "stats.listen",
+        'expected "host:port"',
+    ),
+    "fleet not tag-safe": (
+        '[controller]\nfleet = "my fleet!"\n',
+        "controller.fleet",
+        "must be 1-63 letters, digits",
+    ),
+    "empty fleet": ('[controller]\nfleet = ""\n', "controller.fleet", "must be 1-63 letters"),
+    "reload_command with an open quote": (
+        '[master]\nreload_command = "apache2ctl \'graceful"\n',
+        "master.reload_command",
+        "cannot split into words",
+    ),
+    "server_status_url not http": (
+        '[master]\nserver_status_url = "localhost/server-status"\n',
+        "master.server_status_url",
+        "expected an http:// or https:// URL",
+    ),
+    "external_ip not an address": (
+        '[master]\nexternal_ip = "my-host"\n',
+        "master.external_ip",
+        "expected an IP address",
+    ),
+    "image_id malformed": (
+        '[slave]\nimage_id = "ami-..."\n',
+        "slave.image_id",
+        "expected an id like 'ami-0123abcd'",
+    ),
+    "section is not a table": ("master = 3\n", "master", "expected a table, got an integer"),
+    "credentials in a section": (
+        '[aws]\naws_secret_access_key = "wJalrXUtnFEMI/K7MDENG"\n',
+        "aws.aws_secret_access_key",
+        "credentials are never read from the config",
+    ),
+    "credentials at the top": (
+        'access_key = "AKIAIOSFODNN7EXAMPLE"\n',
+        "access_key",
+        "EC2_ACCESS_KEY/EC2_SECRET_KEY",
+    ),
+    "credentials in a plugin": (
+        '[plugin.x]\nkind = "commands"\nsecret_key = "hush"\n',
+        "plugin.x.secret_key",
+        "credentials are never read from the config",
+    ),
+    "cluster cycle": (
+        '[cluster.a]\nextends = "b"\n[cluster.b]\nextends = "a"\n',
+        "cluster.b.extends",
+        "extends cycle: a -> b -> a",
+    ),
+    "cluster extends itself": (
+        '[cluster.a]\nextends = "a"\n',
+        "cluster.a.extends",
+        "extends cycle: a -> a",
+    ),
+    "cluster extends a missing cluster": (
+        '[cluster.small]\n[cluster.big]\nextends = "smal"\n',
+        "cluster.big.extends",
+        "no [cluster.smal] section (did you mean 'small'?)",
+    ),
+    "missing volume reference": (
+        '[volume.data]\nvolume_id = "vol-1"\nmount_path = "/data"\n'
+        '[cluster.c]\nvolumes = ["dta"]\n',
+        "cluster.c.volumes[0]",
+        "no [volume.dta] section (did you mean 'data'?)",
+    ),
+    "missing plugin reference": (
+        '[cluster.c]\nplugins = ["sge"]\n',
+        "cluster.c.plugins[0]",
+        "no [plugin.sge] section",
+    ),
+    "cluster_size and max_nodes": (
+        "[cluster.c]\ncluster_size = 4\nmax_nodes = 8\n",
+        "cluster.c.cluster_size",
+        "set cluster_size or min_nodes/max_nodes, not both",
+    ),
+    "cluster min above max": (
+        "[cluster.c]\nmin_nodes = 5\nmax_nodes = 2\n",
+        "cluster.c",
+        "min_nodes (5) is above max_nodes (2)",
+    ),
+    "cluster ssh_port": ("[cluster.c]\nssh_port = 0\n", "cluster.c.ssh_port", "must be >= 1"),
+    "volume with both ids": (
+        '[volume.v]\nsnapshot_id = "snap-1"\nvolume_id = "vol-1"\nmount_path = "/v"\n',
+        "volume.v",
+        "set snapshot_id or volume_id, not both",
+    ),
+    "volume mount path relative": (
+        '[volume.v]\nsnapshot_id = "snap-1"\nmount_path = "data"\n',
+        "volume.v.mount_path",
+        "must be an absolute path (got 'data')",
+    ),
+    "volume without mount path": (
+        '[volume.v]\nsnapshot_id = "snap-1"\n',
+        "volume.v.mount_path",
+        "required",
+    ),
+    "plugin kind unknown": (
+        '[plugin.p]\nkind = "puppet"\n',
+        "plugin.p.kind",
+        "must be one of 'profile', 'motd', 'stop-services', 'sge', 'commands'",
+    ),
+    "plugin without kind": ('[plugin.p]\npath = "/x"\n', "plugin.p.kind", "required"),
+    "plugin option of a table": (
+        '[plugin.p]\nkind = "motd"\nextra = {a = 1}\n',
+        "plugin.p.extra",
+        "expected a string, number, boolean or array, got a table",
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "keypath", "reason"), BAD_CONFIGS.values(), ids=list(BAD_CONFIGS))
+def test_bad_config_is_one_line_naming_file_key_and_reason(capsys, write, text, keypath, reason):
+    path = write(text)
+    rc, out, err = check(capsys, path)
+    assert rc == 2
+    assert out == ""
+    assert len(err) == 1, err
+    assert err[0].startswith(f"{path}: {keypath}: "), err[0]
+    assert reason in err[0]
+
+
+def test_credential_values_are_never_echoed(capsys, write):
+    path = write('[aws]\nsecret_key = "wJalrXUtnFEMI/K7MDENG"\n[stats]\ntoken = 5\n')
+    rc, _, err = check(capsys, path)
+    assert rc == 2
+    assert not any("wJalrXUtnFEMI" in line for line in err)
+
+
+def test_toml_syntax_error_names_file_and_position(capsys, write):
+    path = write("[master]\npoll_interval = = 3\n")
+    rc, out, err = check(capsys, path)
+    assert (rc, out) == (2, "")
+    assert len(err) == 1
+    assert err[0].startswith(f"{path}: invalid TOML: ")
+    assert "(at line 2, column" in err[0]
+
+
+def test_missing_file(capsys, tmp_path):
+    path = tmp_path / "nowhere.toml"
+    rc, out, err = check(capsys, path)
+    assert (rc, out) == (2, "")
+    assert err == [f"{path}: cannot read the config: No such file or directory"]
+
+
+def test_not_utf8(capsys, tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[slave]\nssh_key = "caf\xe9"\n')
+    rc, _, err = check(capsys, path)
+    assert rc == 2
+    assert err == [f"{path}: not UTF-8 text (line 2); TOML files must be UTF-8"]
+
+
+def test_several_errors_are_all_reported(capsys, write):
+    path = write(
+        "[master]\npoll_interval = 0\npol_interval = 3\n"
+        "[load_table]\nrows = [[1.0, 0, 1], [0.5, 3, 2]]\n"
+        '[slave]\nports = [0]\naccess_key = "x"\n'
+        '[aws]\nretry_mode = "fast"\n'
+        '[cluster.a]\nextends = "a"\n'
+    )
+    rc, _, err = check(capsys, path)
+    assert rc == 2
+    keypaths = [line.removeprefix(f"{path}: ").split(": ", 1)[0] for line in err]
+    assert sorted(keypaths) == sorted(
+        [
+            "master.poll_interval",
+            "master.pol_interval",
+            "load_table.rows[1]",  # out of order
+            "load_table.rows[1]",  # and min above max
+            "slave.ports[0]",
+            "slave.access_key",
+            "aws.retry_mode",
+            "cluster.a.extends",
+        ]
+    )
+
+
+def test_config_error_carries_key_paths_and_reasons():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"slave": {"ports": [0]}}, "x.toml")
+    assert caught.value.errors == ("x.toml: slave.ports[0]: port must be 1..65535 (got 0)",)
+    assert caught.value.problems == (("slave.ports[0]", "port must be 1..65535 (got 0)"),)
+
+
+def test_repo_config_validates_and_round_trips(capsys):
+    rc, out, err = check(capsys, REPO_CONFIG)
+    assert (rc, err) == (0, [])
+    config = load_config(REPO_CONFIG)
+    assert parse_config(tomllib.loads(out), str(REPO_CONFIG)) == config
+    # What the documented example promises, as the other commands will see it.
+    assert config.controller.fleet == "gbrowse"
+    assert config.stats.listen == "127.0.0.1:8990"
+    assert config.master.renderfarm_conf == "/etc/gbrowse2/renderfarm.conf"
+    assert config.aws.endpoint_url == ""
+    assert config.slave.instance_types == ("m5.large",)
+    assert [c.name for c in config.clusters] == ["smallcluster"]
+    assert [v.name for v in config.volumes] == ["segway-data"]
+    assert [p.name for p in config.plugins] == ["segway-env", "sge"]
+
+
+def test_empty_config_is_all_defaults():
+    assert parse_config({}, "empty.toml") == Config(path="empty.toml")
+
+
+def test_ints_are_accepted_for_floats_and_aliases_fold():
+    config = parse_config(
+        {
+            "master": {"poll_interval": 45, "reload_command": "sudo /usr/sbin/apache2ctl graceful"},
+            "slave": {"instance_type": "c5.large", "spot_bid": 1},
+            "load_table": {"rows": [[0, 0, 1], [3, 1, 2]]},
+        },
+        "c.toml",
+    )
+    assert config.master.poll_interval == 45.0
+    assert isinstance(config.master.poll_interval, float)
+    assert config.master.reload_command == ("sudo", "/usr/sbin/apache2ctl", "graceful")
+    assert config.slave.instance_types == ("c5.large",)
+    assert config.slave.spot_bid == 1.0
+    assert config.load_table.rows == (
+        LoadRow(rps=0.0, min_instances=0, max_instances=1),
+        LoadRow(rps=3.0, min_instances=1, max_instances=2),
+    )
+
+
+def test_cluster_extends_resolves_recursively_child_keys_win():
+    config = parse_config(
+        {
+            "volume": {"data": {"volume_id": "vol-1", "mount_path": "/data"}},
+            "cluster": {
+                "base": {"node_instance_type": "m5.xlarge", "max_nodes": 4, "cluster_user": "u"},
+                "mid": {"extends": "base", "cluster_size": 2, "volumes": ["data"]},
+                "top": {"extends": "mid", "node_instance_types": ["c5.2xlarge", "c5a.2xlarge"]},
+            },
+        },
+        "c.toml",
+    )
+    clusters = {c.name: c for c in config.clusters}
+    assert clusters["base"] == ClusterSection(
+        name="base", node_instance_types=("m5.xlarge",), max_nodes=4, cluster_user="u"
+    )
+    assert clusters["top"] == ClusterSection(
+        name="top",
+        extends="mid",
+        node_instance_types=("c5.2xlarge", "c5a.2xlarge"),
+        min_nodes=2,
+        max_nodes=2,
+        cluster_user="u",
+        volumes=("data",),
+    )
+
+
+def test_render_round_trips_a_full_config_and_hides_the_token():
+    data = {
+        "controller": {"fleet": "render-farm.2", "on_exit": "leave"},
+        "master": {"reload_command": [], "external_ip": "203.0.113.7", "poll_interval": 12.5},
+        "load_table": {"rows": [[0.25, 0, 1], [4, 2, 10]]},
+        "scaling": {"policy": "gbrowse", "max_cost_per_hour": 2, "interruption_queue": ""},
+        "slave": {
+            "instance_types": ["m5.large", "m5a.large"],
+            "spot_bid": 0.1,
+            "ports": [8101, 8102],
+            "data_snapshots": ["snap-1", "snap-2"],
+            "user_data": 'echo "héllo"\\\n\tdone\x01',
+        },
+        "aws": {"endpoint_url": "http://127.0.0.1:5000", "retry_mode": "standard"},
+        "stats": {"listen": "[::1]:9000"},
+        "volume": {"seg.data": {"snapshot_id": "snap-9", "mount_path": "/seg"}},
+        "plugin": {
+            "cmds": {"kind": "commands", "run": ["a", "b"], "n": 3, "f": 0.5, "on": True},
+        },
+        "cluster": {"c1": {"spot_bid": 0.3, "plugins": ["cmds"], "volumes": ["seg.data"]}},
+    }
+    config = parse_config(data, "full.toml")
+    assert parse_config(tomllib.loads(render_toml(config)), "full.toml") == config
+
+    secret = parse_config({"stats": {"token": "s3cr3t-bearer"}}, "t.toml")
+    text = render_toml(secret)
+    assert "s3cr3t-bearer" not in text
+    assert 'token = "***"' in text
