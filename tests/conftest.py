@@ -4,6 +4,7 @@ The environment is fixed at import time, before any boto client exists, so no te
 real AWS credentials or the instance metadata address.
 """
 
+import asyncio
 import os
 
 for _name in (
@@ -29,6 +30,15 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 os.environ["AWS_CONFIG_FILE"] = os.devnull
 os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
 
+# looptime asks the policy for a loop before every test, sync ones too; on the first test that
+# would create a main-thread loop nobody closes, whose ResourceWarning then fails a later test.
+# Marking the loop as explicitly unset makes that lookup raise (looptime ignores it) instead.
+asyncio.set_event_loop(None)
+
 pytest_plugins = [
     "tests.harness.moto_server",
+    "tests.harness.fault_proxy",
+    "tests.harness.apache",
+    "tests.harness.sshd",
+    "tests.harness.fake_slave",
 ]
