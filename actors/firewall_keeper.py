@@ -1,0 +1,384 @@
+"""FirewallKeeper: owns the security group the slaves launch into, and keeps it closed.
+
+The slaves answer render requests from the master only, so the group the controller makes admits
+exactly `<master address>/32` on each slave port (and 22 when `[slave] ssh_key` is set) and
+nothing else. Its name comes from the fleet (`controller-<fleet>`), never from the PID, and it
+carries the fleet tags, so a restarted controller adopts the group its predecessor made instead of
+leaking it. Each cycle re-reads the group and undoes drift: a missing rule is added again and any
+other rule (someone opened 0.0.0.0/0) is revoked.
+
+A group named in `[slave] security_group` belongs to the user: it is used as it is, never changed
+and never deleted; FirewallKeeper only warns when it does not admit the master on the slave ports.
+
+It starts first and so stops last: by the time stop() runs, SpotPool has terminated the instances
+and waited for them, and the owned group can be deleted (with `on_exit = "teardown"`).
+In a dry run nothing is mutated: each change is sent with EC2's DryRun flag, which checks the
+permission, and the outcome is logged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Collection, Iterable
+
+from controller.cloud import Cloud, IngressRule, ProviderError, SecurityGroup
+from controller.config import Config
+from controller.messages import ErrorKind, ProviderErrorSeen, SecurityGroupReady
+from controller.runtime import Actor, Bus
+
+SSH_PORT = 22
+DRY_RUN_GROUP_ID = "sg-dryrun"  # stands for the group a dry run would have created
+MIN_RECONCILE_SECONDS = 60.0
+
+
+class FirewallError(Exception):
+    """The group cannot be made or found; the controller cannot launch slaves safely."""
+
+
+def group_name(fleet: str) -> str:
+    """The owned group's name: derived from the fleet, so every restart finds the same group."""
+    return f"controller-{fleet}"
+
+
+def master_cidr(master_ip: str) -> str:
+    """The master alone: /32 for IPv4, /128 for IPv6."""
+    address = ipaddress.ip_address(master_ip)
+    return f"{address}/{address.max_prefixlen}"
+
+
+def wanted_rules(
+    master_ip: str, ports: Iterable[int], *, ssh: bool = False
+) -> frozenset[IngressRule]:
+    """Pure: the whole ingress of an owned group."""
+    cidr = master_cidr(master_ip)
+    all_ports = {*ports, SSH_PORT} if ssh else set(ports)
+    return frozenset(IngressRule(cidr=cidr, port=port) for port in all_ports)
+
+
+def rule_drift(
+    actual: Collection[IngressRule], wanted: Collection[IngressRule]
+) -> tuple[list[IngressRule], list[IngressRule]]:
+    """Pure: (rules to add, rules to revoke), each sorted so logs read the same every time."""
+    missing = sorted(set(wanted) - set(actual), key=_rule_key)
+    extra = sorted(set(actual) - set(wanted), key=_rule_key)
+    return missing, extra
+
+
+def ports_not_admitted(
+    rules: Iterable[IngressRule], master_ip: str, ports: Iterable[int]
+) -> list[int]:
+    """Pure: the ports on which no rule lets the master in (for a group the user owns)."""
+    master = ipaddress.ip_address(master_ip)
+    open_ports: set[int] = set()
+    everything = False
+    for rule in rules:
+        try:
+            network = ipaddress.ip_network(rule.cidr, strict=False)
+        except ValueError:
+            continue
+        if master.version != network.version or master not in network:
+            continue
+        protocol, _, span = rule.protocol.partition(":")  # "tcp:1000-2000" is a port range
+        if protocol in ("-1", "all"):
+            everything = True
+        elif protocol in ("tcp", "6") and span:
+            low, _, high = span.partition("-")
+            open_ports.update(p for p in ports if int(low) <= p <= int(high or low))
+        elif protocol in ("tcp", "6"):
+            open_ports.add(rule.port)
+    return [] if everything else sorted(set(ports) - open_ports)
+
+
+def _rule_key(rule: IngressRule) -> tuple[str, int, str]:
+    return (rule.cidr, rule.port, rule.protocol)
+
+
+def _show(rules: Iterable[IngressRule]) -> list[str]:
+    return [f"{rule.protocol}/{rule.port} from {rule.cidr}" for rule in rules]
+
+
+class FirewallKeeper(Actor):
+    # Deleting the group waits out DependencyViolation while the last instances leave (the
+    # Ec2Cloud adapter retries for up to two minutes).
+    grace_seconds = 150.0
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        bus: Bus,
+        cloud: Cloud,
+        master_ip: str,
+        dry_run: bool = False,
+        reconcile_interval: float | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__(name="firewall_keeper", bus=bus, clock=clock)
+        self.config = config
+        self.cloud = cloud
+        self.master_ip = master_ip
+        self.dry_run = dry_run
+        self.reconcile_interval = (
+            reconcile_interval
+            if reconcile_interval is not None
+            else max(MIN_RECONCILE_SECONDS, 2 * config.master.poll_interval)
+        )
+        self.wanted = wanted_rules(
+            master_ip, config.slave.ports, ssh=bool(config.slave.ssh_key.strip())
+        )
+        self.group_id: str | None = None
+        self.owned = False  # created or adopted by fleet tag and name: ours to fix and delete
+        self.vpc_id = ""
+        self._warned_ports: list[int] | None = None
+
+    @property
+    def name_in_ec2(self) -> str:
+        return group_name(self.config.controller.fleet)
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        configured = self.config.slave.security_group.strip()
+        if configured:
+            group = await self._configured_group(configured)
+            self.group_id, self.owned = group.group_id, False
+            self.log.info("security_group.configured", group_id=group.group_id, name=group.name)
+            self._check_admits_master(group)
+        elif await self._find_or_create():
+            # A group just made has no ingress yet; describing it could race EC2's consistency.
+            await self._authorize(sorted(self.wanted, key=_rule_key))
+        else:
+            await self.reconcile()
+        assert self.group_id is not None
+        self.publish(SecurityGroupReady(at=self.now(), group_id=self.group_id, created=self.owned))
+
+    async def run(self) -> None:
+        while await self.sleep(self.reconcile_interval):
+            await self.reconcile()
+
+    async def stop(self) -> None:
+        if not self.owned or self.group_id is None:
+            if self.group_id is not None:
+                self.log.info("security_group.kept", group_id=self.group_id, reason="not ours")
+            return
+        if self.config.controller.on_exit != "teardown":
+            self.log.info("security_group.left", group_id=self.group_id, on_exit="leave")
+            return
+        if self.group_id == DRY_RUN_GROUP_ID:
+            self.log.info("dry_run.would_delete_security_group", name=self.name_in_ec2)
+            return
+        result = await self.cloud.delete_security_group(self.group_id, dry_run=self.dry_run)
+        if self.dry_run:
+            self._report_dry_run("delete_security_group", result.error, group_id=self.group_id)
+        elif result.error is not None:
+            self._provider_error("security_group.delete_failed", result.error)
+        else:
+            self.log.info("security_group.deleted", group_id=self.group_id)
+
+    # ---- one cycle --------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Read the group and bring it back to what it should be (owned) or warn (the user's)."""
+        if self.group_id is None or self.group_id == DRY_RUN_GROUP_ID:
+            return
+        group = await self.cloud.describe_security_group(self.group_id)
+        if group is None:  # gone, or unreadable right now (the adapter logged which)
+            await self._group_vanished()
+            return
+        if not self.owned:
+            self._check_admits_master(group)
+            return
+        missing, extra = rule_drift(group.rules, self.wanted)
+        if missing:
+            await self._authorize(missing)
+        if extra:
+            await self._revoke(extra)
+
+    async def _authorize(self, rules: list[IngressRule]) -> None:
+        assert self.group_id is not None
+        if self.dry_run:
+            result = await self.cloud.authorize_ingress(self.group_id, rules, dry_run=True)
+            self._report_dry_run("authorize_ingress", result.error, rules=_show(rules))
+            return
+        result = await self.cloud.authorize_ingress(self.group_id, rules)
+        if result.error is not None:
+            self._provider_error("security_group.authorize_failed", result.error)
+        else:
+            self.log.info("security_group.authorized", group_id=self.group_id, rules=_show(rules))
+
+    async def _revoke(self, rules: list[IngressRule]) -> None:
+        assert self.group_id is not None
+        if self.dry_run:
+            result = await self.cloud.revoke_ingress(self.group_id, rules, dry_run=True)
+            self._report_dry_run("revoke_ingress", result.error, rules=_show(rules))
+            return
+        self.log.warning("security_group.revoking_foreign_rules", rules=_show(rules))
+        result = await self.cloud.revoke_ingress(self.group_id, rules)
+        if result.error is not None:
+            self._provider_error("security_group.revoke_failed", result.error)
+        else:
+            self.log.info("security_group.revoked", group_id=self.group_id, rules=_show(rules))
+
+    async def _group_vanished(self) -> None:
+        if not self.owned:
+            self.log.error(
+                "security_group.missing",
+                group_id=self.group_id,
+                hint="[slave] security_group names a group that cannot be read: check that it "
+                "still exists",
+            )
+            return
+        # Look it up by name before creating: a failed read must not make a second group
+        # (EC2 refuses a duplicate name in the VPC anyway, and that refusal is only logged).
+        self.log.warning("security_group.vanished", group_id=self.group_id, action="find-or-create")
+        try:
+            created = await self._find_or_create()
+        except FirewallError as exc:
+            self.log.error("security_group.recreate_failed", error=str(exc))
+            return
+        if created:
+            await self._authorize(sorted(self.wanted, key=_rule_key))
+        assert self.group_id is not None
+        self.publish(SecurityGroupReady(at=self.now(), group_id=self.group_id, created=True))
+
+    # ---- finding the group ------------------------------------------------------------------
+
+    async def _configured_group(self, configured: str) -> SecurityGroup:
+        where = f"{self.config.path}: " if self.config.path else ""
+        if configured.startswith("sg-"):
+            group = await self.cloud.describe_security_group(configured)
+        else:
+            group = await self.cloud.find_security_group(configured, await self._vpc())
+        if group is None:
+            raise FirewallError(
+                f"{where}[slave] security_group {configured!r}: no such group in region "
+                f"{self.config.slave.region}: create it or leave security_group empty"
+            )
+        return group
+
+    async def _vpc(self) -> str:
+        subnet = self.config.slave.subnet.strip()
+        vpc_id = await self.cloud.subnet_vpc(subnet)
+        if vpc_id is None:
+            where = f"{self.config.path}: " if self.config.path else ""
+            what = f"[slave] subnet {subnet!r}: not found" if subnet else "no default VPC"
+            raise FirewallError(
+                f"{where}{what} in region {self.config.slave.region}: set [slave] subnet "
+                "to a subnet of the slaves' VPC"
+            )
+        return vpc_id
+
+    async def _find_or_create(self) -> bool:
+        """Adopt the fleet's group or create it; True when it was created just now."""
+        self.vpc_id = await self._vpc()
+        fleet, name = self.config.controller.fleet, self.name_in_ec2
+        group = await self.cloud.find_security_group(name, self.vpc_id)
+        if group is not None:
+            if group.fleet != fleet:
+                raise FirewallError(
+                    f"security group {name} ({group.group_id}) in {self.vpc_id} exists but is not "
+                    f"tagged controller:fleet={fleet}: delete or rename it, or name it in "
+                    "[slave] security_group"
+                )
+            self.group_id, self.owned = group.group_id, True
+            self.log.info("security_group.adopted", group_id=group.group_id, name=name)
+            return False
+        group_id, error = await self.cloud.create_security_group(
+            name=name,
+            description=f"controller fleet {fleet}: render slaves, ingress from the master only",
+            vpc_id=self.vpc_id,
+            fleet=fleet,
+            dry_run=self.dry_run,
+        )
+        if self.dry_run:
+            self._report_dry_run("create_security_group", error, name=name, vpc_id=self.vpc_id)
+            self.group_id, self.owned = DRY_RUN_GROUP_ID, True
+            # No group to check the permission against: say what would follow.
+            self.log.info(
+                "dry_run.would_authorize_ingress",
+                group=name,
+                rules=_show(sorted(self.wanted, key=_rule_key)),
+            )
+            return False
+        if error is not None or group_id is None:
+            raise FirewallError(_create_failed_line(name, self.vpc_id, error))
+        self.group_id, self.owned = group_id, True
+        self.log.info("security_group.created", group_id=group_id, name=name, vpc_id=self.vpc_id)
+        return True
+
+    def _check_admits_master(self, group: SecurityGroup) -> None:
+        """Warn (once per change) when the user's group keeps the master out of the slaves."""
+        closed = ports_not_admitted(group.rules, self.master_ip, self.wanted_ports)
+        if closed == self._warned_ports:
+            return
+        self._warned_ports = closed
+        if closed:
+            self.log.warning(
+                "security_group.master_not_admitted",
+                group_id=group.group_id,
+                master=self.master_ip,
+                ports=closed,
+                hint=f"add ingress from {master_cidr(self.master_ip)} on these ports to "
+                f"{group.group_id}, or leave [slave] security_group empty to let the controller "
+                "manage a group",
+            )
+
+    @property
+    def wanted_ports(self) -> list[int]:
+        return sorted({rule.port for rule in self.wanted})
+
+    # ---- reporting --------------------------------------------------------------------------
+
+    def _provider_error(self, event: str, error: ProviderError) -> None:
+        """Log and publish; the next cycle tries again."""
+        self.log.warning(
+            event,
+            group_id=self.group_id,
+            kind=str(error.kind),
+            code=error.code,
+            message=error.message,
+            retry_in=self.reconcile_interval,
+        )
+        self.publish(
+            ProviderErrorSeen(
+                at=self.now(),
+                kind=error.kind,
+                code=error.code,
+                message=error.message,
+                operation=error.operation,
+            )
+        )
+
+    def _report_dry_run(self, action: str, error: ProviderError | None, **fields: object) -> None:
+        if error is None or error.kind is ErrorKind.DRY_RUN_OK:
+            self.log.info(f"dry_run.would_{action}", permitted=True, **fields)
+        elif error.kind is ErrorKind.AUTH:
+            self.log.error(
+                f"dry_run.would_{action}",
+                permitted=False,
+                code=error.code,
+                message=error.message,
+                hint=f"the credentials lack ec2:{error.operation or action}: grant it",
+                **fields,
+            )
+        else:
+            self.log.warning(
+                f"dry_run.would_{action}",
+                permitted=None,
+                kind=str(error.kind),
+                code=error.code,
+                message=error.message,
+                **fields,
+            )
+
+
+def _create_failed_line(name: str, vpc_id: str, error: ProviderError | None) -> str:
+    line = f"cannot create security group {name} in {vpc_id}"
+    if error is None:
+        return f"{line}: EC2 returned no group id"
+    line += f": {error.code}: {error.message}"
+    if error.kind is ErrorKind.AUTH:
+        line += (
+            " (grant ec2:CreateSecurityGroup, or name an existing group in [slave] security_group)"
+        )
+    return line

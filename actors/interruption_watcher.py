@@ -1,0 +1,213 @@
+"""InterruptionWatcher: hears EC2's spot interruption warnings before the instance goes away.
+
+EventBridge puts EC2's events on an SQS queue (`[scaling] interruption_queue`), the way Karpenter
+receives them: the two-minute "EC2 Spot Instance Interruption Warning" and the earlier "EC2
+Instance Rebalance Recommendation". This actor long-polls the queue, reads each body
+(controller.interruption_events, pure) and publishes an InterruptionWarning, so SpotPool drains
+the slave from renderfarm.conf and launches its replacement ahead of the loss.
+
+Every message is deleted once read, whatever it held: a warning is published once, and an
+unreadable body is logged and dropped rather than received again forever. The queue should
+therefore be this controller's own. Errors (queue missing, no permission, endpoint down) are
+logged and retried along a backoff; the watcher never ends the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import aiobotocore.session
+import aiohttp
+from aiobotocore.config import AioConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from controller.backoff import backoff_delay
+from controller.config import Config
+from controller.interruption_events import EventError, EventKind, InstanceEvent, parse_event
+from controller.messages import InstanceId, InterruptionWarning
+from controller.runtime import Actor, Bus
+
+LONG_POLL_SECONDS = 20  # SQS's maximum WaitTimeSeconds
+MAX_MESSAGES = 10  # SQS's maximum per receive
+SQS_ERRORS: tuple[type[BaseException], ...] = (
+    ClientError,
+    BotoCoreError,
+    aiohttp.ClientError,
+    OSError,
+    TimeoutError,
+)
+# Codes that a retry will not fix until someone changes the queue, the config or the policy.
+HINTS = {
+    "AWS.SimpleQueueService.NonExistentQueue": "no such queue: create it or fix "
+    "[scaling] interruption_queue",
+    "QueueDoesNotExist": "no such queue: create it or fix [scaling] interruption_queue",
+    "AccessDenied": "the credentials lack sqs:ReceiveMessage / sqs:DeleteMessage on the queue",
+    "AccessDeniedException": "the credentials lack sqs:ReceiveMessage / sqs:DeleteMessage "
+    "on the queue",
+}
+
+SqsClientFactory = Callable[[], AbstractAsyncContextManager[Any]]
+
+
+def queue_region(queue_url: str) -> str:
+    """The region in an AWS queue URL (https://sqs.REGION.amazonaws.com/...), "" if none."""
+    found = re.match(r"^https?://sqs\.([a-z0-9-]+)\.amazonaws\.com", queue_url)
+    return found.group(1) if found else ""
+
+
+def sqs_client_factory(config: Config) -> SqsClientFactory:
+    """Aiobotocore SQS clients for the queue's region, at `[aws] endpoint_url` when set."""
+    session = aiobotocore.session.get_session()
+    aio_config = AioConfig(
+        retries={"mode": config.aws.retry_mode, "total_max_attempts": config.aws.max_attempts},
+        connect_timeout=config.aws.call_timeout,
+        # A long poll holds the connection open for up to LONG_POLL_SECONDS before answering.
+        read_timeout=config.aws.call_timeout + LONG_POLL_SECONDS,
+    )
+    region = queue_region(config.scaling.interruption_queue) or config.slave.region
+
+    def create() -> AbstractAsyncContextManager[Any]:
+        return session.create_client(
+            "sqs",
+            region_name=region,
+            endpoint_url=config.aws.endpoint_url or None,
+            config=aio_config,
+        )
+
+    return create
+
+
+class InterruptionWatcher(Actor):
+    def __init__(
+        self,
+        *,
+        config: Config,
+        bus: Bus,
+        sqs_client_factory: SqsClientFactory,
+        wait_seconds: int = LONG_POLL_SECONDS,
+        backoff: Sequence[float] = (1, 2, 4, 8, 16, 30),
+        clock=None,
+    ) -> None:
+        super().__init__(name="interruption_watcher", bus=bus, clock=clock)
+        self.queue_url = config.scaling.interruption_queue.strip()
+        self.sqs_client_factory = sqs_client_factory
+        self.wait_seconds = max(0, min(wait_seconds, LONG_POLL_SECONDS))
+        self.backoff = tuple(backoff)
+        self.failures = 0  # consecutive failed polls, picks the next backoff delay
+
+    async def setup(self) -> None:
+        if not self.queue_url:
+            raise ValueError(
+                "[scaling] interruption_queue is empty: the interruption watcher has no queue "
+                "to read (it is started only when the queue is set)"
+            )
+
+    async def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                async with self.sqs_client_factory() as sqs:
+                    while not self.stopping.is_set():
+                        await self.poll(sqs)
+                        self.failures = 0
+            except SQS_ERRORS as exc:
+                delay = backoff_delay(self.backoff, self.failures)
+                self.failures += 1
+                self._log_failure(exc, delay)
+                await self.sleep(delay)
+
+    async def poll(self, sqs: Any) -> int:
+        """One long poll: publish what the messages say and delete them; how many were read."""
+        messages = await self._receive(sqs)
+        if not messages:
+            return 0
+        for message in messages:
+            self._handle(message.get("MessageId", ""), message.get("Body", ""))
+        await self._delete(sqs, [m["ReceiptHandle"] for m in messages])
+        return len(messages)
+
+    async def _receive(self, sqs: Any) -> list[dict[str, Any]]:
+        """The next messages, or [] when the stop began first (a long poll must not delay it)."""
+        receive = asyncio.ensure_future(
+            sqs.receive_message(
+                QueueUrl=self.queue_url,
+                WaitTimeSeconds=self.wait_seconds,
+                MaxNumberOfMessages=MAX_MESSAGES,
+            )
+        )
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({receive, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not receive.done():
+                # Messages SQS handed out meanwhile come back after their visibility timeout.
+                receive.cancel()
+                await asyncio.wait({receive})
+        if receive.cancelled():
+            return []
+        return receive.result().get("Messages", [])
+
+    def _handle(self, message_id: str, body: str) -> None:
+        try:
+            event = parse_event(body)
+        except EventError as exc:
+            self.log.warning(
+                "interruption.unreadable_message",
+                message_id=message_id,
+                reason=str(exc),
+                action="deleted",
+            )
+            return
+        if event.kind in (EventKind.INTERRUPTION, EventKind.REBALANCE):
+            self._warn(event)
+        elif event.kind is EventKind.STATE_CHANGE:
+            self.log.debug(
+                "interruption.state_change", instance_id=event.instance_id, state=event.state
+            )
+        else:
+            self.log.info("interruption.ignored_event", detail_type=event.detail_type)
+
+    def _warn(self, event: InstanceEvent) -> None:
+        self.log.warning(
+            f"interruption.{event.kind}",
+            instance_id=event.instance_id,
+            action=event.action or None,
+            action_time=event.action_time or None,
+            event_id=event.event_id,
+        )
+        self.publish(
+            InterruptionWarning(
+                at=self.now(),
+                instance_id=InstanceId(event.instance_id),
+                kind=str(event.kind),
+                action_time=event.action_time,
+            )
+        )
+
+    async def _delete(self, sqs: Any, receipt_handles: list[str]) -> None:
+        entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(receipt_handles)]
+        response = await sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        for failed in response.get("Failed", []):
+            self.log.warning(
+                "interruption.delete_failed",
+                code=failed.get("Code"),
+                message=failed.get("Message"),
+                hint="the message will be received again",
+            )
+
+    def _log_failure(self, exc: BaseException, delay: float) -> None:
+        code = ""
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+        self.log.warning(
+            "interruption.queue_failed",
+            queue=self.queue_url,
+            error=str(exc) or type(exc).__name__,
+            code=code or type(exc).__name__,
+            hint=HINTS.get(code),
+            retry_in=round(delay, 1),
+        )
