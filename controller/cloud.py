@@ -142,11 +142,23 @@ class Cloud(Protocol):
         self, ids: Sequence[RequestId], *, dry_run: bool = False
     ) -> OpResult: ...
 
+    async def wait_terminated(
+        self, ids: Sequence[InstanceId], *, timeout: float, poll_interval: float = 5.0
+    ) -> tuple[InstanceId, ...]:
+        """Poll until every instance is terminated or gone; return the ids still alive."""
+        ...
+
     async def spot_price(self, instance_type: str, zone: str) -> float | None: ...
 
     async def find_security_group(self, name: str, vpc_id: str) -> SecurityGroup | None: ...
 
     async def describe_security_group(self, group_id: str) -> SecurityGroup | None: ...
+
+    async def fleet_security_groups(
+        self, fleet: str
+    ) -> tuple[tuple[SecurityGroup, ...], ProviderError | None]:
+        """Every security group tagged controller:fleet=<fleet> (what teardown may delete)."""
+        ...
 
     async def create_security_group(
         self, *, name: str, description: str, vpc_id: str, fleet: str, dry_run: bool = False
