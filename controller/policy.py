@@ -1,0 +1,395 @@
+"""Pure scaling decisions: the load table band, dwell, which slave goes, and the forecast.
+
+SpotPool (the daemon), `run --dry-run` and `simulate` all call the same `Policy.decide` with a
+full snapshot of what they observed (`PolicyInput`) and get back what to do (`PolicyDecision`).
+Nothing here does I/O or reads a clock: `now` comes in with the snapshot, so a policy runs as
+well in loop time as in the simulator's virtual time. A policy object may keep private state
+between calls (the dwell timer, the rate history of the forecast).
+
+The load table keeps GBrowse's meaning (seed 000_0157c7cef1b54989, `slaves_wanted` of its
+AWS_Balancer.pm): a row applies at or above its requests/sec; below the first row the band is
+[0, 0]; above the last, the last row's. Every policy built here honours it:
+
+- a fleet below the band's min is brought up to min at once;
+- a fleet above the band's max is cut down to max, but only after the band (and the policy's own
+  target) has asked for fewer slaves continuously for `[scaling] scale_in_after` seconds;
+- launches never take the fleet above max, removals never take it below min;
+- a lost load sensor (`load_rps is None`) holds: no removals, and launches only to get back to
+  the last desired count (replacing slaves that went away);
+- with `[scaling] max_cost_per_hour` set, launches stop where the fleet would cost more.
+
+Counting: open launch requests and booting instances count toward the fleet for scale-out (so a
+slow boot never causes a second launch); draining instances never count; an instance under a
+spot interruption warning counts as gone for scale-out (its replacement is launched at once) but
+still counts as held for scale-in, and it is the first one removed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from controller.config import Config, LoadRow
+
+POLICY_NAMES = ("ours", "table", "gbrowse", "gbrowse-lifetime", "starcluster")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Member:
+    instance_id: str
+    launched_at: float  # same clock as `now` (loop / virtual seconds)
+    ready: bool  # passed the readiness probe
+    draining: bool = False  # being removed (not counted as capacity)
+    interrupted: bool = False  # got a spot interruption warning (counted as going away)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyInput:
+    now: float
+    load_rps: float | None  # rate over the last poll; None = sensor lost -> hold
+    window_rps: float | None  # smoothed rate over [master] window_seconds
+    members: tuple[Member, ...]  # running or pending instances of the fleet
+    pending_requests: int = 0  # launches asked for that are not instances yet
+    cost_per_hour: float = 0.0  # current fleet cost
+    price_per_instance: float = 0.0  # for the budget cap
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyDecision:
+    band: tuple[int, int]  # the load table's [min, max] for this load
+    desired: int
+    launch: int  # how many to launch now
+    remove: tuple[str, ...]  # instance ids to drain and terminate now
+    reason: str  # one line, human readable, logged and shown in /status
+
+
+class Policy(Protocol):
+    name: str
+
+    def decide(self, inp: PolicyInput) -> PolicyDecision: ...
+
+
+def band_for(rows: Sequence[LoadRow], rps: float) -> tuple[int, int]:
+    """The [min, max] slaves of the last row whose requests/sec the load reaches; (0, 0) below."""
+    band = (0, 0)
+    for row in rows:
+        if rps >= row.rps:
+            band = (row.min_instances, row.max_instances)
+        else:
+            break
+    return band
+
+
+# ---- counting and choosing, shared by every policy ---------------------------------------------
+
+
+def scale_out_count(inp: PolicyInput) -> int:
+    """Slaves that will serve: not draining, not warned of interruption, plus open requests."""
+    alive = sum(1 for m in inp.members if not m.draining and not m.interrupted)
+    return alive + inp.pending_requests
+
+
+def held_count(inp: PolicyInput) -> int:
+    """Slaves the fleet holds and could still remove: everything not already draining."""
+    return sum(1 for m in inp.members if not m.draining) + inp.pending_requests
+
+
+def removal_order(members: Sequence[Member]) -> list[Member]:
+    """Candidates for removal, first to go first: interrupted ones, then the youngest.
+
+    Draining members are already leaving and are not candidates. The youngest is usually still
+    booting, so removing it loses no serving capacity.
+    """
+    candidates = [m for m in members if not m.draining]
+    candidates.sort(key=lambda m: (not m.interrupted, -m.launched_at, m.instance_id))
+    return candidates
+
+
+def budget_allows(inp: PolicyInput, launch: int, max_cost_per_hour: float | None) -> int:
+    """How many of `launch` fit under the budget cap (all of them when there is no cap)."""
+    if max_cost_per_hour is None or launch <= 0 or inp.price_per_instance <= 0:
+        return launch
+    room = math.floor((max_cost_per_hour - inp.cost_per_hour) / inp.price_per_instance + 1e-9)
+    return max(0, min(launch, room))
+
+
+def clamp(n: int, band: tuple[int, int]) -> int:
+    return max(band[0], min(band[1], n))
+
+
+# ---- the table policy core: band, dwell, hold, budget --------------------------------------------
+
+
+class BandPolicy:
+    """The load table with the seed's semantics plus a scale-in dwell; subclasses pick a target.
+
+    `target()` says how many slaves the policy wants inside the band; this class clamps it to
+    the band, launches the shortfall at once, and removes a surplus only after the fleet has
+    held more than the desired count for `scale_in_after` seconds without a break. Then it
+    removes down to the highest desired count of that period (a stabilisation window, as the
+    Kubernetes HPA scales down), so a brief dip never costs a slave that is needed again soon.
+    """
+
+    name = "table"
+
+    def __init__(self, config: Config):
+        self.rows = config.load_table.rows
+        self.scale_in_after = config.scaling.scale_in_after
+        self.max_cost_per_hour = config.scaling.max_cost_per_hour
+        self._fewer_since: float | None = None
+        self._recent: deque[tuple[float, int]] = deque()  # (now, desired) within the dwell
+        self._last_desired: int | None = None
+        self._last_band: tuple[int, int] = (0, 0)
+
+    def target(self, inp: PolicyInput, band: tuple[int, int]) -> tuple[int, str]:
+        """Slaves wanted before the band clamps it, and a short note for the reason.
+
+        The table alone keeps what it has (min <= current <= max: do nothing), and what it had
+        decided before: a slave that went away is replaced.
+        """
+        keep = max(scale_out_count(inp), self._last_desired or 0)
+        return keep, f"table keeps {keep}"
+
+    def observe(self, inp: PolicyInput) -> None:
+        """Called with every snapshot, including sensor-lost ones (for history keeping)."""
+
+    def decide(self, inp: PolicyInput) -> PolicyDecision:
+        self.observe(inp)
+        if inp.load_rps is None:
+            return self._hold(inp)
+        band = band_for(self.rows, inp.load_rps)
+        wanted, note = self.target(inp, band)
+        desired = clamp(wanted, band)
+        self._last_desired, self._last_band = desired, band
+        self._remember(inp.now, desired)
+
+        up = scale_out_count(inp)
+        launch = max(0, desired - up)
+        parts = [f"load {inp.load_rps:.2f} rps, band [{band[0]},{band[1]}], {note}"]
+        launch, capped = self._cap(inp, launch)
+        if launch:
+            parts.append(f"launch {launch} ({up} -> {up + launch})")
+        if capped:
+            parts.append("budget cap")
+
+        remove = self._scale_in(inp, band, desired, launch)
+        if remove:
+            parts.append(f"remove {len(remove)} after {self.scale_in_after:.0f}s below")
+        elif not launch and held_count(inp) > desired and self._fewer_since is not None:
+            waited = inp.now - self._fewer_since
+            parts.append(f"holding surplus ({waited:.0f}/{self.scale_in_after:.0f}s)")
+        elif not launch and not capped:
+            parts.append("no change")
+        return PolicyDecision(
+            band=band, desired=desired, launch=launch, remove=remove, reason="; ".join(parts)
+        )
+
+    def _remember(self, now: float, desired: int) -> None:
+        self._recent.append((now, desired))
+        horizon = now - self.scale_in_after
+        while self._recent and self._recent[0][0] < horizon:
+            self._recent.popleft()
+
+    def _cap(self, inp: PolicyInput, launch: int) -> tuple[int, bool]:
+        allowed = budget_allows(inp, launch, self.max_cost_per_hour)
+        return allowed, allowed < launch
+
+    def _scale_in(
+        self, inp: PolicyInput, band: tuple[int, int], desired: int, launch: int
+    ) -> tuple[str, ...]:
+        held = held_count(inp) + launch
+        if held <= desired:
+            self._fewer_since = None
+            return ()
+        if self._fewer_since is None:
+            self._fewer_since = inp.now
+        if inp.now - self._fewer_since < self.scale_in_after:
+            return ()
+        keep = max(band[0], max(d for _, d in self._recent))
+        surplus = held - keep
+        if surplus <= 0:
+            return ()
+        return tuple(m.instance_id for m in removal_order(inp.members)[:surplus])
+
+    def _hold(self, inp: PolicyInput) -> PolicyDecision:
+        """Sensor lost: never remove; launch only back up to the last desired count."""
+        self._fewer_since = None  # missing data never counts toward the dwell
+        self._recent.clear()
+        up = scale_out_count(inp)
+        desired = self._last_desired if self._last_desired is not None else up
+        launch, capped = self._cap(inp, max(0, desired - up))
+        reason = f"load sensor lost: holding at {desired}"
+        if launch:
+            reason += f"; launch {launch} to replace lost slaves"
+        if capped:
+            reason += "; budget cap"
+        return PolicyDecision(
+            band=self._last_band, desired=desired, launch=launch, remove=(), reason=reason
+        )
+
+
+# ---- ours: target tracking with a forecast of the next boot --------------------------------------
+
+
+class OursPolicy(BandPolicy):
+    """Target tracking inside the band on a forecast of the load one boot ahead.
+
+    The wanted count is `ceil(level * (1 + headroom) / slave_capacity_rps)`:
+
+    - level: the highest of the last poll's rate, the windowed rate, the highest rate of the
+      last `hold_seconds` (a dip of a poll or two is not taken for a fall), and the linear trend
+      of the last `trend_seconds` extrapolated over the lead: the time until a slave launched
+      now is serving, i.e. its boot (learnt from the slaves' own launch-to-ready times) plus
+      one poll;
+    - headroom: learnt, not configured. Every level is later compared with the load one lead
+      after it; the headroom is a quantile of those relative excesses over `error_seconds`.
+      The quantile itself follows the service goal: the policy counts the polls at which fewer
+      slaves were ready than the load needed, and raises the quantile while that share is above
+      `under_target` and lowers it while below (within [quantile_min, quantile_max]). A noisy
+      load thus gets the spare slaves it needs to stay near the target, and no more.
+
+    Scale-out is immediate; scale-in waits `scale_in_after` (asymmetric dwell, see BandPolicy).
+    """
+
+    name = "ours"
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        hold_seconds: float = 60.0,
+        trend_seconds: float = 600.0,
+        error_seconds: float = 6 * 3600.0,
+        under_target: float = 0.01,
+        quantile: float = 0.9,
+        quantile_min: float = 0.5,
+        quantile_max: float = 0.95,
+        quantile_gain: float = 0.002,
+    ):
+        super().__init__(config)
+        self.capacity = config.simulate.slave_capacity_rps
+        self.poll = config.master.poll_interval
+        self.boot = config.simulate.boot_seconds
+        self.hold_seconds = hold_seconds
+        self.trend_seconds = trend_seconds
+        self.error_seconds = error_seconds
+        self.under_target = under_target
+        self.quantile = quantile
+        self.quantile_min = quantile_min
+        self.quantile_max = quantile_max
+        self.quantile_gain = quantile_gain
+        self.headroom = 0.2  # until the first errors are known
+        self._samples: deque[tuple[float, float]] = deque()  # (now, load_rps)
+        self._levels: deque[tuple[float, float]] = deque()  # (due, level) awaiting the truth
+        self._errors: deque[tuple[float, float]] = deque()  # (now, relative excess)
+        self._sorted_errors: list[float] = []
+        self._seen_booting: dict[str, float] = {}
+
+    # -- learning ------------------------------------------------------------------------------
+
+    def observe(self, inp: PolicyInput) -> None:
+        self._learn_boot(inp)
+        if inp.load_rps is None:
+            return
+        now, rps = inp.now, inp.load_rps
+        self._samples.append((now, rps))
+        horizon = now - max(self.trend_seconds, self.hold_seconds, self.poll * 2)
+        while self._samples and self._samples[0][0] < horizon:
+            self._samples.popleft()
+        self._steer_quantile(inp)
+        self._score(now, rps)
+
+    def _learn_boot(self, inp: PolicyInput) -> None:
+        """Boot time = launch to first seen ready (less half a poll of probe delay), averaged."""
+        for m in inp.members:
+            if not m.ready:
+                self._seen_booting.setdefault(m.instance_id, m.launched_at)
+            elif m.instance_id in self._seen_booting:
+                took = inp.now - self._seen_booting.pop(m.instance_id) - self.poll / 2
+                self.boot = max(0.0, 0.8 * self.boot + 0.2 * took)
+        if len(self._seen_booting) > 4 * len(inp.members) + 16:
+            live = {m.instance_id for m in inp.members}
+            self._seen_booting = {k: v for k, v in self._seen_booting.items() if k in live}
+
+    def _steer_quantile(self, inp: PolicyInput) -> None:
+        """Integral control of the headroom quantile on the share of under-provisioned polls."""
+        assert inp.load_rps is not None
+        if self.capacity <= 0:
+            return
+        needed = math.ceil(round(inp.load_rps / self.capacity, 9))
+        ready = sum(1 for m in inp.members if m.ready and not m.draining and not m.interrupted)
+        under = 1.0 if ready < needed else 0.0
+        q = self.quantile + self.quantile_gain * (under - self.under_target)
+        self.quantile = min(self.quantile_max, max(self.quantile_min, q))
+
+    def _score(self, now: float, rps: float) -> None:
+        """Compare the levels that fell due with the load now; set the headroom."""
+        errs = self._sorted_errors
+        while self._levels and self._levels[0][0] <= now:
+            _, level = self._levels.popleft()
+            excess = (rps - level) / max(level, self.capacity)
+            self._errors.append((now, excess))
+            bisect.insort(errs, excess)
+        horizon = now - self.error_seconds
+        while self._errors and self._errors[0][0] < horizon:
+            _, old = self._errors.popleft()
+            del errs[bisect.bisect_left(errs, old)]
+        if errs:
+            self.headroom = max(0.0, errs[min(len(errs) - 1, int(self.quantile * len(errs)))])
+
+    # -- forecasting ---------------------------------------------------------------------------
+
+    def lead_seconds(self) -> float:
+        return self.boot + self.poll
+
+    def level(self, inp: PolicyInput) -> float:
+        """The rate to provision for until a slave launched now would be serving."""
+        assert inp.load_rps is not None
+        now = inp.now
+        level = max(inp.load_rps, inp.window_rps or 0.0)
+        for t, r in reversed(self._samples):
+            if t < now - self.hold_seconds:
+                break
+            level = max(level, r)
+        slope = self._trend(now)
+        if slope > 0:
+            level = max(level, inp.load_rps + slope * self.lead_seconds())
+        return level
+
+    def _trend(self, now: float) -> float:
+        """Least-squares slope (rps per second) of the samples of the last trend_seconds."""
+        pts = [(t, r) for t, r in self._samples if t >= now - self.trend_seconds]
+        n = len(pts)
+        if n < 3:
+            return 0.0
+        mt = sum(t for t, _ in pts) / n
+        mr = sum(r for _, r in pts) / n
+        var = sum((t - mt) ** 2 for t, _ in pts)
+        if var <= 0:
+            return 0.0
+        return sum((t - mt) * (r - mr) for t, r in pts) / var
+
+    def target(self, inp: PolicyInput, band: tuple[int, int]) -> tuple[int, str]:
+        level = self.level(inp)
+        self._levels.append((inp.now + self.lead_seconds(), level))
+        want = level * (1.0 + self.headroom)
+        n = math.ceil(round(want / self.capacity, 9)) if self.capacity > 0 else band[0]
+        return n, f"level {level:.2f} rps +{100 * self.headroom:.0f}% -> {n}"
+
+
+def make_policy(name: str, config: Config) -> Policy:
+    """The policy called `name`: ours | table | gbrowse | gbrowse-lifetime | starcluster."""
+    match name:
+        case "ours":
+            return OursPolicy(config)
+        case "table":
+            return BandPolicy(config)
+        case "gbrowse" | "gbrowse-lifetime" | "starcluster":
+            from controller import baselines
+
+            return baselines.make_baseline(name, config)
+    raise ValueError(f"unknown policy {name!r}: choose one of {', '.join(POLICY_NAMES)}")

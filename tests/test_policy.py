@@ -1,0 +1,321 @@
+"""The pure policies: GBrowse's band semantics, dwell, removal order, hold, budget, bounds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.baselines import GBrowsePolicy, StarClusterPolicy
+from controller.config import Config, LoadRow, LoadTableSection, ScalingSection
+from controller.policy import (
+    BandPolicy,
+    Member,
+    OursPolicy,
+    PolicyInput,
+    band_for,
+    held_count,
+    make_policy,
+    scale_out_count,
+)
+
+SEED_ROWS = (  # the seed's default table
+    LoadRow(rps=0.1, min_instances=0, max_instances=1),
+    LoadRow(rps=0.5, min_instances=0, max_instances=2),
+    LoadRow(rps=1.0, min_instances=1, max_instances=3),
+    LoadRow(rps=2.0, min_instances=2, max_instances=4),
+)
+
+
+def config(rows=SEED_ROWS, **scaling) -> Config:
+    return Config(
+        load_table=LoadTableSection(rows=tuple(rows)),
+        scaling=dataclasses.replace(ScalingSection(), **scaling),
+    )
+
+
+def member(iid: str, launched_at: float = 0.0, **kw) -> Member:
+    return Member(instance_id=iid, launched_at=launched_at, ready=kw.pop("ready", True), **kw)
+
+
+def snapshot(now: float, load: float | None, members=(), **kw) -> PolicyInput:
+    return PolicyInput(now=now, load_rps=load, window_rps=load, members=tuple(members), **kw)
+
+
+# ---- the band ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rps", "band"),
+    [
+        (0.0, (0, 0)),  # below the lowest row: no slaves
+        (0.09, (0, 0)),
+        (0.1, (0, 1)),  # a row applies at its own rate
+        (0.3, (0, 1)),
+        (0.5, (0, 2)),
+        (1.5, (1, 3)),  # "between 1.0 and 2.0, at least 1, no more than 3"
+        (2.0, (2, 4)),
+        (500.0, (2, 4)),  # above the top: the top row
+    ],
+)
+def test_band_follows_the_seed(rps, band):
+    assert band_for(SEED_ROWS, rps) == band
+
+
+def test_band_of_an_empty_table_is_zero():
+    assert band_for((), 10.0) == (0, 0)
+
+
+def test_below_min_launches_all_missing_at_once():
+    d = BandPolicy(config()).decide(snapshot(0, 2.5, [member("a")]))
+    assert d.band == (2, 4)
+    assert (d.desired, d.launch, d.remove) == (2, 1, ())
+
+
+def test_inside_the_band_nothing_changes():
+    d = BandPolicy(config()).decide(snapshot(0, 1.5, [member("a"), member("b")]))
+    assert (d.launch, d.remove) == (0, ())
+    assert "no change" in d.reason
+
+
+def test_pending_requests_and_booting_count_but_draining_does_not():
+    policy = BandPolicy(config())
+    booting = member("b", 5, ready=False)
+    d = policy.decide(snapshot(0, 2.5, [member("a"), booting]))
+    assert d.launch == 0
+    d = policy.decide(snapshot(30, 2.5, [member("a")], pending_requests=1))
+    assert d.launch == 0
+    d = policy.decide(snapshot(60, 2.5, [member("a"), member("b", draining=True)]))
+    assert d.launch == 1
+
+
+def test_a_lost_slave_inside_the_band_is_replaced():
+    policy = BandPolicy(config())
+    policy.decide(snapshot(0, 1.5, [member("a"), member("b"), member("c")]))
+    d = policy.decide(snapshot(30, 1.5, [member("a"), member("b")]))
+    assert d.launch == 1
+
+
+# ---- dwell and removal -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [BandPolicy, OursPolicy])
+def test_no_scale_in_before_the_dwell_and_yes_after(make):
+    policy = make(config(scale_in_after=300))
+    fleet = [member("a", 0), member("b", 10), member("c", 20)]
+    for now in (0, 30, 150, 299):
+        d = policy.decide(snapshot(now, 0.05, fleet))  # band [0, 0]
+        assert d.remove == (), now
+    d = policy.decide(snapshot(300, 0.05, fleet))
+    assert sorted(d.remove) == ["a", "b", "c"]
+
+
+def test_a_load_bump_restarts_the_dwell():
+    policy = BandPolicy(config(scale_in_after=300))
+    fleet = [member("a"), member("b"), member("c")]
+    policy.decide(snapshot(0, 0.3, fleet))  # band [0, 1]: one too many... three
+    policy.decide(snapshot(200, 2.5, fleet))  # band [2, 4]: none too many
+    assert policy.decide(snapshot(400, 0.3, fleet)).remove == ()
+    assert policy.decide(snapshot(690, 0.3, fleet)).remove == ()
+    assert len(policy.decide(snapshot(700, 0.3, fleet)).remove) == 2
+
+
+def test_removal_takes_interrupted_first_then_the_youngest():
+    policy = BandPolicy(config(scale_in_after=0))
+    fleet = [
+        member("old", 0),
+        member("young", 50),
+        member("warned", 10, interrupted=True),
+        member("leaving", 60, draining=True),
+        member("booting", 40, ready=False),
+    ]
+    d = policy.decide(snapshot(100, 0.3, fleet))  # band [0, 1]; held: 4 (not the draining one)
+    assert d.remove == ("warned", "young", "booting")
+
+
+def test_never_below_min_when_removing():
+    policy = BandPolicy(config(scale_in_after=0))
+    fleet = [member(f"i{k}", k) for k in range(6)]
+    d = policy.decide(snapshot(0, 2.5, fleet))  # band [2, 4]
+    assert len(d.remove) == 2
+    assert d.remove == ("i5", "i4")
+
+
+# ---- sensor lost, budget -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [BandPolicy, OursPolicy])
+def test_a_lost_sensor_holds(make):
+    policy = make(config(scale_in_after=60))
+    fleet = [member("a"), member("b"), member("c"), member("d")]
+    d = policy.decide(snapshot(0, 2.5, fleet))
+    desired = d.desired
+    for now in range(30, 1000, 30):
+        d = policy.decide(snapshot(now, None, fleet))
+        assert d.remove == () and d.launch == 0
+        assert "sensor lost" in d.reason
+    # a slave goes away while blind: replaced up to the last desired count, never more
+    d = policy.decide(snapshot(1000, None, fleet[: desired - 1]))
+    assert d.launch == 1 and d.remove == ()
+
+
+def test_the_dwell_restarts_after_a_sensor_outage():
+    policy = BandPolicy(config(scale_in_after=300))
+    fleet = [member("a"), member("b"), member("c")]
+    policy.decide(snapshot(0, 0.05, fleet))
+    policy.decide(snapshot(200, None, fleet))
+    assert policy.decide(snapshot(400, 0.05, fleet)).remove == ()
+    assert policy.decide(snapshot(690, 0.05, fleet)).remove == ()
+    assert len(policy.decide(snapshot(700, 0.05, fleet)).remove) == 3
+
+
+@pytest.mark.parametrize("make", [BandPolicy, OursPolicy])
+def test_budget_caps_launches(make):
+    rows = (LoadRow(rps=0.0, min_instances=4, max_instances=6),)
+    policy = make(config(rows, max_cost_per_hour=0.1))
+    d = policy.decide(
+        snapshot(0, 1.0, [member("a")], cost_per_hour=0.035, price_per_instance=0.035)
+    )
+    assert d.launch == 1  # 0.035 + 1 * 0.035 <= 0.1 < 0.035 + 2 * 0.035 ... and 3 * 0.035
+    assert "budget cap" in d.reason
+
+
+def test_no_budget_no_cap():
+    rows = (LoadRow(rps=0.0, min_instances=4, max_instances=6),)
+    d = BandPolicy(config(rows)).decide(snapshot(0, 1.0, (), price_per_instance=10.0))
+    assert d.launch == 4
+
+
+# ---- ours --------------------------------------------------------------------------------------
+
+
+def wide_config(capacity=2.0, **scaling) -> Config:
+    rows = (LoadRow(rps=0.0, min_instances=0, max_instances=100),)
+    cfg = config(rows, **scaling)
+    return dataclasses.replace(
+        cfg, simulate=dataclasses.replace(cfg.simulate, slave_capacity_rps=capacity)
+    )
+
+
+def test_ours_tracks_the_load_inside_the_band():
+    policy = OursPolicy(wide_config())
+    d = policy.decide(snapshot(0, 10.0, ()))
+    assert d.desired >= 5  # ceil(10 / 2) plus headroom
+    assert d.launch == d.desired
+
+
+def test_ours_launches_ahead_of_a_rising_load():
+    policy = OursPolicy(wide_config())
+    desired = []
+    for k in range(20):
+        fleet = [member(f"i{j}") for j in range(desired[-1] if desired else 0)]
+        d = policy.decide(snapshot(30 * k, 10.0 + 2.0 * k, fleet))
+        desired.append(d.desired)
+    # at the last poll the load is 48 rps (24 slaves); a boot later it will be ~56
+    assert desired[-1] > 48 / 2
+
+
+def test_ours_is_clamped_by_the_band():
+    rows = (LoadRow(rps=0.0, min_instances=1, max_instances=3),)
+    policy = OursPolicy(dataclasses.replace(wide_config(), load_table=LoadTableSection(rows=rows)))
+    d = policy.decide(snapshot(0, 100.0, ()))
+    assert (d.band, d.desired, d.launch) == ((1, 3), 3, 3)
+
+
+# ---- bounds, as a property ---------------------------------------------------------------------
+
+
+@st.composite
+def tables(draw):
+    n = draw(st.integers(1, 5))
+    rates = sorted(draw(st.lists(st.floats(0, 50), min_size=n, max_size=n, unique=True)))
+    rows = []
+    for rate in rates:
+        low = draw(st.integers(0, 6))
+        rows.append(
+            LoadRow(rps=rate, min_instances=low, max_instances=low + draw(st.integers(0, 6)))
+        )
+    return tuple(rows)
+
+
+step = st.tuples(
+    st.one_of(st.none(), st.floats(0, 80)),  # load
+    st.integers(0, 12),  # members
+    st.integers(0, 3),  # pending requests
+    st.sets(st.integers(0, 11)),  # which members are draining
+    st.sets(st.integers(0, 11)),  # which are interrupted
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=tables(),
+    name=st.sampled_from(["ours", "table"]),
+    steps=st.lists(step, min_size=1, max_size=25),
+)
+def test_never_above_max_nor_below_min(rows, name, steps):
+    cfg = dataclasses.replace(config(rows, scale_in_after=60), simulate=wide_config().simulate)
+    policy = make_policy(name, cfg)
+    for k, (load, n, pending, draining, warned) in enumerate(steps):
+        fleet = [
+            member(
+                f"i{j}", j, draining=j in draining, interrupted=j in warned and j not in draining
+            )
+            for j in range(n)
+        ]
+        inp = snapshot(30.0 * k, load, fleet, pending_requests=pending)
+        d = policy.decide(inp)
+        low, high = d.band
+        assert len(set(d.remove)) == len(d.remove)
+        removable = {m.instance_id for m in fleet if not m.draining}
+        assert set(d.remove) <= removable
+        if load is None:
+            assert d.remove == ()
+            continue
+        assert d.band == band_for(rows, load)
+        assert low <= d.desired <= high
+        if d.launch:
+            assert scale_out_count(inp) + d.launch <= high  # launches never go above max
+            warned_ids = {m.instance_id for m in fleet if m.interrupted}
+            assert set(d.remove) <= warned_ids  # only slaves already going away leave then
+        if d.remove:
+            # removals never go below min
+            assert held_count(inp) + d.launch - len(d.remove) >= low
+
+
+# ---- baselines ---------------------------------------------------------------------------------
+
+
+def test_gbrowse_has_no_dwell_and_drops_pending_ones_first():
+    policy = GBrowsePolicy(config())
+    fleet = [member("a"), member("b"), member("c", 9, ready=False)]
+    d = policy.decide(snapshot(0, 0.3, fleet))  # band [0, 1]
+    assert d.remove == ("c", "a")
+
+
+def test_gbrowse_counts_open_requests_as_slaves():
+    d = GBrowsePolicy(config()).decide(snapshot(0, 2.5, (), pending_requests=2))
+    assert d.launch == 0
+
+
+def test_gbrowse_lifetime_average_lags_the_load():
+    policy = make_policy("gbrowse-lifetime", config())
+    for k in range(100):
+        policy.decide(snapshot(30 * k, 0.0, ()))
+    d = policy.decide(snapshot(3000, 2.5, ()))  # the real load is 2.5 rps: band [2, 4]
+    assert d.band == (0, 0)
+
+
+def test_starcluster_adds_one_node_per_pass_after_the_wait():
+    cfg = wide_config()
+    policy = StarClusterPolicy(cfg)
+    launches = [policy.decide(snapshot(30 * k, 10.0, ())).launch for k in range(18)]
+    assert launches[:11] == [0] * 11  # the "oldest job" must wait more than 300 s
+    assert launches[11:] == [1, 0, 0, 0, 0, 0, 1]  # one node, then 180 s of stabilisation
+
+
+def test_unknown_policy_is_refused():
+    with pytest.raises(ValueError, match="unknown policy"):
+        make_policy("clairvoyant", config())
