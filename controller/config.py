@@ -65,7 +65,7 @@ class LoadTableSection:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScalingSection:
-    policy: str = "ours"  # ours | gbrowse (the seed's table-only behaviour)
+    policy: str = "ours"  # ours | table (the seed band + dwell) | gbrowse | starcluster
     scale_in_after: float = 300.0  # seconds the band must ask for fewer before one is removed
     drain_seconds: float = 30.0  # between leaving renderfarm.conf and termination
     request_timeout: float = 300.0  # an unfilled launch is abandoned, next type/zone tried
@@ -181,7 +181,7 @@ class Config:
 
 KNOWN_PLUGIN_KINDS = ("profile", "motd", "stop-services", "sge", "commands")
 _ON_EXIT = ("teardown", "leave")
-_POLICIES = ("ours", "gbrowse")
+_POLICIES = ("ours", "table", "gbrowse", "starcluster")
 _RETRY_MODES = ("standard", "adaptive", "legacy")
 _LOAD_SOURCES = ("sge", "slurm")
 

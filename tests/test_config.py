@@ -151,7 +151,7 @@ BAD_CONFIGS = {
     "policy unknown": (
         '[scaling]\npolicy = "magic"\n',
         "scaling.policy",
-        "must be one of 'ours', 'gbrowse' (got 'magic')",
+        "must be one of 'ours', 'table', 'gbrowse', 'starcluster' (got 'magic')",
     ),
     "retry_mode unknown": (
         '[aws]\nretry_mode = "eager"\n',
