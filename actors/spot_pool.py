@@ -1,0 +1,551 @@
+"""SpotPool: owns the fleet's EC2 spot instances and keeps their number where the policy wants it.
+
+Each cycle it records observations, then computes changes (Ray autoscaler's reconciler shape):
+one paginated, tag-filtered DescribeInstances gives the whole fleet; the pure policy
+(controller.policy) turns load and fleet into a decision; SpotPool launches, drains and
+terminates accordingly. Nothing is remembered that the tags cannot rebuild: a restarted process
+adopts the fleet on its first describe.
+
+Scale-in never cuts a render short: the slave is drained first (DrainSlave takes it out of
+renderfarm.conf), then terminated `drain_seconds` later. A slave that SlaveHealth declares lost,
+or that gets a spot interruption warning, is drained at once and replaced by the next decision.
+Provider errors are data: a capacity error puts its (type, zone) on a cooldown and the next type
+is tried; a price above the bid waits, as GBrowse's balancer does; a failed describe holds.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from controller.cloud import (
+    SPOT_INTERRUPTION_REASON,
+    Cloud,
+    CloudInstance,
+    FleetView,
+    InstanceState,
+    LaunchSpec,
+    ProviderError,
+)
+from controller.config import Config
+from controller.lifecycle import Phase, check_transition
+from controller.messages import (
+    Decision,
+    DrainSlave,
+    ErrorKind,
+    FleetObserved,
+    InstanceDown,
+    InstanceId,
+    InstanceUp,
+    InterruptionWarning,
+    LoadSample,
+    LostReason,
+    ProviderErrorSeen,
+    Role,
+    SecurityGroupReady,
+    SensorLost,
+    SlaveLost,
+    SlaveReady,
+    SlaveView,
+)
+from controller.policy import Member, Policy, PolicyInput
+from controller.runtime import EOI, Actor, Bus
+
+PRICE_REFRESH_SECONDS = 600.0
+ALIVE_STATES = frozenset({InstanceState.PENDING, InstanceState.RUNNING})
+
+
+@dataclass(slots=True)
+class Tracked:
+    """SpotPool's record of one instance; rebuilt from EC2 at every start."""
+
+    instance_id: InstanceId
+    address: str
+    phase: Phase
+    launched_at: float  # loop time
+    since_wall: float  # epoch seconds of the last phase change (for /status)
+    instance_type: str
+    zone: str
+    interrupted: bool = False
+    drain_until: float | None = None
+    announced: bool = False  # InstanceUp published
+
+
+class SpotPool(Actor):
+    # Teardown terminates and waits for EC2 to agree: far longer than the default grace.
+    grace_seconds = 900.0
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        bus: Bus,
+        cloud: Cloud,
+        policy: Policy,
+        dry_run: bool = False,
+        clock: Callable[[], float] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(name="spot_pool", bus=bus, clock=clock)
+        self.config = config
+        self.cloud = cloud
+        self.policy = policy
+        self.dry_run = dry_run
+        self.wall_clock = wall_clock
+        self.fleet = config.controller.fleet
+        self.tracked: dict[InstanceId, Tracked] = {}
+        self.group_id: str | None = config.slave.security_group or None
+        self.load_rps: float | None = None
+        self.window_rps: float | None = None
+        self.cooldowns: dict[tuple[str, str], float] = {}  # (type, zone) -> loop time it ends
+        self.prices: dict[tuple[str, str], tuple[float, float]] = {}  # -> (price, fetched at)
+        self.pending_requests = 0
+        self.last_error: ProviderError | None = None
+        self.urgent = False
+        bus.subscribe(
+            self.inbox,
+            LoadSample,
+            SensorLost,
+            SlaveReady,
+            SlaveLost,
+            SecurityGroupReady,
+            InterruptionWarning,
+        )
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Adopt whatever carries the fleet's tag before anything else decides."""
+        view = await self.cloud.describe_fleet(self.fleet)
+        if view.error is not None:
+            self._provider_error(view.error)
+            self.log.warning("fleet.adopt_failed", reason=view.error.message)
+            return
+        self._observe(view)
+        self.log.info("fleet.adopted", instances=len(self.tracked))
+
+    async def run(self) -> None:
+        interval = self.config.master.poll_interval
+        next_cycle = self.now()
+        while not self.stopping.is_set():
+            timeout = max(0.0, next_cycle - self.now())
+            msg = await self.inbox.get(timeout=timeout)
+            if msg is EOI:
+                return
+            if msg is not None:
+                self._handle(msg)
+            if self.urgent or self.now() >= next_cycle:
+                self.urgent = False
+                await self.reconcile()
+                next_cycle = self.now() + interval
+
+    async def stop(self) -> None:
+        """Terminate the fleet with on_exit = teardown; leave it for adoption otherwise."""
+        if self.config.controller.on_exit != "teardown":
+            self.log.info("fleet.left_running", instances=len(self.tracked))
+            return
+        if self.dry_run:
+            self.log.info("dry_run.would_teardown", instances=sorted(self.tracked))
+            return
+        from controller.teardown import teardown_fleet
+
+        report = await teardown_fleet(
+            self.cloud,
+            self.fleet,
+            delete_fleet_groups=False,  # FirewallKeeper deletes the group after us
+            progress=lambda line: self.log.info("teardown.progress", step=line),
+        )
+        for t in self.tracked.values():
+            self.bus.publish(
+                InstanceDown(
+                    at=self.now(),
+                    instance_id=t.instance_id,
+                    address=t.address,
+                    reason=LostReason.TEARDOWN,
+                )
+            )
+        self.tracked.clear()
+        self.log.info("fleet.torn_down", report=str(report))
+
+    # ---- messages --------------------------------------------------------------------------
+
+    def _handle(self, msg: object) -> None:
+        match msg:
+            case LoadSample(rps=rps, window_rps=window):
+                self.load_rps, self.window_rps = rps, window
+            case SensorLost():
+                self.load_rps = self.window_rps = None
+            case SecurityGroupReady(group_id=group_id):
+                self.group_id = group_id
+            case SlaveReady(instance_id=iid):
+                t = self.tracked.get(iid)
+                if t is not None and t.phase is Phase.BOOTING:
+                    self._move(t, Phase.READY)
+            case SlaveLost(instance_id=iid):
+                t = self.tracked.get(iid)
+                if t is not None and t.phase in (Phase.BOOTING, Phase.READY):
+                    self.log.warning("slave.lost", instance_id=iid, address=t.address)
+                    self._drain(t, LostReason.UNREACHABLE, delay=0.0)
+                    self.urgent = True
+            case InterruptionWarning(instance_id=iid, kind=kind):
+                t = self.tracked.get(iid)
+                if t is not None and t.phase in (Phase.BOOTING, Phase.READY):
+                    t.interrupted = True
+                    self.log.warning("slave.interruption_warning", instance_id=iid, kind=kind)
+                    if kind == "interruption":
+                        self._drain(t, LostReason.INTERRUPTION_WARNING, delay=None)
+                    self.urgent = True
+
+    # ---- the cycle -------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Observe the whole fleet, ask the policy, act; every branch logs its reason."""
+        view = await self.cloud.describe_fleet(self.fleet)
+        if view.error is not None:
+            self._provider_error(view.error)
+            self.log.warning("fleet.describe_failed", hold=True, reason=view.error.message)
+            return
+        self._observe(view)
+        await self._expire_requests(view)
+        await self._terminate_due()
+        await self._refresh_prices()
+
+        decision = self.policy.decide(
+            PolicyInput(
+                now=self.now(),
+                load_rps=self.load_rps,
+                window_rps=self.window_rps,
+                members=self._members(),
+                pending_requests=self.pending_requests,
+                cost_per_hour=self._cost_per_hour(),
+                price_per_instance=self._price_for_next_launch(),
+            )
+        )
+        self.bus.publish(
+            Decision(
+                at=self.now(),
+                load_rps=self.load_rps,
+                band=decision.band,
+                desired=decision.desired,
+                launch=decision.launch,
+                remove=tuple(InstanceId(i) for i in decision.remove),
+                reason=decision.reason,
+                dry_run=self.dry_run,
+            )
+        )
+        self.log.info(
+            "decision",
+            load_rps=self.load_rps,
+            band=decision.band,
+            desired=decision.desired,
+            launch=decision.launch,
+            remove=decision.remove,
+            reason=decision.reason,
+        )
+        for iid in decision.remove:
+            t = self.tracked.get(InstanceId(iid))
+            if t is not None:
+                self._drain(t, LostReason.SCALE_IN, delay=None)
+        await self._terminate_due()
+        if decision.launch > 0:
+            await self._launch(decision.launch)
+        self._publish_fleet()
+
+    def _observe(self, view: FleetView) -> None:
+        """Fold one describe into the tracked set: adopt new instances, drop vanished ones."""
+        seen: set[InstanceId] = set()
+        for inst in view.instances:
+            if inst.role is not Role.SLAVE:
+                continue
+            seen.add(inst.instance_id)
+            t = self.tracked.get(inst.instance_id)
+            if inst.state not in ALIVE_STATES:
+                if t is not None and t.phase is not Phase.GONE:
+                    self._gone(t, inst)
+                continue
+            if t is None:
+                t = self._adopt(inst)
+            if not t.announced and inst.private_ip and inst.state is InstanceState.RUNNING:
+                t.address = inst.private_ip
+                t.announced = True
+                self.bus.publish(
+                    InstanceUp(
+                        at=self.now(),
+                        instance_id=t.instance_id,
+                        address=t.address,
+                        role=Role.SLAVE,
+                        instance_type=t.instance_type,
+                        zone=t.zone,
+                    )
+                )
+        for iid in [i for i in self.tracked if i not in seen]:
+            self._gone(self.tracked[iid], None)
+        self.pending_requests = sum(1 for r in view.requests if r.state == "open")
+
+    def _adopt(self, inst: CloudInstance) -> Tracked:
+        launched_loop = self.now() - max(0.0, self.wall_clock() - inst.launched_at)
+        t = Tracked(
+            instance_id=inst.instance_id,
+            address=inst.private_ip or "",
+            phase=Phase.BOOTING,
+            launched_at=launched_loop,
+            since_wall=self.wall_clock(),
+            instance_type=inst.instance_type,
+            zone=inst.zone,
+        )
+        self.tracked[inst.instance_id] = t
+        self.log.info("instance.tracked", instance_id=inst.instance_id, state=str(inst.state))
+        return t
+
+    def _gone(self, t: Tracked, inst: CloudInstance | None) -> None:
+        interrupted = inst is not None and inst.state_reason == SPOT_INTERRUPTION_REASON
+        reason = LostReason.INTERRUPTED if interrupted else LostReason.TERMINATED
+        if t.phase is Phase.TERMINATING:
+            reason = LostReason.SCALE_IN
+        self._move(t, Phase.GONE)
+        del self.tracked[t.instance_id]
+        self.log.info("instance.gone", instance_id=t.instance_id, reason=str(reason))
+        self.bus.publish(
+            InstanceDown(at=self.now(), instance_id=t.instance_id, address=t.address, reason=reason)
+        )
+
+    def _members(self) -> tuple[Member, ...]:
+        return tuple(
+            Member(
+                instance_id=t.instance_id,
+                launched_at=t.launched_at,
+                ready=t.phase is Phase.READY,
+                draining=t.phase in (Phase.DRAINING, Phase.TERMINATING),
+                interrupted=t.interrupted,
+            )
+            for t in self.tracked.values()
+        )
+
+    # ---- actions ---------------------------------------------------------------------------
+
+    def _drain(self, t: Tracked, reason: LostReason, delay: float | None) -> None:
+        """Take a slave out of renderfarm.conf now; terminate it after `delay` (default drain)."""
+        if t.phase in (Phase.DRAINING, Phase.TERMINATING, Phase.GONE):
+            return
+        if delay is None:
+            # Never listed: nothing to drain. Listed: give renders in flight time to finish.
+            delay = self.config.scaling.drain_seconds if t.phase is Phase.READY else 0.0
+        self._move(t, Phase.DRAINING)
+        t.drain_until = self.now() + delay
+        self.bus.publish(
+            DrainSlave(at=self.now(), instance_id=t.instance_id, address=t.address, reason=reason)
+        )
+        self.log.info("slave.draining", instance_id=t.instance_id, reason=str(reason), delay=delay)
+
+    async def _terminate_due(self) -> None:
+        now = self.now()
+        due = [
+            t
+            for t in self.tracked.values()
+            if t.phase is Phase.DRAINING and t.drain_until is not None and t.drain_until <= now
+        ]
+        # A launch that never became ready within request_timeout is abandoned.
+        stuck = [
+            t
+            for t in self.tracked.values()
+            if t.phase is Phase.BOOTING
+            and now - t.launched_at > self.config.scaling.request_timeout
+        ]
+        for t in stuck:
+            self.log.warning("instance.boot_timeout", instance_id=t.instance_id)
+            self._cool_down(t.instance_type, t.zone)
+            self._move(t, Phase.DRAINING)
+        due += stuck
+        if not due:
+            return
+        ids = [t.instance_id for t in due]
+        result = await self.cloud.terminate(ids, dry_run=self.dry_run)
+        if self.dry_run:
+            self.log.info("dry_run.would_terminate", instance_ids=ids, check=_outcome(result.error))
+            return
+        if not result.ok:
+            assert result.error is not None
+            self._provider_error(result.error)
+            return
+        for t in due:
+            self._move(t, Phase.TERMINATING)
+        self.log.info("instances.terminating", instance_ids=ids)
+
+    async def _expire_requests(self, view: FleetView) -> None:
+        """Cancel spot requests left open past request_timeout; their type/zone cools down."""
+        now_wall = self.wall_clock()
+        timeout = self.config.scaling.request_timeout
+        stale = [
+            r for r in view.requests if r.state == "open" and now_wall - r.created_at > timeout
+        ]
+        if not stale:
+            return
+        for r in stale:
+            self._cool_down(r.instance_type, r.zone)
+        ids = [r.request_id for r in stale]
+        result = await self.cloud.cancel_requests(ids, dry_run=self.dry_run)
+        self.log.warning("requests.cancelled_unfilled", request_ids=ids, ok=result.ok)
+        if result.ok and not self.dry_run:
+            self.pending_requests = max(0, self.pending_requests - len(ids))
+
+    async def _launch(self, count: int) -> None:
+        if self.group_id is None:
+            self.log.warning("launch.waiting", reason="no security group yet")
+            return
+        if not self.config.slave.image_id:
+            self.log.error("launch.refused", reason="[slave] image_id is empty: set an AMI id")
+            return
+        from controller.userdata import render_slave_user_data
+
+        user_data = render_slave_user_data(self.config.slave.ports, self.config.slave.user_data)
+        for instance_type in self.config.slave.instance_types:
+            zone = self.config.slave.availability_zone
+            if self._cooling(instance_type, zone):
+                continue
+            bid = self.config.slave.spot_bid
+            if bid is not None:
+                price = await self.cloud.spot_price(instance_type, zone or self._any_zone())
+                if price is not None and price > bid:
+                    self.log.info(
+                        "launch.waiting_for_price",
+                        instance_type=instance_type,
+                        spot_price=price,
+                        spot_bid=bid,
+                    )
+                    continue
+            spec = LaunchSpec(
+                fleet=self.fleet,
+                role=Role.SLAVE,
+                image_id=self.config.slave.image_id,
+                instance_type=instance_type,
+                count=count,
+                client_token=f"{self.fleet}-{uuid.uuid4().hex}"[:64],
+                zone=zone,
+                subnet=self.config.slave.subnet,
+                security_group_ids=(self.group_id,) if self.group_id != "sg-dryrun" else (),
+                key_name=self.config.slave.ssh_key,
+                user_data=user_data,
+                max_price=bid,
+                snapshots=self.config.slave.data_snapshots,
+                dry_run=self.dry_run,
+            )
+            result = await self.cloud.launch(spec)
+            if self.dry_run:
+                self.log.info(
+                    "dry_run.would_launch",
+                    count=count,
+                    instance_type=instance_type,
+                    check=_outcome(result.error),
+                )
+                return
+            if result.error is not None and not result.instances:
+                self._provider_error(result.error)
+                if result.error.kind is ErrorKind.CAPACITY:
+                    self._cool_down(instance_type, zone)
+                    continue  # the next type in the list
+                return
+            for inst in result.instances:
+                if inst.instance_id not in self.tracked:
+                    self._adopt(inst)
+            self.log.info(
+                "instances.launched",
+                count=len(result.instances),
+                instance_type=instance_type,
+                instance_ids=[i.instance_id for i in result.instances],
+            )
+            return
+        self.log.warning("launch.no_type_available", types=self.config.slave.instance_types)
+
+    # ---- prices and cooldowns --------------------------------------------------------------
+
+    def _cool_down(self, instance_type: str, zone: str) -> None:
+        self.cooldowns[(instance_type, zone)] = self.now() + self.config.scaling.capacity_cooldown
+        self.log.info("capacity.cooldown", instance_type=instance_type, zone=zone or "any")
+
+    def _cooling(self, instance_type: str, zone: str) -> bool:
+        until = self.cooldowns.get((instance_type, zone))
+        return until is not None and until > self.now()
+
+    def _any_zone(self) -> str:
+        return next((t.zone for t in self.tracked.values() if t.zone), "")
+
+    async def _refresh_prices(self) -> None:
+        keys = {(t.instance_type, t.zone) for t in self.tracked.values()}
+        keys.add((self.config.slave.instance_types[0], self._any_zone()))
+        for key in keys:
+            cached = self.prices.get(key)
+            if cached is not None and self.now() - cached[1] < PRICE_REFRESH_SECONDS:
+                continue
+            price = await self.cloud.spot_price(*key)
+            if price is not None:
+                self.prices[key] = (price, self.now())
+
+    def _price(self, instance_type: str, zone: str) -> float:
+        cached = self.prices.get((instance_type, zone))
+        return cached[0] if cached else 0.0
+
+    def _price_for_next_launch(self) -> float:
+        return self._price(self.config.slave.instance_types[0], self._any_zone())
+
+    def _cost_per_hour(self) -> float:
+        return sum(
+            self._price(t.instance_type, t.zone)
+            for t in self.tracked.values()
+            if t.phase is not Phase.GONE
+        )
+
+    # ---- reporting -------------------------------------------------------------------------
+
+    def _move(self, t: Tracked, phase: Phase) -> None:
+        if t.phase is not phase:
+            t.phase = check_transition(t.phase, phase)
+            t.since_wall = self.wall_clock()
+
+    def _provider_error(self, error: ProviderError) -> None:
+        self.last_error = error
+        self.log.warning(
+            "ec2.error",
+            kind=str(error.kind),
+            code=error.code,
+            operation=error.operation,
+            message=error.message,
+        )
+        self.bus.publish(
+            ProviderErrorSeen(
+                at=self.now(),
+                kind=error.kind,
+                code=error.code,
+                message=error.message,
+                operation=error.operation,
+            )
+        )
+
+    def _publish_fleet(self) -> None:
+        self.bus.publish(
+            FleetObserved(
+                at=self.now(),
+                slaves=tuple(
+                    SlaveView(
+                        instance_id=t.instance_id,
+                        address=t.address,
+                        state=str(t.phase),
+                        healthy=t.phase is Phase.READY,
+                        since=t.since_wall,
+                        instance_type=t.instance_type,
+                        zone=t.zone,
+                    )
+                    for t in self.tracked.values()
+                ),
+                pending_requests=self.pending_requests,
+                cost_per_hour=self._cost_per_hour(),
+            )
+        )
+
+
+def _outcome(error: ProviderError | None) -> str:
+    """How EC2's DryRun permission check came out, for the dry-run log lines."""
+    if error is None or error.kind is ErrorKind.DRY_RUN_OK:
+        return "permitted"
+    return f"{error.kind}: {error.code} {error.message}"

@@ -1,0 +1,132 @@
+"""Wiring: which actors run, in which order, against which cloud. No business logic here.
+
+Start order is dependency order, so the runtime's reverse-order stop is the teardown SPEC.md asks
+for: the load sampler stops first, RenderfarmWriter empties renderfarm.conf and reloads, SpotPool
+cancels requests and terminates and waits, FirewallKeeper deletes the group, Stats goes last so
+/status shows the teardown until the end.
+"""
+
+from __future__ import annotations
+
+import os
+
+import structlog
+
+from controller.cloud import Cloud
+from controller.config import Config
+from controller.runtime import Actor, Bus, Runtime
+
+log = structlog.get_logger("controller")
+
+
+class StartupError(Exception):
+    """A user-fixable reason the controller cannot start (one line, exit 2)."""
+
+
+def have_aws_credentials() -> bool:
+    """True when the standard AWS chain or the seed's EC2_* variables give credentials."""
+    if os.environ.get("EC2_ACCESS_KEY") and os.environ.get("EC2_SECRET_KEY"):
+        return True
+    import botocore.session
+
+    return botocore.session.get_session().get_credentials() is not None
+
+
+async def open_cloud(config: Config, *, dry_run: bool) -> Cloud:
+    """Real EC2 (or the configured emulator); a dry run with no credentials gets SimCloud."""
+    if config.aws.endpoint_url or have_aws_credentials():
+        from controller.ec2cloud import make_ec2_cloud
+
+        cloud = make_ec2_cloud(config)
+        await cloud.open()
+        return cloud
+    if dry_run:
+        import asyncio
+        import time
+
+        from controller.simcloud import SimCloud
+
+        log.warning("cloud.simulated", reason="no AWS credentials: dry run on the simulated cloud")
+        loop = asyncio.get_running_loop()
+        return SimCloud.from_config(config, clock=loop.time, wall_offset=time.time() - loop.time())
+    raise StartupError(
+        "no AWS credentials found: use the AWS chain (environment, profile, SSO, instance role) "
+        "or EC2_ACCESS_KEY/EC2_SECRET_KEY, or add --dry-run"
+    )
+
+
+async def master_address(config: Config, cloud: Cloud, *, dry_run: bool) -> str:
+    from controller.master_address import MasterAddressError, discover_master_ip
+
+    try:
+        vpc = await cloud.subnet_vpc(config.slave.subnet) if config.slave.subnet else None
+        return await discover_master_ip(config, slave_vpc_id=vpc or "")
+    except MasterAddressError as exc:
+        if not dry_run:
+            raise StartupError(str(exc)) from exc
+        log.warning("master.address_unknown", reason=str(exc), using="127.0.0.1 (dry run only)")
+        return "127.0.0.1"
+
+
+def build_actors(
+    config: Config, bus: Bus, cloud: Cloud, master_ip: str, *, dry_run: bool
+) -> list[Actor]:
+    from actors.firewall_keeper import FirewallKeeper
+    from actors.load_sampler import LoadSampler
+    from actors.renderfarm_writer import RenderfarmWriter
+    from actors.slave_health import SlaveHealth
+    from actors.spot_pool import SpotPool
+    from controller.policy import make_policy
+    from controller.stats import Stats
+
+    actors: list[Actor] = [
+        Stats(config=config, bus=bus, dry_run=dry_run),
+        FirewallKeeper(config=config, bus=bus, cloud=cloud, master_ip=master_ip, dry_run=dry_run),
+        SpotPool(
+            config=config,
+            bus=bus,
+            cloud=cloud,
+            policy=make_policy(config.scaling.policy, config),
+            dry_run=dry_run,
+        ),
+        SlaveHealth(config=config, bus=bus),
+        RenderfarmWriter(config=config, bus=bus, dry_run=dry_run),
+        LoadSampler(config=config, bus=bus),
+    ]
+    if config.scaling.interruption_queue:
+        from actors.interruption_watcher import InterruptionWatcher, sqs_client_factory
+
+        actors.append(
+            InterruptionWatcher(
+                config=config, bus=bus, sqs_client_factory=sqs_client_factory(config)
+            )
+        )
+    return actors
+
+
+async def run_controller(config: Config, *, dry_run: bool) -> int:
+    """Run until SIGTERM/SIGINT; 0 after a clean teardown, 1 after repeated actor crashes."""
+    from controller import sdnotify
+
+    bus = Bus()
+    cloud = await open_cloud(config, dry_run=dry_run)
+    try:
+        master_ip = await master_address(config, cloud, dry_run=dry_run)
+        actors = build_actors(config, bus, cloud, master_ip, dry_run=dry_run)
+        # Stats sends READY=1 and STATUS=; the runtime's heartbeat feeds the watchdog.
+        runtime = Runtime(actors, bus=bus, on_heartbeat=sdnotify.watchdog)
+        stats = actors[0]
+        if hasattr(stats, "bind_runtime"):
+            stats.bind_runtime(runtime)
+        runtime.install_signal_handlers()
+        log.info("controller.starting", fleet=config.controller.fleet, dry_run=dry_run)
+        code = await runtime.run_until_stopped()
+        log.info("controller.stopped", exit_code=code)
+        if runtime.abandoned:
+            # asyncio.run() would wait forever for a task that survived cancellation.
+            log.error("controller.abandoned_tasks", tasks=sorted(runtime.abandoned))
+            await cloud.close()
+            os._exit(code or 1)
+        return code
+    finally:
+        await cloud.close()

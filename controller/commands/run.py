@@ -1,0 +1,72 @@
+"""`controller run`: config, logging, the seed's daemon options, then the actor runtime."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+EXIT_BAD_INPUT = 2
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from controller.config import ConfigError, load_config
+    from controller.logs import configure_logging
+
+    if args.kill:
+        from controller.daemon import kill_daemon
+
+        if not args.pidfile:
+            print("controller run --kill: give --pidfile of the daemon to stop", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        return kill_daemon(args.pidfile)
+    if not args.config:
+        print("controller run: give the config file with -c CONFIG", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.cluster:
+        print(
+            f"{args.config}: --cluster {args.cluster}: batch cluster mode is not available in "
+            "this release; run without --cluster for the GBrowse render farm",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+
+    pidfile = None
+    if args.background or args.pidfile:
+        from controller.daemon import DaemonError, PidFile, daemonize
+
+        try:
+            if args.background:
+                daemonize(logfile=args.logfile)
+            pidfile = PidFile(args.pidfile) if args.pidfile else None
+            if pidfile is not None:
+                pidfile.acquire()
+        except DaemonError as exc:
+            print(f"controller run: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    configure_logging(verbosity=args.verbosity, logfile=args.logfile)
+    if args.user:
+        from controller.daemon import DaemonError, drop_privileges
+
+        try:
+            drop_privileges(args.user)
+        except DaemonError as exc:
+            print(f"controller run: --user {args.user}: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+
+    from controller.app import StartupError, run_controller
+
+    try:
+        return asyncio.run(run_controller(config, dry_run=args.dry_run))
+    except StartupError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        if pidfile is not None:
+            pidfile.release()
