@@ -1,0 +1,324 @@
+"""The [plugin.X] kinds and [volume.X] mounts as commands: what they render, and what the
+file-writing ones do when a shell runs them (locally, into a temp dir)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from controller.config import PluginSection, VolumeSection, parse_config
+from controller.node_plugins import (
+    CommandsPlugin,
+    MotdPlugin,
+    NodeInfo,
+    PluginError,
+    ProfilePlugin,
+    SgePlugin,
+    StopServicesPlugin,
+    cluster_plugins,
+    node_memory,
+    parse_plugin,
+    sge_plugin,
+)
+from controller.node_volumes import device_name, volume_commands
+
+NODE = NodeInfo(instance_id="i-0123", address="10.0.1.23", hostname="ip-10-0-1-23")
+
+
+def plugin(kind: str, name: str = "p", **options: object):
+    return parse_plugin(PluginSection(name=name, kind=kind, options=tuple(options.items())))
+
+
+def sh(command: str, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["sh", "-c", command], input=input, capture_output=True, text=True, check=False
+    )
+
+
+def run_all(commands) -> None:
+    for command in commands:
+        result = sh(command.command, command.input)
+        assert result.returncode == 0, f"{command.what}: {result.stderr}"
+
+
+# --- profile ----------------------------------------------------------------------------------
+
+
+def test_profile_puts_the_segway_build_on_the_paths(tmp_path: Path):
+    path = tmp_path / "profile.d" / "segway.sh"
+    p = plugin("profile", "segway-env", path=str(path), base="/segway-build", python_version="2.6")
+    assert isinstance(p, ProfilePlugin)
+    run_all(p.remote_commands(NODE))
+    assert path.stat().st_mode & 0o777 == 0o644
+    env = sh(
+        f". {path}; echo $ARCH; echo $ARCHHOME; echo $PATH; echo $PYTHONPATH;"
+        " echo $LD_LIBRARY_PATH; echo $HDF5_DIR"
+    ).stdout.splitlines()
+    home = "/segway-build/arch/Linux-x86_64"
+    assert env[0] == "Linux-x86_64"
+    assert env[1] == home
+    assert env[2].startswith(f"{home}/bin:")
+    assert env[3] == f"{home}/lib/python2.6"  # no stray ':' when it was unset
+    assert env[4] == f"{home}/lib:{home}/lib64/R/lib"
+    assert env[5] == home
+
+
+def test_profile_options_arch_and_env(tmp_path: Path):
+    path = tmp_path / "tools.sh"
+    p = plugin("profile", path=str(path), base="/opt/tools", arch="", env=("SEGWAY_CLUSTER=sge",))
+    script = p.script()
+    assert "ARCH" not in script and "PYTHONPATH" not in script
+    run_all(p.remote_commands(NODE))
+    out = sh(
+        f"LD_LIBRARY_PATH=/x; . {path}; echo $PATH; echo $LD_LIBRARY_PATH; echo $SEGWAY_CLUSTER"
+    )
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("/opt/tools/bin:")
+    assert lines[1] == "/opt/tools/lib:/opt/tools/lib64/R/lib:/x"
+    assert lines[2] == "sge"
+
+
+def test_profile_default_path_is_named_after_the_plugin():
+    p = plugin("profile", "segway-env", base="/segway-build")
+    assert p.path == "/etc/profile.d/segway-env.sh"
+    (command,) = p.remote_commands(NODE)
+    assert command.command.endswith(
+        "mv -f /etc/profile.d/segway-env.sh.controller-tmp /etc/profile.d/segway-env.sh"
+    )
+    assert command.input == p.script()
+
+
+def test_rewriting_the_profile_replaces_it(tmp_path: Path):
+    path = tmp_path / "p.sh"
+    path.write_text("old\n")
+    run_all(plugin("profile", path=str(path), base="/b").remote_commands(NODE))
+    assert "old" not in path.read_text()
+    assert not (tmp_path / "p.sh.controller-tmp").exists()
+
+
+# --- motd -------------------------------------------------------------------------------------
+
+
+def test_motd_block_is_appended_once(tmp_path: Path):
+    path = tmp_path / "motd.tail"
+    path.write_text("Welcome\n")
+    p = plugin(
+        "motd", "segway-motd", path=str(path), text="=== Segway $node_type node $hostname ===\n"
+    )
+    assert isinstance(p, MotdPlugin)
+    for _ in range(2):
+        run_all(p.remote_commands(NODE))
+    text = path.read_text()
+    assert text.startswith("Welcome\n")
+    assert text.count("=== Segway COMPUTE node ip-10-0-1-23 ===") == 1
+    assert text.count(p.begin) == 1 and text.count(p.end) == 1
+    other = plugin("motd", "other", path=str(path), text="second block")
+    run_all(other.remote_commands(NODE))
+    run_all(p.remote_commands(NODE))
+    text = path.read_text()
+    assert text.count("Segway COMPUTE") == 1 and text.count("second block") == 1
+
+
+def test_motd_creates_a_missing_file(tmp_path: Path):
+    path = tmp_path / "etc" / "motd.tail"
+    run_all(plugin("motd", path=str(path), text="hello $address").remote_commands(NODE))
+    assert "hello 10.0.1.23\n" in path.read_text()
+
+
+def test_motd_default_path():
+    assert plugin("motd", text="x").path == "/etc/motd.tail"
+
+
+# --- stop-services and commands ---------------------------------------------------------------
+
+
+def test_stop_services_renders_one_command_each():
+    p = plugin("stop-services", services=("apache2", "mysql"))
+    assert isinstance(p, StopServicesPlugin)
+    commands = p.remote_commands(NODE)
+    assert [c.what for c in commands] == ["stop service apache2", "stop service mysql"]
+    assert "systemctl stop -- apache2" in commands[0].command
+    assert "/etc/init.d/apache2 stop" in commands[0].command
+
+
+def test_stopping_a_service_the_node_lacks_is_reported_not_failed():
+    (command,) = plugin("stop-services", services=("no-such-service-xyz",)).remote_commands(NODE)
+    result = sh(command.command)
+    assert result.returncode == 0
+    assert "no-such-service-xyz: no such service" in result.stdout
+
+
+def test_commands_are_run_verbatim():
+    p = plugin("commands", commands=("echo one", "mkdir -p /tmp/x && echo two"))
+    assert isinstance(p, CommandsPlugin)
+    assert [c.command for c in p.remote_commands(NODE)] == [
+        "echo one",
+        "mkdir -p /tmp/x && echo two",
+    ]
+
+
+# --- sge --------------------------------------------------------------------------------------
+
+
+def test_sge_registration_on_the_head():
+    p = plugin("sge", "sge", queue="all.q")
+    assert isinstance(p, SgePlugin)
+    commands = p.register_commands("ip-10-0-1-23", "4096M", head="master")
+    argvs = [c.argv for c in commands]
+    assert argvs == [
+        ("qconf", "-ah", "ip-10-0-1-23"),
+        ("qconf", "-as", "ip-10-0-1-23"),
+        ("qconf", "-Ae"),
+        ("qconf", "-rattr", "exechost", "complex_values", "mem_requested=4096M", "ip-10-0-1-23"),
+        ("qconf", "-aattr", "queue", "hostlist", "ip-10-0-1-23", "all.q"),
+        ("qmod", "-e", "all.q@ip-10-0-1-23"),
+    ]
+    add = commands[2]
+    assert "hostname              ip-10-0-1-23\n" in add.file_text
+    assert "complex_values        mem_requested=4096M\n" in add.file_text
+    assert add.ok_if == ("already exists",)
+    assert p.consumable_line == "mem_requested mem_requested MEMORY <= YES YES 0 0"
+
+
+def test_sge_head_leaves_the_exec_queue_when_asked():
+    p = plugin("sge", head_is_exec_host=False, submit_host=False, queue="segway.q")
+    first, *rest = p.register_commands("ip-10-0-1-23", "1G", head="master")
+    assert first.argv == ("qconf", "-dattr", "queue", "hostlist", "master", "segway.q")
+    assert "does not exist" in first.ok_if
+    assert all(c.argv[1] != "-as" for c in rest)
+
+
+def test_sge_deregistration_tolerates_a_host_that_is_gone():
+    commands = plugin("sge").deregister_commands("ip-10-0-1-23")
+    assert [c.argv for c in commands] == [
+        ("qmod", "-d", "all.q@ip-10-0-1-23"),
+        ("qconf", "-dattr", "queue", "hostlist", "ip-10-0-1-23", "all.q"),
+        ("qconf", "-de", "ip-10-0-1-23"),
+        ("qconf", "-ds", "ip-10-0-1-23"),
+        ("qconf", "-dh", "ip-10-0-1-23"),
+    ]
+    assert all("does not exist" in c.ok_if for c in commands)
+
+
+def test_sge_node_side_starts_execd_once():
+    p = plugin("sge", sge_root="/opt/sge6", cell="default", write_act_qmaster=True)
+    act, execd = p.remote_commands(NODE, head="master")
+    assert "export SGE_ROOT=/opt/sge6 SGE_CELL=default" in execd.command
+    assert execd.command.endswith("pgrep -x sge_execd >/dev/null || sge_execd")
+    assert "master" in act.command and "act_qmaster" in act.command
+    assert plugin("sge", start_execd=False).remote_commands(NODE, head="m") == []
+
+
+def test_sge_act_qmaster_is_written(tmp_path: Path):
+    p = plugin("sge", sge_root=str(tmp_path), cell="c", write_act_qmaster=True, start_execd=False)
+    run_all(p.remote_commands(NODE, head="ip-10-0-0-1"))
+    assert (tmp_path / "c" / "common" / "act_qmaster").read_text() == "ip-10-0-0-1\n"
+
+
+def test_sge_node_memory_from_meminfo():
+    p = plugin("sge")
+    result = sh(p.memory_command().command)
+    assert result.returncode == 0
+    memory = node_memory(p, result.stdout)
+    assert memory.endswith("M") and int(memory[:-1]) > 0
+    assert node_memory(plugin("sge", node_memory="15G"), "") == "15G"
+    with pytest.raises(PluginError, match="cannot read the node's memory"):
+        node_memory(p, "")
+
+
+# --- option errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "error"),
+    [
+        ("profile", {}, "plugin.p.base: required"),
+        ("profile", {"base": "relative/path"}, "plugin.p.base: expected an absolute path"),
+        ("profile", {"base": "/b", "path": "/etc/x;rm -rf /"}, "plugin.p.path: expected an"),
+        ("profile", {"base": "/b", "env": ("1BAD=x",)}, 'plugin.p.env: expected "NAME=VALUE"'),
+        ("profile", {"base": "/b", "colour": "red"}, "plugin.p.colour: unknown option"),
+        ("motd", {}, "plugin.p.text: required"),
+        ("stop-services", {}, "plugin.p.services: required"),
+        ("stop-services", {"services": ("a b",)}, "plugin.p.services: not a service name"),
+        ("commands", {"commands": ()}, "plugin.p.commands: must not be empty"),
+        ("commands", {"commands": "echo"}, "plugin.p.commands: expected an array"),
+        ("sge", {"head_is_exec_host": "no"}, "plugin.p.head_is_exec_host: expected true or"),
+        ("sge", {"node_memory": "lots"}, "plugin.p.node_memory: expected a Grid Engine memory"),
+        ("sge", {"queue": "all q"}, "plugin.p.queue: expected a name"),
+    ],
+)
+def test_bad_options_name_the_key(kind, options, error):
+    with pytest.raises(PluginError) as info:
+        plugin(kind, **options)
+    assert error in str(info.value)
+
+
+def test_cluster_plugins_keep_the_clusters_order():
+    config = parse_config(
+        {
+            "cluster": {
+                "small": {"plugins": ["sge", "segway-env", "motd"], "volumes": ["data"]},
+            },
+            "volume": {"data": {"snapshot_id": "snap-0abc", "mount_path": "/segway-data"}},
+            "plugin": {
+                "segway-env": {"kind": "profile", "base": "/segway-build"},
+                "motd": {"kind": "motd", "text": "hi"},
+                "sge": {"kind": "sge", "head_is_exec_host": False},
+            },
+        },
+        "test.toml",
+    )
+    plugins = cluster_plugins(config, config.clusters[0])
+    assert [p.name for p in plugins] == ["sge", "segway-env", "motd"]
+    found = sge_plugin(plugins)
+    assert found is not None and found.head_is_exec_host is False
+
+
+def test_cluster_plugins_report_every_bad_plugin():
+    config = parse_config(
+        {
+            "cluster": {"small": {"plugins": ["a", "b"]}},
+            "plugin": {"a": {"kind": "profile"}, "b": {"kind": "motd"}},
+        },
+        "test.toml",
+    )
+    with pytest.raises(PluginError) as info:
+        cluster_plugins(config, config.clusters[0])
+    assert str(info.value).splitlines() == [
+        "plugin.a.base: required for kind 'profile'",
+        "plugin.b.text: required for kind 'motd'",
+    ]
+
+
+# --- volumes ------------------------------------------------------------------------------------
+
+
+def test_volume_devices_follow_the_clusters_order():
+    assert [device_name(i) for i in range(3)] == ["/dev/sdf", "/dev/sdg", "/dev/sdh"]
+    with pytest.raises(ValueError, match="at most 11"):
+        device_name(11)
+
+
+def test_volume_commands():
+    volumes = [
+        VolumeSection(name="segway-data", snapshot_id="snap-0abc", mount_path="/segway-data"),
+        VolumeSection(name="results", volume_id="vol-0def", mount_path="/segway-results"),
+    ]
+    (name1, snap), (name2, shared) = volume_commands(volumes, "ip-10-0-0-1", device_wait=5)
+    assert (name1, name2) == ("segway-data", "results")
+    assert "for d in /dev/sdf /dev/xvdf" in snap.command
+    assert '[ "$i" -ge 5 ]' in snap.command
+    assert snap.command.endswith(
+        'mkdir -p /segway-data && { mountpoint -q /segway-data || mount "$dev" /segway-data; }'
+    )
+    assert shared.command == (
+        "mkdir -p /segway-results && { mountpoint -q /segway-results"
+        " || mount -t nfs ip-10-0-0-1:/segway-results /segway-results; }"
+    )
+    for command in (snap, shared):  # valid shell (not run: it would mount)
+        check = subprocess.run(
+            ["sh", "-n", "-c", command.command], capture_output=True, check=False
+        )
+        assert check.returncode == 0, check.stderr
