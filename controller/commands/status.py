@@ -1,0 +1,166 @@
+"""`controller status`: a terminal summary of a running controller, read from GET /status."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from controller.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNREACHABLE
+
+DEFAULT_URL = "http://127.0.0.1:8990"
+TIMEOUT_SECONDS = 10.0
+
+
+def status_command(url: str | None = None, config_path: str | None = None) -> int:
+    """Print the summary and return 0; 1 with one line if the endpoint cannot be read."""
+    token = ""
+    if config_path:
+        from controller.config import ConfigError, load_config
+        from controller.stats import StatsError, load_token
+
+        try:
+            config = load_config(config_path)
+            token = load_token(config.stats)
+        except ConfigError as exc:
+            for line in exc.errors:
+                print(line, file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except StatsError as exc:
+            print(f"{config_path}: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if url is None:
+            if not config.stats.listen:
+                print(
+                    f"{config_path}: [stats] listen is empty, so the controller serves no "
+                    "status; set it, or give --url",
+                    file=sys.stderr,
+                )
+                return EXIT_UNREACHABLE
+            url = listen_url(config.stats.listen)
+    url = (url or DEFAULT_URL).rstrip("/")
+    try:
+        doc = fetch_status(url, token)
+    except StatusUnavailable as exc:
+        print(f"controller status: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    sys.stdout.write(render(doc))
+    return EXIT_OK
+
+
+def listen_url(listen: str) -> str:
+    """A URL to reach `host:port`; a wildcard bind is reached on loopback."""
+    host, port = listen.rsplit(":", 1)
+    host = host.strip("[]")
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class StatusUnavailable(Exception):
+    pass
+
+
+def fetch_status(url: str, token: str = "") -> dict:
+    request = urllib.request.Request(f"{url}/status", headers={"Accept": "application/json"})
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    # No proxy: the endpoint is local, and a proxy must never see the token.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=TIMEOUT_SECONDS) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            raise StatusUnavailable(
+                f"{url}/status wants a token: give the config with -c (its [stats] token "
+                "or token_file)"
+            ) from None
+        raise StatusUnavailable(f"{url}/status answered HTTP {exc.code}") from None
+    except urllib.error.URLError as exc:
+        reason = getattr(exc.reason, "strerror", None) or exc.reason
+        raise StatusUnavailable(
+            f"cannot reach {url} ({reason}); is the controller running, and is this its "
+            "[stats] listen address?"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise StatusUnavailable(f"cannot read {url}/status: {exc}") from None
+
+
+def render(doc: dict) -> str:
+    now = doc.get("now") or time.time()
+    lines = []
+    actors = doc.get("actors") or {}
+    failing = [name for name, a in actors.items() if a.get("state") != "running"]
+    health = (
+        "all actors running"
+        if actors and not failing
+        else ("NOT RUNNING: " + ", ".join(failing) if failing else "no actor has reported yet")
+    )
+    title = f"controller {doc.get('fleet', '')}".rstrip()
+    lines.append(f"{title}: {health}{'  [DRY RUN]' if doc.get('dry_run') else ''}")
+
+    load, window = doc.get("load"), doc.get("load_window")
+    sensor = doc.get("sensor") or {}
+    if sensor.get("ok", True):
+        sensor_text = "sensor ok"
+    else:
+        since = sensor.get("since")
+        sensor_text = f"SENSOR LOST {ago(now - since) if since else ''} ago: {sensor.get('reason')}"
+    load_text = "?" if load is None else f"{load:.2f} req/s"
+    if window is not None:
+        load_text += f" (window {window:.2f})"
+    lines.append(f"load     {load_text}   {sensor_text}")
+
+    band = doc.get("table_band")
+    band_text = f"{band[0]}-{band[1]}" if band else "?"
+    desired = doc.get("desired")
+    lines.append(
+        f"fleet    band {band_text}   desired {'?' if desired is None else desired}   "
+        f"ready {doc.get('ready', 0)}   pending {doc.get('pending_requests', 0)}"
+    )
+    cap = doc.get("max_cost_per_hour")
+    cost = f"${doc.get('cost_per_hour', 0.0):.3f}/h" + (f" (cap ${cap:.3f}/h)" if cap else "")
+    lines.append(
+        f"cost     {cost}   spent ${doc.get('spend', 0.0):.2f} in {ago(doc.get('uptime'))}"
+    )
+
+    lines.append("actors")
+    for name, a in actors.items():
+        extra = f", {a['restarts']} restarts" if a.get("restarts") else ""
+        error = f": {a['error']}" if a.get("error") and a.get("state") != "running" else ""
+        lines.append(f"  {name:<20} {a.get('state')}{extra}{error}")
+    slaves = doc.get("slaves") or []
+    lines.append(f"slaves   {len(slaves)}")
+    for s in slaves:
+        since = f"since {ago(now - s['since'])}" if s.get("since") else ""
+        health_text = "healthy" if s.get("healthy") else "not healthy"
+        lines.append(
+            f"  {s.get('instance_id', '?'):<20} {s.get('address') or '-':<15} "
+            f"{s.get('state', '?'):<12} {health_text:<11} {since}".rstrip()
+        )
+    decisions = doc.get("decisions") or []
+    if decisions:
+        d = decisions[0]
+        lines.append(f"decided  {ago(now - d['at'])} ago: {d.get('reason', '')}")
+    error = doc.get("last_error")
+    if error:
+        lines.append(
+            f"ec2      last error {ago(now - error['at'])} ago: {error['operation']} "
+            f"{error['code']} ({error['kind']})"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = max(0, round(seconds))
+    if s < 90:
+        return f"{s}s"
+    m = round(s / 60)
+    if m < 90:
+        return f"{m}m"
+    h, m = divmod(m, 60)
+    return f"{h}h {m}m" if h < 48 else f"{h // 24}d {h % 24}h"

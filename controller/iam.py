@@ -1,0 +1,242 @@
+"""The least-privilege IAM policy for a config: what `controller iam-policy` prints.
+
+One table, RULES, is the single source of truth: each rule is one policy statement, tied to the
+feature that needs it, so a config that names its own security group gets no CreateSecurityGroup,
+one without data snapshots no snapshot resources, one without an interruption queue no SQS.
+tests/test_iam.py checks the table against the AWS API calls the code really makes, so a new call
+without a rule (or a rule nobody needs any more) fails the tests.
+
+Where EC2 allows it, a statement is bound to this fleet's tag: RunInstances may only create
+instances, volumes and spot requests that carry `controller:fleet=<fleet>`; CreateTags works only
+while creating them; TerminateInstances, CancelSpotInstanceRequests and the security group
+changes apply only to resources carrying the tag. Describe calls cannot be scoped to resources,
+so they are scoped to the region. The account id is left as `*`: the policy is attached to the
+account's own role or user. iam:PassRole is never granted (slaves launch without a profile).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from controller.cloud import FLEET_TAG
+from controller.config import Config
+
+
+class Feature(enum.StrEnum):
+    ALWAYS = "always"
+    OWN_SECURITY_GROUP = "own-security-group"  # [slave] security_group = ""
+    DATA_SNAPSHOTS = "data-snapshots"  # [slave] data_snapshots = [...]
+    INTERRUPTION_QUEUE = "interruption-queue"  # [scaling] interruption_queue = "https://sqs..."
+
+
+def features(config: Config) -> set[Feature]:
+    """The features a config turns on."""
+    on = {Feature.ALWAYS}
+    if not config.slave.security_group.strip():
+        on.add(Feature.OWN_SECURITY_GROUP)
+    if config.slave.data_snapshots:
+        on.add(Feature.DATA_SNAPSHOTS)
+    if config.scaling.interruption_queue:
+        on.add(Feature.INTERRUPTION_QUEUE)
+    return on
+
+
+# API operations authorised under another IAM action (the batch forms of SQS calls).
+IAM_ACTION_OF_OPERATION = {"sqs:DeleteMessageBatch": "sqs:DeleteMessage"}
+# Granted although no code calls them by name: EC2 authorises TagSpecifications of RunInstances
+# and CreateSecurityGroup as ec2:CreateTags on the new resources.
+IMPLIED_ACTIONS = {"ec2:CreateTags": "tagging on create (TagSpecifications)"}
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    sid: str
+    feature: Feature
+    actions: tuple[str, ...]
+    resources: Callable[[Config], list[str]]
+    condition: Callable[[Config], dict] = field(default=lambda config: {})
+
+    def statement(self, config: Config) -> dict:
+        statement = {
+            "Sid": self.sid,
+            "Effect": "Allow",
+            "Action": sorted(self.actions),
+            "Resource": self.resources(config),
+        }
+        condition = self.condition(config)
+        if condition:
+            statement["Condition"] = condition
+        return statement
+
+
+def _arn(config: Config, resource: str, *, account: str = "*", service: str = "ec2") -> str:
+    region = config.slave.region
+    return f"arn:{partition(region)}:{service}:{region}:{account}:{resource}"
+
+
+def partition(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def _tagged_on_create(config: Config) -> list[str]:
+    return [_arn(config, f"{kind}/*") for kind in ("instance", "volume", "spot-instances-request")]
+
+
+def _launch_from(config: Config) -> list[str]:
+    """What a launch uses but does not create, as narrow as the config allows."""
+    slave = config.slave
+    image = slave.image_id or "*"
+    subnet = slave.subnet or "*"
+    group = slave.security_group if slave.security_group.startswith("sg-") else "*"
+    key = slave.ssh_key or "*"
+    resources = [
+        _arn(config, f"image/{image}", account=""),
+        _arn(config, f"subnet/{subnet}"),
+        _arn(config, "network-interface/*"),
+        _arn(config, f"security-group/{group}"),
+    ]
+    if slave.ssh_key:
+        resources.append(_arn(config, f"key-pair/{key}"))
+    return resources
+
+
+def _fleet_request_tag(config: Config) -> dict:
+    return {"StringEquals": {f"aws:RequestTag/{FLEET_TAG}": config.controller.fleet}}
+
+
+def _fleet_resource_tag(config: Config) -> dict:
+    return {"StringEquals": {f"aws:ResourceTag/{FLEET_TAG}": config.controller.fleet}}
+
+
+def _tag_on_create(config: Config) -> list[str]:
+    resources = _tagged_on_create(config)
+    if Feature.OWN_SECURITY_GROUP in features(config):
+        resources.append(_arn(config, "security-group/*"))
+    return resources
+
+
+def _create_actions(config: Config) -> dict:
+    actions = ["RunInstances"]
+    if Feature.OWN_SECURITY_GROUP in features(config):
+        actions.append("CreateSecurityGroup")
+    return {"StringEquals": {"ec2:CreateAction": actions}}
+
+
+def _region_only(config: Config) -> dict:
+    return {"StringEquals": {"aws:RequestedRegion": config.slave.region}}
+
+
+def queue_arn(queue_url: str, default_region: str) -> str:
+    """arn:aws:sqs:REGION:ACCOUNT:NAME from https://sqs.REGION.amazonaws.com/ACCOUNT/NAME (also
+    the legacy https://queue.amazonaws.com/ACCOUNT/NAME and VPC endpoint forms)."""
+    found = re.match(r"^https?://([^/]+)/(\d{12})/([A-Za-z0-9_.-]+)/?$", queue_url.strip())
+    if not found:
+        return f"arn:{partition(default_region)}:sqs:{default_region}:*:*"
+    host, account, name = found.groups()
+    region_match = re.search(r"(?:^|\.)sqs\.([a-z0-9-]+)\.", host)
+    region = region_match.group(1) if region_match else default_region
+    return f"arn:{partition(region)}:sqs:{region}:{account}:{name}"
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "ReadFleetAndPrices",
+        Feature.ALWAYS,
+        (
+            "ec2:DescribeInstances",
+            "ec2:DescribeSpotInstanceRequests",
+            "ec2:DescribeSpotPriceHistory",
+            "ec2:DescribeSecurityGroups",
+            "ec2:DescribeSubnets",
+            "ec2:DescribeVpcs",
+        ),
+        lambda config: ["*"],  # Describe calls have no resource-level permissions
+        _region_only,
+    ),
+    Rule(
+        "LaunchOnlyFleetTaggedSpotInstances",
+        Feature.ALWAYS,
+        ("ec2:RunInstances",),
+        _tagged_on_create,
+        _fleet_request_tag,
+    ),
+    Rule(
+        "LaunchFromConfiguredImageAndNetwork", Feature.ALWAYS, ("ec2:RunInstances",), _launch_from
+    ),
+    Rule(
+        "TagOnlyWhileCreating",
+        Feature.ALWAYS,
+        ("ec2:CreateTags",),
+        _tag_on_create,
+        _create_actions,
+    ),
+    Rule(
+        "TerminateAndCancelOnlyThisFleet",
+        Feature.ALWAYS,
+        ("ec2:TerminateInstances", "ec2:CancelSpotInstanceRequests"),
+        lambda config: [
+            _arn(config, "instance/*"),
+            _arn(config, "spot-instances-request/*"),
+        ],
+        _fleet_resource_tag,
+    ),
+    Rule(
+        "LaunchWithDataSnapshots",
+        Feature.DATA_SNAPSHOTS,
+        ("ec2:RunInstances",),
+        lambda config: [
+            _arn(config, f"snapshot/{snapshot}", account="")
+            for snapshot in config.slave.data_snapshots
+        ],
+    ),
+    Rule(
+        "CreateSecurityGroupInVpc",
+        Feature.OWN_SECURITY_GROUP,
+        ("ec2:CreateSecurityGroup",),
+        lambda config: [_arn(config, "vpc/*")],
+    ),
+    Rule(
+        "CreateOnlyFleetTaggedSecurityGroup",
+        Feature.OWN_SECURITY_GROUP,
+        ("ec2:CreateSecurityGroup",),
+        lambda config: [_arn(config, "security-group/*")],
+        _fleet_request_tag,
+    ),
+    Rule(
+        "ManageOnlyThisFleetsSecurityGroup",
+        Feature.OWN_SECURITY_GROUP,
+        (
+            "ec2:AuthorizeSecurityGroupIngress",
+            "ec2:RevokeSecurityGroupIngress",
+            "ec2:DeleteSecurityGroup",
+        ),
+        lambda config: [_arn(config, "security-group/*")],
+        _fleet_resource_tag,
+    ),
+    Rule(
+        "ReadSpotInterruptionQueue",
+        Feature.INTERRUPTION_QUEUE,
+        ("sqs:ReceiveMessage", "sqs:DeleteMessage"),
+        lambda config: [queue_arn(config.scaling.interruption_queue, config.slave.region)],
+    ),
+)
+
+
+def iam_policy(config: Config) -> dict:
+    """The IAM policy document (JSON-ready) granting exactly what this config needs."""
+    on = features(config)
+    return {
+        "Version": "2012-10-17",
+        "Statement": [rule.statement(config) for rule in RULES if rule.feature in on],
+    }
+
+
+def granted_actions(config: Config) -> set[str]:
+    return {action for rule in RULES if rule.feature in features(config) for action in rule.actions}
