@@ -137,6 +137,10 @@ class FirewallKeeper(Actor):
 
     # ---- lifecycle --------------------------------------------------------------------------
 
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: on_exit and intervals apply from now; the group's rules do not change."""
+        self.config = config
+
     async def setup(self) -> None:
         configured = self.config.slave.security_group.strip()
         if configured:

@@ -48,6 +48,12 @@ class LoadSampler(Actor):
         self._outage_since: float | None = None
         self._failures = 0
 
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: the new URL, interval and timeout apply from the next poll."""
+        self.url = config.master.server_status_url
+        self.poll_interval = config.master.poll_interval
+        self.timeout = config.master.status_timeout
+
     async def setup(self) -> None:
         self._session = self._session_factory()
 

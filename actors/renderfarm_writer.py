@@ -80,6 +80,11 @@ class RenderfarmWriter(Actor):
 
     # ---- lifecycle -------------------------------------------------------------------------
 
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: a new reload command and on_exit apply from the next change."""
+        self.reload_command = tuple(config.master.reload_command)
+        self.clear_on_stop = config.controller.on_exit == "teardown"
+
     async def setup(self) -> None:
         if not self.dry_run:
             _check_writable(self.path)

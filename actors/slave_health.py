@@ -70,6 +70,11 @@ class SlaveHealth(Actor):
         self._retired: set[InstanceId] = set()
         bus.subscribe(self.inbox, InstanceUp, InstanceDown, DrainSlave)
 
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: a new interval and probe timeout apply from the next cycle."""
+        self.interval = config.master.poll_interval
+        self.probe_timeout = config.scaling.probe_timeout
+
     async def setup(self) -> None:
         self._limit = asyncio.Semaphore(self._concurrency)
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))

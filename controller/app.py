@@ -119,6 +119,7 @@ async def run_controller(config: Config, *, dry_run: bool) -> int:
         if hasattr(stats, "bind_runtime"):
             stats.bind_runtime(runtime)
         runtime.install_signal_handlers()
+        _install_reload_handler(config, actors)
         log.info("controller.starting", fleet=config.controller.fleet, dry_run=dry_run)
         code = await runtime.run_until_stopped()
         log.info("controller.stopped", exit_code=code)
@@ -130,3 +131,40 @@ async def run_controller(config: Config, *, dry_run: bool) -> int:
         return code
     finally:
         await cloud.close()
+
+
+def _install_reload_handler(config: Config, actors: list[Actor]) -> None:
+    """SIGHUP re-reads the config file; only a valid, restart-free change is applied."""
+    import asyncio
+    import signal
+
+    current = [config]
+
+    def reload() -> None:
+        from controller import sdnotify
+        from controller.config import ConfigError, load_config
+        from controller.reload import reload_problems
+
+        sdnotify.reloading()
+        try:
+            try:
+                new = load_config(current[0].path)
+            except ConfigError as exc:
+                for line in exc.errors:
+                    log.error("config.reload_rejected", problem=line)
+                return
+            problems = reload_problems(current[0], new)
+            for line in problems:
+                log.error("config.reload_rejected", problem=line)
+            if problems:
+                return
+            for actor in actors:
+                reconfigure = getattr(actor, "reconfigure", None)
+                if reconfigure is not None:
+                    reconfigure(new)
+            current[0] = new
+            log.info("config.reloaded", path=new.path)
+        finally:
+            sdnotify.notify("READY=1")
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)

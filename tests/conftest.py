@@ -41,4 +41,5 @@ pytest_plugins = [
     "tests.harness.apache",
     "tests.harness.sshd",
     "tests.harness.fake_slave",
+    "tests.harness.e2e",
 ]

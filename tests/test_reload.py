@@ -1,0 +1,66 @@
+"""SIGHUP re-reads the config without touching the fleet; a bad new config is refused."""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import replace
+
+from controller.config import load_config
+from controller.reload import reload_problems
+from tests.harness.e2e import Controller, fleet_instances, healthy, listed, wait_until, write_config
+from tests.harness.render_farm import SteadyLoad
+
+
+def test_tuning_keys_reload_but_identity_keys_need_a_restart(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[controller]\nfleet = "a"\n')
+    old = load_config(str(path))
+    tuned = replace(old, scaling=replace(old.scaling, scale_in_after=60.0))
+    assert reload_problems(old, tuned) == []
+    moved = replace(old, controller=replace(old.controller, fleet="b"))
+    (problem,) = reload_problems(old, moved)
+    assert "controller.fleet" in problem and "restart" in problem
+
+
+def test_sighup_applies_a_valid_config_and_keeps_the_fleet(tmp_path, moto_ec2, apache, render_farm):
+    farm = write_config(tmp_path, moto_ec2, apache, render_farm, "[[2.0, 1, 1]]")
+    ec2 = moto_ec2.client()
+    load = SteadyLoad("127.0.0.1", apache.port, rps=10)
+    ctl = Controller(farm)
+    try:
+        wait_until("one slave listed", lambda: len(listed(farm)) == 1, 60, ctl)
+        before = {i["InstanceId"] for i in fleet_instances(ec2)}
+        good = farm.config.read_text()
+
+        # A broken file: refused with the key named, the old config stays, nothing moves.
+        farm.config.write_text(good.replace("poll_interval = 1", "poll_interval = -1"))
+        ctl.proc.send_signal(signal.SIGHUP)
+        wait_until(
+            "the bad reload refused",
+            lambda: (
+                "master.poll_interval" in ctl.log_text() and "reload_rejected" in ctl.log_text()
+            ),
+            10,
+            ctl,
+        )
+        # A change of identity: refused too.
+        farm.config.write_text(good.replace('fleet = "e2e"', 'fleet = "other"'))
+        ctl.proc.send_signal(signal.SIGHUP)
+        wait_until(
+            "the fleet change refused", lambda: "controller.fleet" in ctl.log_text(), 10, ctl
+        )
+
+        # A valid tuning change: applied.
+        farm.config.write_text(good.replace("scale_in_after = 4", "scale_in_after = 30"))
+        ctl.proc.send_signal(signal.SIGHUP)
+        wait_until("the reload applied", lambda: "config.reloaded" in ctl.log_text(), 10, ctl)
+        time.sleep(2)
+        assert ctl.proc.poll() is None and healthy(farm)
+        assert {i["InstanceId"] for i in fleet_instances(ec2)} == before
+        assert len(listed(farm)) == 1
+        load.stop()
+        assert ctl.terminate() == 0, ctl.log_text()
+    finally:
+        load.stop()
+        ctl.ensure_dead()
