@@ -104,7 +104,7 @@ def build_actors(
     return actors
 
 
-async def run_controller(config: Config, *, dry_run: bool) -> int:
+async def run_controller(config: Config, *, dry_run: bool, user: str | None = None) -> int:
     """Run until SIGTERM/SIGINT; 0 after a clean teardown, 1 after repeated actor crashes."""
     from controller import sdnotify
 
@@ -114,7 +114,12 @@ async def run_controller(config: Config, *, dry_run: bool) -> int:
         master_ip = await master_address(config, cloud, dry_run=dry_run)
         actors = build_actors(config, bus, cloud, master_ip, dry_run=dry_run)
         # Stats sends READY=1 and STATUS=; the runtime's heartbeat feeds the watchdog.
-        runtime = Runtime(actors, bus=bus, on_heartbeat=sdnotify.watchdog)
+        runtime = Runtime(
+            actors,
+            bus=bus,
+            on_heartbeat=sdnotify.watchdog,
+            on_ready=(lambda: _drop_privileges(user, runtime)) if user else None,
+        )
         stats = actors[0]
         if hasattr(stats, "bind_runtime"):
             stats.bind_runtime(runtime)
@@ -168,3 +173,15 @@ def _install_reload_handler(config: Config, actors: list[Actor]) -> None:
             sdnotify.notify("READY=1")
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+
+
+def _drop_privileges(user: str, runtime: Runtime) -> None:
+    """--user: leave root once every actor is set up (the stats port is bound by then)."""
+    from controller.daemon import DaemonError, drop_privileges
+
+    try:
+        drop_privileges(user)
+        log.info("privileges.dropped", user=user)
+    except DaemonError as exc:
+        log.error("privileges.drop_failed", user=user, reason=str(exc))
+        runtime.request_stop(reason=f"--user {user}: {exc}", exit_code=2)

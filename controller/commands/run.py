@@ -38,32 +38,30 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
 
     pidfile = None
-    if args.background or args.pidfile:
-        from controller.daemon import DaemonError, PidFile, daemonize
+    try:
+        if args.background:
+            from controller.daemon import daemonize
 
-        try:
-            if args.background:
-                daemonize(logfile=args.logfile)
-            pidfile = PidFile(args.pidfile) if args.pidfile else None
-            if pidfile is not None:
-                pidfile.acquire()
-        except DaemonError as exc:
-            print(f"controller run: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-    configure_logging(verbosity=args.verbosity, logfile=args.logfile)
-    if args.user:
-        from controller.daemon import DaemonError, drop_privileges
+            # Returns in the daemon only, holding the pidfile with the daemon's own PID.
+            pidfile = daemonize(logfile=args.logfile, pidfile=args.pidfile)
+        elif args.pidfile:
+            from controller.daemon import PidFile
 
-        try:
-            drop_privileges(args.user)
-        except DaemonError as exc:
-            print(f"controller run: --user {args.user}: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            pidfile = PidFile(args.pidfile)
+            pidfile.acquire()
+    except Exception as exc:  # DaemonError, or OSError on an unwritable path
+        print(f"controller run: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        configure_logging(verbosity=args.verbosity, logfile=args.logfile)
+    except OSError as exc:
+        print(f"controller run: --logfile {args.logfile}: {exc.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
     from controller.app import StartupError, run_controller
 
     try:
-        return asyncio.run(run_controller(config, dry_run=args.dry_run))
+        return asyncio.run(run_controller(config, dry_run=args.dry_run, user=args.user))
     except StartupError as exc:
         print(f"{args.config}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
