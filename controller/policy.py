@@ -12,7 +12,8 @@ AWS_Balancer.pm): a row applies at or above its requests/sec; below the first ro
 
 - a fleet below the band's min is brought up to min at once;
 - a fleet above the band's max is cut down to max, but only after the band (and the policy's own
-  target) has asked for fewer slaves continuously for `[scaling] scale_in_after` seconds;
+  target) has asked for fewer slaves continuously for `[scaling] scale_in_after` seconds; inside
+  the band a policy may shed its own surplus after its own (shorter) dwell;
 - launches never take the fleet above max, removals never take it below min;
 - a lost load sensor (`load_rps is None`) holds: no removals, and launches only to get back to
   the last desired count (replacing slaves that went away);
@@ -129,19 +130,23 @@ class BandPolicy:
 
     `target()` says how many slaves the policy wants inside the band; this class clamps it to
     the band, launches the shortfall at once, and removes a surplus only after the fleet has
-    held more than the desired count for `scale_in_after` seconds without a break. Then it
-    removes down to the highest desired count of that period (a stabilisation window, as the
-    Kubernetes HPA scales down), so a brief dip never costs a slave that is needed again soon.
+    held more than the desired count for `shrink_after` seconds without a break, and, while
+    the fleet is above the band's max, for `scale_in_after` seconds above it. Then it removes
+    down to the highest desired count of the last `shrink_after` (a stabilisation window, as
+    the Kubernetes HPA scales down), so a brief dip never costs a slave that is needed again
+    soon. The table policy uses one dwell for both (`shrink_after = scale_in_after`).
     """
 
     name = "table"
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, *, shrink_after: float | None = None):
         self.rows = config.load_table.rows
         self.scale_in_after = config.scaling.scale_in_after
         self.max_cost_per_hour = config.scaling.max_cost_per_hour
-        self._fewer_since: float | None = None
-        self._recent: deque[tuple[float, int]] = deque()  # (now, desired) within the dwell
+        self.shrink_after = self.scale_in_after if shrink_after is None else shrink_after
+        self._fewer_since: float | None = None  # held > desired since
+        self._above_since: float | None = None  # held > the band's max since
+        self._recent: deque[tuple[float, int]] = deque()  # (now, desired) within the dwells
         self._last_desired: int | None = None
         self._last_band: tuple[int, int] = (0, 0)
 
@@ -178,19 +183,24 @@ class BandPolicy:
 
         remove = self._scale_in(inp, band, desired, launch)
         if remove:
-            parts.append(f"remove {len(remove)} after {self.scale_in_after:.0f}s below")
+            parts.append(f"remove {len(remove)} after {self._dwell(band, inp):.0f}s over")
         elif not launch and held_count(inp) > desired and self._fewer_since is not None:
             waited = inp.now - self._fewer_since
-            parts.append(f"holding surplus ({waited:.0f}/{self.scale_in_after:.0f}s)")
+            parts.append(f"holding surplus ({waited:.0f}/{self._dwell(band, inp):.0f}s)")
         elif not launch and not capped:
             parts.append("no change")
         return PolicyDecision(
             band=band, desired=desired, launch=launch, remove=remove, reason="; ".join(parts)
         )
 
+    def _dwell(self, band: tuple[int, int], inp: PolicyInput) -> float:
+        """The dwell that applies now: the band's when the fleet is above its max, else ours."""
+        above = held_count(inp) > band[1]
+        return max(self.shrink_after, self.scale_in_after if above else 0.0)
+
     def _remember(self, now: float, desired: int) -> None:
         self._recent.append((now, desired))
-        horizon = now - self.scale_in_after
+        horizon = now - max(self.scale_in_after, self.shrink_after)
         while self._recent and self._recent[0][0] < horizon:
             self._recent.popleft()
 
@@ -203,13 +213,20 @@ class BandPolicy:
     ) -> tuple[str, ...]:
         held = held_count(inp) + launch
         if held <= desired:
-            self._fewer_since = None
+            self._fewer_since = self._above_since = None
             return ()
         if self._fewer_since is None:
             self._fewer_since = inp.now
-        if inp.now - self._fewer_since < self.scale_in_after:
-            return ()
-        keep = max(band[0], max(d for _, d in self._recent))
+        if held <= band[1]:
+            self._above_since = None
+        elif self._above_since is None:
+            self._above_since = inp.now
+        if self._above_since is not None and inp.now - self._above_since < self.scale_in_after:
+            return ()  # leaving the band waits for the band's own dwell (the seed's semantics)
+        if inp.now - self._fewer_since < self.shrink_after:
+            return ()  # inside the band the policy's own dwell applies
+        since = inp.now - self.shrink_after
+        keep = max(band[0], max(d for t, d in self._recent if t >= since))
         surplus = held - keep
         if surplus <= 0:
             return ()
@@ -217,7 +234,7 @@ class BandPolicy:
 
     def _hold(self, inp: PolicyInput) -> PolicyDecision:
         """Sensor lost: never remove; launch only back up to the last desired count."""
-        self._fewer_since = None  # missing data never counts toward the dwell
+        self._fewer_since = self._above_since = None  # missing data never counts toward a dwell
         self._recent.clear()
         up = scale_out_count(inp)
         desired = self._last_desired if self._last_desired is not None else up
@@ -248,11 +265,15 @@ class OursPolicy(BandPolicy):
     - headroom: learnt, not configured. Every level is later compared with the load one lead
       after it; the headroom is a quantile of those relative excesses over `error_seconds`.
       The quantile itself follows the service goal: the policy counts the polls at which fewer
-      slaves were ready than the load needed, and raises the quantile while that share is above
-      `under_target` and lowers it while below (within [quantile_min, quantile_max]). A noisy
-      load thus gets the spare slaves it needs to stay near the target, and no more.
+      slaves were ready than the load needed (and the table would have allowed them one lead
+      earlier), and raises the quantile while that share is above `under_target` and lowers it
+      while below (within [quantile_min, quantile_max]). A noisy load thus gets the spare slaves
+      it needs to stay near the target, and no more.
 
-    Scale-out is immediate; scale-in waits `scale_in_after` (asymmetric dwell, see BandPolicy).
+    Scale-out is immediate. Scale-in is asymmetric: a fleet above the band's max waits the
+    band's `scale_in_after` (the seed's semantics); a surplus inside the band goes after
+    `shrink_after`, by default one lead (boot + poll): billing is per second, so keeping an idle
+    slave longer than a relaunch takes costs more than its boot would (ski rental).
     """
 
     name = "ours"
@@ -263,14 +284,16 @@ class OursPolicy(BandPolicy):
         *,
         hold_seconds: float = 60.0,
         trend_seconds: float = 600.0,
-        error_seconds: float = 6 * 3600.0,
-        under_target: float = 0.01,
+        error_seconds: float = 24 * 3600.0,
+        under_target: float = 0.002,
         quantile: float = 0.9,
         quantile_min: float = 0.5,
-        quantile_max: float = 0.95,
+        quantile_max: float = 0.995,
         quantile_gain: float = 0.002,
+        shrink_after: float | None = None,
     ):
-        super().__init__(config)
+        lead = config.simulate.boot_seconds + config.master.poll_interval
+        super().__init__(config, shrink_after=lead if shrink_after is None else shrink_after)
         self.capacity = config.simulate.slave_capacity_rps
         self.poll = config.master.poll_interval
         self.boot = config.simulate.boot_seconds
@@ -288,6 +311,7 @@ class OursPolicy(BandPolicy):
         self._errors: deque[tuple[float, float]] = deque()  # (now, relative excess)
         self._sorted_errors: list[float] = []
         self._seen_booting: dict[str, float] = {}
+        self._maxes: deque[tuple[float, int]] = deque()  # (now, band max) back to one lead ago
 
     # -- learning ------------------------------------------------------------------------------
 
@@ -316,13 +340,21 @@ class OursPolicy(BandPolicy):
             self._seen_booting = {k: v for k, v in self._seen_booting.items() if k in live}
 
     def _steer_quantile(self, inp: PolicyInput) -> None:
-        """Integral control of the headroom quantile on the share of under-provisioned polls."""
+        """Integral control of the headroom quantile on the share of avoidable shortfalls.
+
+        A poll counts as short when fewer slaves are ready than the load needs, unless the need
+        exceeds the band's max of one lead ago: no headroom could have launched those slaves in
+        time (a sudden surge under the table's cap), so they must not inflate the headroom.
+        """
         assert inp.load_rps is not None
+        while len(self._maxes) > 1 and self._maxes[1][0] <= inp.now - self.lead_seconds():
+            self._maxes.popleft()
         if self.capacity <= 0:
             return
         needed = math.ceil(round(inp.load_rps / self.capacity, 9))
         ready = sum(1 for m in inp.members if m.ready and not m.draining and not m.interrupted)
-        under = 1.0 if ready < needed else 0.0
+        reachable = not self._maxes or needed <= self._maxes[0][1]
+        under = 1.0 if ready < needed and reachable else 0.0
         q = self.quantile + self.quantile_gain * (under - self.under_target)
         self.quantile = min(self.quantile_max, max(self.quantile_min, q))
 
@@ -376,6 +408,7 @@ class OursPolicy(BandPolicy):
     def target(self, inp: PolicyInput, band: tuple[int, int]) -> tuple[int, str]:
         level = self.level(inp)
         self._levels.append((inp.now + self.lead_seconds(), level))
+        self._maxes.append((inp.now, band[1]))
         want = level * (1.0 + self.headroom)
         n = math.ceil(round(want / self.capacity, 9)) if self.capacity > 0 else band[0]
         return n, f"level {level:.2f} rps +{100 * self.headroom:.0f}% -> {n}"

@@ -319,3 +319,35 @@ def test_starcluster_adds_one_node_per_pass_after_the_wait():
 def test_unknown_policy_is_refused():
     with pytest.raises(ValueError, match="unknown policy"):
         make_policy("clairvoyant", config())
+
+
+def test_ours_sheds_an_in_band_surplus_after_one_lead_not_the_band_dwell():
+    policy = OursPolicy(wide_config(scale_in_after=300))  # band [0, 100]; lead = 90 + 30 s
+    fleet = [member(f"i{k}", k) for k in range(10)]
+    for now in (0, 30, 60, 90):
+        d = policy.decide(snapshot(now, 4.0, fleet))  # 2 slaves' worth, plus headroom
+        assert d.remove == () and d.desired < 10, now
+        assert "holding surplus" in d.reason or now == 0
+    d = policy.decide(snapshot(120, 4.0, fleet))
+    assert len(d.remove) == 7  # down to 3: the highest desired of the last lead (20 % headroom)
+    assert d.remove[0] == "i9"  # the youngest first
+
+
+def test_table_policy_keeps_one_dwell_for_both():
+    policy = BandPolicy(config(scale_in_after=300))
+    assert policy.shrink_after == 300
+
+
+def test_ours_headroom_ignores_shortfalls_the_table_forbade():
+    """A need above the band's max cannot be met by headroom: it must not raise the quantile."""
+    capped = (LoadRow(rps=0.0, min_instances=0, max_instances=2),)
+    wide = OursPolicy(wide_config(capacity=1.0))
+    tight = OursPolicy(
+        dataclasses.replace(wide_config(capacity=1.0), load_table=LoadTableSection(rows=capped))
+    )
+    for now in range(0, 600, 30):
+        wide.decide(snapshot(now, 10.0, ()))  # nothing ready, 10 needed: short
+        tight.decide(snapshot(now, 10.0, ()))
+    assert wide.quantile > 0.9 + 10 * wide.quantile_gain
+    # only the first poll counted, before any band had been seen
+    assert tight.quantile <= 0.9 + tight.quantile_gain
