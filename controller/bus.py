@@ -58,9 +58,9 @@ class Mailbox(Generic[T]):
     @overload
     async def get(self) -> T | EndOfInbox: ...
     @overload
-    async def get(self, timeout: float | None) -> T | EndOfInbox | None: ...  # noqa: ASYNC109
+    async def get(self, timeout: float | None) -> T | EndOfInbox | None: ...
 
-    async def get(self, timeout: float | None = None) -> T | EndOfInbox | None:  # noqa: ASYNC109
+    async def get(self, timeout: float | None = None) -> T | EndOfInbox | None:
         """The next message; EOI forever once the inbox ended; None if `timeout` passed first."""
         if self._ended:
             return EOI

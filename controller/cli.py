@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="replay a load trace against the simulated cloud")
     sim.add_argument("-c", "--config", required=True)
     sim.add_argument("--trace", required=True, help="CSV of t_seconds,requests")
-    sim.add_argument("--policy", default="ours", help="ours (default), gbrowse, starcluster, oracle")
+    sim.add_argument(
+        "--policy", default="ours", help="ours (default), gbrowse, starcluster, oracle, table"
+    )
     sim.add_argument("--json", action="store_true", help="print the report as JSON")
     sim.add_argument("--timeline", help="write one CSV row per bucket to this file")
     sim.add_argument("--plot", help="draw load, demand, billed and ready (.png or .html)")
