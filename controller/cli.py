@@ -33,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--user", help="user to run as (drops privileges after start as root)")
     run.add_argument("--kill", action="store_true", help="stop the daemon named by --pidfile")
     run.add_argument(
-        "--verbosity", type=int, choices=range(4), default=2, metavar="0..3",
+        "--verbosity",
+        type=int,
+        choices=range(4),
+        default=2,
+        metavar="0..3",
         help="0 errors only, 1 warnings, 2 info (default), 3 debug",
     )
 
