@@ -68,8 +68,12 @@ class Tracked:
     since_wall: float  # epoch seconds of the last phase change (for /status)
     instance_type: str
     zone: str
+    # Loop time by which it must pass the readiness probe: request_timeout from when this process
+    # first tracked it (not from its launch: an adopted slave gets its chance to be probed).
+    ready_by: float
     interrupted: bool = False
     drain_until: float | None = None
+    down_reason: LostReason | None = None  # why we drain/terminate it, for its InstanceDown
     announced: bool = False  # InstanceUp published
 
 
@@ -132,10 +136,13 @@ class SpotPool(Actor):
         while not self.stopping.is_set():
             timeout = max(0.0, next_cycle - self.now())
             msg = await self.inbox.get(timeout=timeout)
-            if msg is EOI:
-                return
-            if msg is not None:
+            # Fold in everything already waiting, so that the cycle decides on the newest view
+            # (and a burst of SlaveLost costs one reconcile, not one each).
+            while msg is not None:
+                if msg is EOI:
+                    return
                 self._handle(msg)
+                msg = await self.inbox.get() if len(self.inbox) else None
             if self.urgent or self.now() >= next_cycle:
                 self.urgent = False
                 await self.reconcile()
@@ -294,16 +301,17 @@ class SpotPool(Actor):
             since_wall=self.wall_clock(),
             instance_type=inst.instance_type,
             zone=inst.zone,
+            ready_by=self.now() + self.config.scaling.request_timeout,
         )
         self.tracked[inst.instance_id] = t
         self.log.info("instance.tracked", instance_id=inst.instance_id, state=str(inst.state))
         return t
 
     def _gone(self, t: Tracked, inst: CloudInstance | None) -> None:
-        interrupted = inst is not None and inst.state_reason == SPOT_INTERRUPTION_REASON
-        reason = LostReason.INTERRUPTED if interrupted else LostReason.TERMINATED
-        if t.phase is Phase.TERMINATING:
-            reason = LostReason.SCALE_IN
+        if inst is not None and inst.state_reason == SPOT_INTERRUPTION_REASON:
+            reason = LostReason.INTERRUPTED
+        else:  # ours (why we drained it), else someone else's doing
+            reason = t.down_reason or LostReason.TERMINATED
         self._move(t, Phase.GONE)
         del self.tracked[t.instance_id]
         self.log.info("instance.gone", instance_id=t.instance_id, reason=str(reason))
@@ -334,6 +342,7 @@ class SpotPool(Actor):
             delay = self.config.scaling.drain_seconds if t.phase is Phase.READY else 0.0
         self._move(t, Phase.DRAINING)
         t.drain_until = self.now() + delay
+        t.down_reason = reason
         self.bus.publish(
             DrainSlave(at=self.now(), instance_id=t.instance_id, address=t.address, reason=reason)
         )
@@ -347,16 +356,12 @@ class SpotPool(Actor):
             if t.phase is Phase.DRAINING and t.drain_until is not None and t.drain_until <= now
         ]
         # A launch that never became ready within request_timeout is abandoned.
-        stuck = [
-            t
-            for t in self.tracked.values()
-            if t.phase is Phase.BOOTING
-            and now - t.launched_at > self.config.scaling.request_timeout
-        ]
+        stuck = [t for t in self.tracked.values() if t.phase is Phase.BOOTING and now > t.ready_by]
         for t in stuck:
             self.log.warning("instance.boot_timeout", instance_id=t.instance_id)
             self._cool_down(t.instance_type, t.zone)
             self._move(t, Phase.DRAINING)
+            t.down_reason = LostReason.UNREACHABLE  # it never answered the readiness probe
         due += stuck
         if not due:
             return
@@ -461,7 +466,10 @@ class SpotPool(Actor):
     # ---- prices and cooldowns --------------------------------------------------------------
 
     def _cool_down(self, instance_type: str, zone: str) -> None:
-        self.cooldowns[(instance_type, zone)] = self.now() + self.config.scaling.capacity_cooldown
+        """Skip this type for capacity_cooldown. The key is the zone launches ask for: with no
+        `availability_zone` EC2 picks the zone, so the failure in `zone` cools the whole type."""
+        key = (instance_type, self.config.slave.availability_zone)
+        self.cooldowns[key] = self.now() + self.config.scaling.capacity_cooldown
         self.log.info("capacity.cooldown", instance_type=instance_type, zone=zone or "any")
 
     def _cooling(self, instance_type: str, zone: str) -> bool:

@@ -12,12 +12,16 @@ a month of polls slow, and the decisions come from the same policy objects eithe
 
 Every random draw comes from one seeded generator, so a run is reproducible. Addresses are
 loopback (127.64.0.0/16): nothing probing a simulated slave can reach another machine.
+
+Tests script faults exactly with three knobs: `capacity_errors_for` (instance types always refused
+for capacity, e.g. to see the next type tried), `describe_fails` (DescribeInstances fails, to see
+the fleet hold) and `reclaim_at()` (spot reclaims one instance at a given time).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 
 from controller.cloud import (
@@ -114,6 +118,8 @@ class SimCloud:
         seed: int = 1,
         zones: Sequence[str] = ("sim-1a", "sim-1b"),
         wall_offset: float = 0.0,
+        capacity_errors_for: Collection[str] = (),
+        describe_fails: bool = False,
     ):
         self.clock = clock
         self.boot_seconds = boot_seconds
@@ -124,6 +130,10 @@ class SimCloud:
         self.interruption_rate_per_hour = interruption_rate_per_hour
         self.zones = tuple(zones)
         self.wall_offset = wall_offset  # added to clock() for EC2's epoch LaunchTime fields
+        # Scripted faults (tests may change them at any time): these instance types are always
+        # refused for capacity, and while describe_fails is set every describe_fleet fails.
+        self.capacity_errors_for: set[str] = set(capacity_errors_for)
+        self.describe_fails = describe_fails
         self.counters = SimCounters()
         self._rng = random.Random(seed)
         self._seq = 0
@@ -204,7 +214,8 @@ class SimCloud:
                 spec,
             )
             return LaunchResult(error=err)
-        if self.capacity_error_rate and self._rng.random() < self.capacity_error_rate:
+        refused = spec.instance_type in self.capacity_errors_for
+        if refused or (self.capacity_error_rate and self._rng.random() < self.capacity_error_rate):
             self.counters.capacity_errors += 1
             err = _error(
                 ErrorKind.CAPACITY,
@@ -308,6 +319,12 @@ class SimCloud:
         now = self.clock()
         return inst is not None and inst.ended_at is None and inst.ready_at <= now
 
+    def reclaim_at(self, instance_id: str, at: float) -> None:
+        """Make spot reclaim this live instance at `at` (its notice comes NOTICE_SECONDS before)."""
+        inst = self._live[instance_id]
+        inst.interrupt_at = at
+        self._interruptible[instance_id] = inst
+
     def instance(self, instance_id: str) -> SimInstance | None:
         return self._instances.get(instance_id)
 
@@ -403,6 +420,11 @@ class SimCloud:
     # ---- the Cloud port ------------------------------------------------------------------------
 
     async def describe_fleet(self, fleet: str) -> FleetView:
+        if self.describe_fails:
+            err = _error(
+                ErrorKind.UNAVAILABLE, "Unavailable", "DescribeInstances", "simulated outage"
+            )
+            return FleetView(instances=(), error=err)
         return self.fleet_view(fleet)
 
     async def launch(self, spec: LaunchSpec) -> LaunchResult:
