@@ -196,7 +196,7 @@ class BandPolicy:
     def _dwell(self, band: tuple[int, int], inp: PolicyInput) -> float:
         """The dwell that applies now: the band's when the fleet is above its max, else ours."""
         above = held_count(inp) > band[1]
-        return max(self.shrink_after, self.scale_in_after if above else 0.0)
+        return self.scale_in_after if above else self.shrink_after
 
     def _remember(self, now: float, desired: int) -> None:
         self._recent.append((now, desired))
@@ -224,7 +224,10 @@ class BandPolicy:
         if self._above_since is not None and inp.now - self._above_since < self.scale_in_after:
             return ()  # leaving the band waits for the band's own dwell (the seed's semantics)
         if inp.now - self._fewer_since < self.shrink_after:
-            return ()  # inside the band the policy's own dwell applies
+            # Inside the band the policy's own dwell applies; above it, the band's dwell has
+            # passed, so the fleet comes down to the band's max now.
+            over_max = held - band[1]
+            return tuple(m.instance_id for m in removal_order(inp.members)[: max(0, over_max)])
         since = inp.now - self.shrink_after
         keep = max(band[0], max(d for t, d in self._recent if t >= since))
         surplus = held - keep
