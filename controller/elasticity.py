@@ -25,7 +25,7 @@ step with two instances running counts as 200 % over-provisioned for its duratio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 EPSILON = 1.0  # instances: the floor of the demand in the accuracy denominators
@@ -60,29 +60,30 @@ def under_accuracy(
     demand: Sequence[float], supply: Sequence[float], durations: Sequence[float] | None = None
 ) -> float:
     """θ_U: the average missing share of the demand, in percent."""
-    _check(demand, supply)
-    dts = _durations(len(demand), durations)
-    total = sum(dts)
-    if total <= 0:
-        return 0.0
-    acc = sum(
-        max(d - s, 0.0) / max(d, EPSILON) * dt for d, s, dt in zip(demand, supply, dts, strict=True)
-    )
-    return 100.0 * acc / total
+    return _accuracy(demand, supply, durations, lambda d, s: max(d - s, 0.0))
 
 
 def over_accuracy(
     demand: Sequence[float], supply: Sequence[float], durations: Sequence[float] | None = None
 ) -> float:
     """θ_O: the average surplus relative to the demand, in percent."""
+    return _accuracy(demand, supply, durations, lambda d, s: max(s - d, 0.0))
+
+
+def _accuracy(
+    demand: Sequence[float],
+    supply: Sequence[float],
+    durations: Sequence[float] | None,
+    gap: Callable[[float, float], float],
+) -> float:
+    """The time-weighted mean of gap(demand, supply) / demand, in percent."""
     _check(demand, supply)
     dts = _durations(len(demand), durations)
     total = sum(dts)
     if total <= 0:
         return 0.0
-    acc = sum(
-        max(s - d, 0.0) / max(d, EPSILON) * dt for d, s, dt in zip(demand, supply, dts, strict=True)
-    )
+    rows = zip(demand, supply, dts, strict=True)
+    acc = sum(gap(d, s) / max(d, EPSILON) * dt for d, s, dt in rows)
     return 100.0 * acc / total
 
 
