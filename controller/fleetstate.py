@@ -254,8 +254,8 @@ class FleetState:
             "ready": self.ready,
             "slaves": slaves,
             "pending_requests": self.pending_requests,
-            "cost_per_hour": round(self.cost_per_hour, 6),
-            "spend": round(self.spend(now), 6),
+            "cost_per_hour": self.cost_per_hour,
+            "spend": self.spend(now),
             "uptime": 0.0 if self.started_at is None else round(now - self.started_at, 3),
             "sensor": {
                 "ok": self.sensor_ok,
