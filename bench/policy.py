@@ -9,11 +9,17 @@ How the comparison is kept honest:
 
 - Capacity: `slave_capacity_rps` is set per trace so that its peak load needs `--peak` slaves
   (default 40); demand is `ceil(load / capacity)` per bucket.
-- Load table: every policy gets the same one, derived from that capacity the way an admin who
-  knew it would write it (`controller.simulate.capacity_table`): a row at every multiple of the
-  capacity, min = the demand at that load, max = min + 2 (the spread of the seed's own default
-  table). So the table is a real bound for every policy; `table_short` shows it never caps
-  the demand itself.
+- Load table: every policy gets the same one (`bench_table`), a row at every multiple of the
+  capacity as an admin who knew it would write it: min = the demand at that load, max =
+  4 x min + 4. The min is a floor GBrowse's balancer reaches at once (it launches up to min)
+  and the other policies honour; the max is a generous ceiling, not a target. A max close to
+  the demand (the old min + 2) is not a neutral choice: it forbids launching ahead of a surge
+  (Twitter's jump from ~7 to ~30 slaves within a minute), so it decides the tau_U of every
+  policy that forecasts, whatever it forecasts. 4 x demand is about the least spread under which
+  that surge fits. GBrowse reads max as "kill down to max", so a wide max costs it money and
+  buys it tau_U; to show that nothing is hidden, the row `gbrowse/d+2` replays it once more
+  under its most favourable table (max = min + 2, the seed's own spread), for reference
+  only: the goal line compares policies under the same table.
 - Everything else is the documented default config: poll 30 s, window 120 s, scale-in dwell
   300 s, drain 30 s; boot 90 s (`--boot`) +- 20 %, one price.
 - WorldCup 98 is cut to its 28 busiest days, 1998-06-10 00:00 to 07-08 00:00 GMT (the match
@@ -21,7 +27,10 @@ How the comparison is kept honest:
 - The oracle launches every slave exactly one boot before it is needed (ready == demand, up to
   gaps shorter than a boot, which it bridges): the physical limit under the same boot time.
   It ignores the load table; `table_tau_u_bound` is the limit of a causal policy that honours
-  it (printed as `bound tauU`), which shows when the tau_U goal cannot be met on a trace.
+  it (printed as `bound tauU`), which shows when the table itself puts the tau_U goal out of
+  reach.
+- Forecasting is causal: `ours` learns from the replayed past only (the simulator hands it one
+  poll at a time), so its first days run without the daily profile it builds.
 """
 
 from __future__ import annotations
@@ -36,12 +45,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.config import Config
+from controller.config import Config, LoadRow, LoadTableSection
 from controller.policy import band_for
 from controller.simulate import (
     SimReport,
     Trace,
-    capacity_table,
     demand_of,
     read_trace,
     simulate,
@@ -55,6 +63,7 @@ TRACES = (  # file, window (seconds from the file's t=0) or None for all
     ("twitter_stream_202108_30s.csv", None),
 )
 POLICIES = ("oracle", "ours", "gbrowse", "starcluster")
+TABLE_NOTE = "load table min = demand, max = 4 x min + 4"
 GOAL_TAU_U = 2.0
 GOAL_COST_RATIO = 1.25
 
@@ -63,14 +72,28 @@ def default_traces_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "traces"
 
 
+def bench_table(capacity: float, top: int, max_of=lambda low: 4 * low + 4) -> LoadTableSection:
+    """Row k from k * capacity rps (k = 0 at a token 1 % of it): min = k + 1, its demand."""
+    rows = [LoadRow(rps=0.01 * capacity, min_instances=1, max_instances=max_of(1))]
+    for k in range(1, top):
+        rows.append(LoadRow(rps=k * capacity, min_instances=k + 1, max_instances=max_of(k + 1)))
+    return LoadTableSection(rows=tuple(rows))
+
+
 def bench_config(trace: Trace, peak: int, boot: float) -> Config:
     capacity = max(trace.rps) / peak
     base = Config()
     return dataclasses.replace(
         base,
-        load_table=capacity_table(capacity, 2 * peak, spare=0.0, least_spare=2),
+        load_table=bench_table(capacity, 2 * peak),
         simulate=dataclasses.replace(base.simulate, slave_capacity_rps=capacity, boot_seconds=boot),
     )
+
+
+def tight_config(cfg: Config, peak: int) -> Config:
+    """The same config under the seed's spread (max = min + 2): GBrowse's cheapest table."""
+    table = bench_table(cfg.simulate.slave_capacity_rps, 2 * peak, lambda low: low + 2)
+    return dataclasses.replace(cfg, load_table=table)
 
 
 def table_tau_u_bound(trace: Trace, cfg: Config) -> float:
@@ -135,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     print(
         f"boot {args.boot:g} s, capacity per trace so the peak needs {args.peak} slaves, "
-        "load table min = demand, max = demand + 2; goal: tau_U <= 2 %, cost <= 1.25x oracle"
+        f"{TABLE_NOTE}; goal: tau_U <= 2 %, cost <= 1.25x oracle"
     )
     for name, window in TRACES:
         path = args.traces / name
@@ -163,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         oracle_cost = reports["oracle"].cost
         for p in POLICIES:
             print(row(p, reports[p], oracle_cost))
+        tight = simulate(trace, tight_config(cfg, args.peak), "gbrowse", seed=args.seed).report
+        print(row("gbrowse/d+2", tight, oracle_cost) + "  (reference: max = min + 2)")
         ours, gb = reports["ours"], reports["gbrowse"]
         checks = {
             "tau_U <= 2 %": ours.elasticity.tau_u <= GOAL_TAU_U,

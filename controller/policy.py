@@ -258,25 +258,34 @@ class BandPolicy:
 class OursPolicy(BandPolicy):
     """Target tracking inside the band on a forecast of the load one boot ahead.
 
-    The wanted count is `ceil(level * (1 + headroom) / slave_capacity_rps)`:
+    The wanted count is `ceil((level + headroom * max(level, capacity)) / slave_capacity_rps)`:
 
-    - level: the highest of the last poll's rate, the windowed rate, the highest rate of the
-      last `hold_seconds` (a dip of a poll or two is not taken for a fall), and the linear trend
-      of the last `trend_seconds` extrapolated over the lead: the time until a slave launched
-      now is serving, i.e. its boot (learnt from the slaves' own launch-to-ready times) plus
-      one poll;
+    - level: the highest of the last poll's rate, the windowed rate and the highest rate of the
+      last `hold_seconds` (0 by default: the learnt headroom already covers a dip), and, with
+      `trend_seconds` > 0, the linear trend of that span extrapolated over the lead (off by
+      default: on the shared traces a sudden jump fits as a steep slope and over-launches);
+    - lead: the time until a slave launched now is serving, i.e. the next boot (learnt from the
+      slaves' own launch-to-ready times) plus one poll;
     - headroom: learnt, not configured. Every level is later compared with the load one lead
-      after it; the headroom is a quantile of those relative excesses over `error_seconds`.
-      The quantile itself follows the service goal: the policy counts the polls at which fewer
-      slaves were ready than the load needed (and the table would have allowed them one lead
-      earlier), and raises the quantile while that share is above `under_target` and lowers it
-      while below (within [quantile_min, quantile_max]). A noisy load thus gets the spare slaves
-      it needs to stay near the target, and no more.
+      after it; the headroom is the larger of two quantiles of those relative excesses:
+      - global: a quantile over `error_seconds`, steered by the service goal: the policy counts
+        the polls at which fewer slaves were ready than the load needed, and raises the
+        quantile while that share is above `under_target`, lowers it while below (within
+        [quantile_min, quantile_max]). A shortfall that even `quantile_max` (or the table's
+        max) could not have covered one lead earlier is not counted: it is a surge no global
+        headroom fixes, and chasing it would over-provision every hour;
+      - seasonal: for each period of `season_seconds` (a day by default), the excesses are also
+        filed under the phase (one poll wide) they were forecast at. At a phase where an excess
+        recurred, the `season_rank`-th largest of the last `season_periods` periods over this
+        phase and the next `season_width` ones applies: a surge that comes back at the same
+        time of day is launched for one lead before it arrives, and a phase where it came once
+        costs nothing.
 
     Scale-out is immediate. Scale-in is asymmetric: a fleet above the band's max waits the
     band's `scale_in_after` (the seed's semantics); a surplus inside the band goes after
-    `shrink_after`, by default one lead (boot + poll): billing is per second, so keeping an idle
-    slave longer than a relaunch takes costs more than its boot would (ski rental).
+    `shrink_after`, by default two polls: surges on the shared traces end as abruptly as they
+    start, and a slave the forecast asked for and the load did not confirm should not wait a
+    whole boot.
     """
 
     name = "ours"
@@ -285,20 +294,24 @@ class OursPolicy(BandPolicy):
         self,
         config: Config,
         *,
-        hold_seconds: float = 60.0,
-        trend_seconds: float = 600.0,
+        hold_seconds: float = 0.0,
+        trend_seconds: float = 0.0,
         error_seconds: float = 24 * 3600.0,
-        under_target: float = 0.002,
+        under_target: float = 0.004,
         quantile: float = 0.9,
         quantile_min: float = 0.5,
-        quantile_max: float = 0.995,
+        quantile_max: float = 0.975,
         quantile_gain: float = 0.002,
         shrink_after: float | None = None,
+        season_seconds: tuple[float, ...] = (86400.0,),
+        season_periods: int = 7,
+        season_rank: int = 2,
+        season_width: int = 1,
     ):
-        lead = config.simulate.boot_seconds + config.master.poll_interval
-        super().__init__(config, shrink_after=lead if shrink_after is None else shrink_after)
+        poll = config.master.poll_interval
+        super().__init__(config, shrink_after=2 * poll if shrink_after is None else shrink_after)
         self.capacity = config.simulate.slave_capacity_rps
-        self.poll = config.master.poll_interval
+        self.poll = poll
         self.boot = config.simulate.boot_seconds
         self.hold_seconds = hold_seconds
         self.trend_seconds = trend_seconds
@@ -308,13 +321,20 @@ class OursPolicy(BandPolicy):
         self.quantile_min = quantile_min
         self.quantile_max = quantile_max
         self.quantile_gain = quantile_gain
+        self.season_seconds = season_seconds
+        self.season_periods = season_periods
+        self.season_rank = season_rank
+        self.season_width = season_width
         self.headroom = 0.2  # until the first errors are known
         self._samples: deque[tuple[float, float]] = deque()  # (now, load_rps)
-        self._levels: deque[tuple[float, float]] = deque()  # (due, level) awaiting the truth
+        self._levels: deque[tuple[float, float, float]] = deque()  # (made, due, level)
         self._errors: deque[tuple[float, float]] = deque()  # (now, relative excess)
         self._sorted_errors: list[float] = []
         self._seen_booting: dict[str, float] = {}
-        self._maxes: deque[tuple[float, int]] = deque()  # (now, band max) back to one lead ago
+        # (now, the most slaves any headroom or the band allowed then), back to one lead ago
+        self._reach: deque[tuple[float, int]] = deque()
+        # (period, phase slot) -> (period index, excess) of the last season_periods periods
+        self._season: dict[tuple[float, int], deque[tuple[int, float]]] = {}
 
     # -- learning ------------------------------------------------------------------------------
 
@@ -343,20 +363,20 @@ class OursPolicy(BandPolicy):
             self._seen_booting = {k: v for k, v in self._seen_booting.items() if k in live}
 
     def _steer_quantile(self, inp: PolicyInput) -> None:
-        """Integral control of the headroom quantile on the share of avoidable shortfalls.
+        """Integral control of the global headroom quantile on the share of avoidable shortfalls.
 
         A poll counts as short when fewer slaves are ready than the load needs, unless the need
-        exceeds the band's max of one lead ago: no headroom could have launched those slaves in
-        time (a sudden surge under the table's cap), so they must not inflate the headroom.
+        exceeds what one lead ago either the band's max or the headroom at `quantile_max`
+        allowed: no global headroom could have launched those slaves in time.
         """
         assert inp.load_rps is not None
-        while len(self._maxes) > 1 and self._maxes[1][0] <= inp.now - self.lead_seconds():
-            self._maxes.popleft()
+        while len(self._reach) > 1 and self._reach[1][0] <= inp.now - self.lead_seconds():
+            self._reach.popleft()
         if self.capacity <= 0:
             return
         needed = math.ceil(round(inp.load_rps / self.capacity, 9))
         ready = sum(1 for m in inp.members if m.ready and not m.draining and not m.interrupted)
-        reachable = not self._maxes or needed <= self._maxes[0][1]
+        reachable = not self._reach or needed <= self._reach[0][1]
         under = 1.0 if ready < needed and reachable else 0.0
         q = self.quantile + self.quantile_gain * (under - self.under_target)
         self.quantile = min(self.quantile_max, max(self.quantile_min, q))
@@ -364,17 +384,53 @@ class OursPolicy(BandPolicy):
     def _score(self, now: float, rps: float) -> None:
         """Compare the levels that fell due with the load now; set the headroom."""
         errs = self._sorted_errors
-        while self._levels and self._levels[0][0] <= now:
-            _, level = self._levels.popleft()
+        while self._levels and self._levels[0][1] <= now:
+            made, _, level = self._levels.popleft()
             excess = (rps - level) / max(level, self.capacity)
             self._errors.append((now, excess))
             bisect.insort(errs, excess)
+            self._file_seasonal(made, excess)
         horizon = now - self.error_seconds
         while self._errors and self._errors[0][0] < horizon:
             _, old = self._errors.popleft()
             del errs[bisect.bisect_left(errs, old)]
         if errs:
-            self.headroom = max(0.0, errs[min(len(errs) - 1, int(self.quantile * len(errs)))])
+            self.headroom = max(0.0, self._error_at(self.quantile))
+
+    def _error_at(self, quantile: float) -> float:
+        errs = self._sorted_errors
+        return errs[min(len(errs) - 1, int(quantile * len(errs)))] if errs else self.headroom
+
+    def _phase(self, period: float, t: float) -> tuple[int, int]:
+        """(period index, slot of the phase) of time t; slots are one poll wide."""
+        return int(t // period), int((t % period) // self.poll)
+
+    def _file_seasonal(self, made: float, excess: float) -> None:
+        """File an excess under the phase its level was made at, once per period (the worst)."""
+        for period in self.season_seconds:
+            index, slot = self._phase(period, made)
+            past = self._season.setdefault((period, slot), deque())
+            if past and past[-1][0] == index:
+                past[-1] = (index, max(past[-1][1], excess))
+            else:
+                past.append((index, excess))
+            while past and past[0][0] <= index - self.season_periods:
+                past.popleft()
+
+    def seasonal_headroom(self, now: float) -> float:
+        """The excess that recurs from this phase on (0 where it did not recur)."""
+        best = 0.0
+        for period in self.season_seconds:
+            index, slot = self._phase(period, now)
+            slots = max(1, round(period / self.poll))
+            worst: dict[int, float] = {}  # period index -> its worst excess over the slots
+            for s in range(slot, slot + self.season_width + 1):
+                for i, e in self._season.get((period, s % slots), ()):
+                    if i >= index - self.season_periods:
+                        worst[i] = max(worst.get(i, e), e)
+            if len(worst) >= self.season_rank:
+                best = max(best, sorted(worst.values(), reverse=True)[self.season_rank - 1])
+        return best
 
     # -- forecasting ---------------------------------------------------------------------------
 
@@ -399,7 +455,7 @@ class OursPolicy(BandPolicy):
         """Least-squares slope (rps per second) of the samples of the last trend_seconds."""
         pts = [(t, r) for t, r in self._samples if t >= now - self.trend_seconds]
         n = len(pts)
-        if n < 3:
+        if self.trend_seconds <= 0 or n < 3:
             return 0.0
         mt = sum(t for t, _ in pts) / n
         mr = sum(r for _, r in pts) / n
@@ -408,13 +464,24 @@ class OursPolicy(BandPolicy):
             return 0.0
         return sum((t - mt) * (r - mr) for t, r in pts) / var
 
+    def _slaves(self, level: float, headroom: float) -> int:
+        want = level + max(0.0, headroom) * max(level, self.capacity)
+        return math.ceil(round(want / self.capacity, 9))
+
     def target(self, inp: PolicyInput, band: tuple[int, int]) -> tuple[int, str]:
+        if self.capacity <= 0:
+            return band[0], "no slave capacity set: the band's min"
         level = self.level(inp)
-        self._levels.append((inp.now + self.lead_seconds(), level))
-        self._maxes.append((inp.now, band[1]))
-        want = level * (1.0 + self.headroom)
-        n = math.ceil(round(want / self.capacity, 9)) if self.capacity > 0 else band[0]
-        return n, f"level {level:.2f} rps +{100 * self.headroom:.0f}% -> {n}"
+        self._levels.append((inp.now, inp.now + self.lead_seconds(), level))
+        reach = self._slaves(level, self._error_at(self.quantile_max))
+        self._reach.append((inp.now, min(band[1], reach)))
+        season = self.seasonal_headroom(inp.now)
+        headroom = max(self.headroom, season)
+        n = self._slaves(level, headroom)
+        note = f"level {level:.2f} rps +{100 * headroom:.0f}%"
+        if season > self.headroom:
+            note += " (recurs at this phase)"
+        return n, f"{note} -> {n}"
 
 
 def make_policy(name: str, config: Config) -> Policy:

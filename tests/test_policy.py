@@ -321,15 +321,17 @@ def test_unknown_policy_is_refused():
         make_policy("clairvoyant", config())
 
 
-def test_ours_sheds_an_in_band_surplus_after_one_lead_not_the_band_dwell():
-    policy = OursPolicy(wide_config(scale_in_after=300))  # band [0, 100]; lead = 90 + 30 s
+def test_ours_sheds_an_in_band_surplus_after_two_polls_not_the_band_dwell():
+    # Changed with the seasonal forecast: the in-band dwell was one lead (120 s); a surplus the
+    # forecast asked for and the load did not confirm now goes after two polls (60 s).
+    policy = OursPolicy(wide_config(scale_in_after=300))  # band [0, 100]; poll 30 s
     fleet = [member(f"i{k}", k) for k in range(10)]
-    for now in (0, 30, 60, 90):
+    for now in (0, 30):
         d = policy.decide(snapshot(now, 4.0, fleet))  # 2 slaves' worth, plus headroom
         assert d.remove == () and d.desired < 10, now
         assert "holding surplus" in d.reason or now == 0
-    d = policy.decide(snapshot(120, 4.0, fleet))
-    assert len(d.remove) == 7  # down to 3: the highest desired of the last lead (20 % headroom)
+    d = policy.decide(snapshot(60, 4.0, fleet))
+    assert len(d.remove) == 7  # down to 3: the highest desired of the last 60 s (20 % headroom)
     assert d.remove[0] == "i9"  # the youngest first
 
 
@@ -351,3 +353,61 @@ def test_ours_headroom_ignores_shortfalls_the_table_forbade():
     assert wide.quantile > 0.9 + 10 * wide.quantile_gain
     # only the first poll counted, before any band had been seen
     assert tight.quantile <= 0.9 + tight.quantile_gain
+
+
+# ---- ours: the forecast ------------------------------------------------------------------------
+
+
+def replay(policy: OursPolicy, loads, start: float = 0.0) -> list[int]:
+    """Feed one load per 30 s poll with a ready fleet of the last desired size; the desireds."""
+    desired, size = [], 0
+    for k, load in enumerate(loads):
+        d = policy.decide(snapshot(start + 30.0 * k, load, [member(f"i{j}") for j in range(size)]))
+        size = d.desired
+        desired.append(d.desired)
+    return desired
+
+
+def hour_with_surge(surge: bool) -> list[float]:
+    """120 polls at 10 rps; with a surge, 40 rps from minute 30 to 35."""
+    return [40.0 if surge and 60 <= k < 70 else 10.0 for k in range(120)]
+
+
+def test_ours_launches_ahead_of_a_surge_that_recurs_at_the_same_phase():
+    """Seasonal profile: a surge seen at this phase in 2 of the last periods is launched for."""
+    recurring = OursPolicy(wide_config(capacity=1.0), season_seconds=(3600.0,))
+    once = OursPolicy(wide_config(capacity=1.0), season_seconds=(3600.0,))
+    for hour, (a, b) in enumerate([(True, True), (True, False), (True, False)]):
+        replay(recurring, hour_with_surge(a), start=3600.0 * hour)
+        replay(once, hour_with_surge(b), start=3600.0 * hour)
+    ahead = replay(recurring, hour_with_surge(False), start=3 * 3600.0)
+    quiet = replay(once, hour_with_surge(False), start=3 * 3600.0)
+    # a lead (boot 90 s + a poll) before minute 30 the fleet is already sized for the surge
+    assert max(ahead[55:60]) >= 40
+    assert max(quiet[55:60]) < 20  # one surge, three periods ago: not a pattern
+    assert max(ahead[80:120]) < 20  # the rest of the hour stays near the load
+
+
+def test_ours_headroom_ignores_shortfalls_no_headroom_would_have_covered():
+    """A jump beyond every excess seen one lead ago must not push the global quantile up."""
+    jumped = OursPolicy(wide_config(capacity=1.0), season_seconds=())
+    starved = OursPolicy(wide_config(capacity=1.0), season_seconds=())
+    for policy in (jumped, starved):
+        replay(policy, [10.0] * 40)  # a steady load: every excess is 0
+    before = jumped.quantile
+    for now in (1200, 1230, 1260, 1290):  # within one lead of the jump
+        jumped.decide(snapshot(now, 100.0, [member(f"i{j}") for j in range(12)]))
+        starved.decide(snapshot(now, 10.0, [member(f"i{j}") for j in range(5)]))
+    assert jumped.quantile <= before  # 100 needed, 10 forecast: no headroom could have helped
+    assert starved.quantile > before  # 10 needed and forecast, 5 ready: a shortfall to fix
+
+
+def test_ours_trend_is_off_by_default_and_extrapolates_when_set():
+    ramp = [10.0 + 2.0 * k for k in range(8)]
+    plain = OursPolicy(wide_config(capacity=1.0))
+    trended = OursPolicy(wide_config(capacity=1.0), trend_seconds=600.0)
+    replay(plain, ramp)
+    replay(trended, ramp)
+    inp = snapshot(240.0, 26.0, ())
+    assert plain.level(inp) == 26.0
+    assert trended.level(inp) > 26.0 + 2.0 * 3  # 2 rps per poll for a 120 s lead: about +8
