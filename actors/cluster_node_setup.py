@@ -70,6 +70,9 @@ class StepFailed(Exception):
 
 
 class ClusterNodeSetup(Actor):
+    # Deregistering a cluster's nodes at teardown is a few qconf calls per node.
+    grace_seconds = 120.0
+
     def __init__(
         self,
         *,
@@ -125,7 +128,9 @@ class ClusterNodeSetup(Actor):
         self._sge_plugin = sge_plugin(self._plugins)
         if self._sge_plugin is not None and self.sge is None:
             p = self._sge_plugin
-            self.sge = SgeClient(sge_root=p.sge_root, cell=p.cell, bin_dir=p.bin_dir)
+            self.sge = SgeClient(
+                sge_root=p.sge_root, cell=p.cell, bin_dir=p.bin_dir, prefix=p.command_prefix
+            )
         if self.cluster.ssh_key_file:
             try:
                 self._client_keys = [asyncssh.read_private_key(self.cluster.ssh_key_file)]
@@ -151,9 +156,11 @@ class ClusterNodeSetup(Actor):
             self.handle(msg)
 
     async def stop(self) -> None:
-        tasks = [*self._setups.values(), *self._removals]
-        for task in tasks:
+        """Setups in flight are cancelled; removals (the teardown's deregistrations, which the
+        node pool announces before it terminates) are finished, within the grace."""
+        for task in self._setups.values():
             task.cancel()
+        tasks = [*self._setups.values(), *self._removals]
         if tasks:
             await asyncio.wait(tasks)
 

@@ -10,6 +10,15 @@ other rule (someone opened 0.0.0.0/0) is revoked.
 A group named in `[slave] security_group` belongs to the user: it is used as it is, never changed
 and never deleted; FirewallKeeper only warns when it does not admit the master on the slave ports.
 
+Node mode (`run --cluster NAME`, `cluster=` given): the group batch nodes launch into admits the
+head (the machine the controller and sge_qmaster run on) only, on the cluster's `ssh_port` (the
+controller sets nodes up over SSH) and on Grid Engine's ports 6444 (sge_qmaster) and 6445
+(sge_execd: the qmaster contacts each node's execd). The other direction, nodes' execd reaching
+the qmaster on 6444 (and 6445 back), is ingress to the *head*, whose group the controller does not
+own: admit the nodes' subnet (or this group) on tcp 6444-6445 there. The group is named
+`controller-<fleet>-nodes` and lives in the VPC of the cluster's `subnet`; a cluster has no
+user-named group.
+
 It starts first and so stops last: by the time stop() runs, SpotPool has terminated the instances
 and waited for them, and the owned group can be deleted (with `on_exit = "teardown"`).
 In a dry run nothing is mutated: each change is sent with EC2's DryRun flag, which checks the
@@ -22,11 +31,12 @@ import ipaddress
 from collections.abc import Callable, Collection, Iterable
 
 from controller.cloud import Cloud, IngressRule, ProviderError, SecurityGroup
-from controller.config import Config
+from controller.config import ClusterSection, Config
 from controller.messages import ErrorKind, ProviderErrorSeen, SecurityGroupReady
 from controller.runtime import Actor, Bus
 
 SSH_PORT = 22
+SGE_PORTS = (6444, 6445)  # sge_qmaster, sge_execd
 DRY_RUN_GROUP_ID = "sg-dryrun"  # stands for the group a dry run would have created
 MIN_RECONCILE_SECONDS = 60.0
 
@@ -112,6 +122,7 @@ class FirewallKeeper(Actor):
         dry_run: bool = False,
         reconcile_interval: float | None = None,
         clock: Callable[[], float] | None = None,
+        cluster: ClusterSection | None = None,
     ) -> None:
         super().__init__(name="firewall_keeper", bus=bus, clock=clock)
         self.config = config
@@ -123,9 +134,13 @@ class FirewallKeeper(Actor):
             if reconcile_interval is not None
             else max(MIN_RECONCILE_SECONDS, 2 * config.master.poll_interval)
         )
-        self.wanted = wanted_rules(
-            master_ip, config.slave.ports, ssh=bool(config.slave.ssh_key.strip())
-        )
+        self.cluster = cluster
+        if cluster is None:
+            self.wanted = wanted_rules(
+                master_ip, config.slave.ports, ssh=bool(config.slave.ssh_key.strip())
+            )
+        else:
+            self.wanted = wanted_rules(master_ip, (cluster.ssh_port, *SGE_PORTS))
         self.group_id: str | None = None
         self.owned = False  # created or adopted by fleet tag and name: ours to fix and delete
         self.vpc_id = ""
@@ -133,7 +148,16 @@ class FirewallKeeper(Actor):
 
     @property
     def name_in_ec2(self) -> str:
-        return group_name(self.config.controller.fleet)
+        name = group_name(self.config.controller.fleet)
+        return name if self.cluster is None else f"{name}-nodes"
+
+    @property
+    def subnet(self) -> str:
+        return (self.cluster.subnet if self.cluster else self.config.slave.subnet).strip()
+
+    @property
+    def subnet_key(self) -> str:
+        return f"[cluster.{self.cluster.name}] subnet" if self.cluster else "[slave] subnet"
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -142,7 +166,7 @@ class FirewallKeeper(Actor):
         self.config = config
 
     async def setup(self) -> None:
-        configured = self.config.slave.security_group.strip()
+        configured = "" if self.cluster else self.config.slave.security_group.strip()
         if configured:
             group = await self._configured_group(configured)
             self.group_id, self.owned = group.group_id, False
@@ -261,14 +285,14 @@ class FirewallKeeper(Actor):
         return group
 
     async def _vpc(self) -> str:
-        subnet = self.config.slave.subnet.strip()
+        subnet = self.subnet
         vpc_id = await self.cloud.subnet_vpc(subnet)
         if vpc_id is None:
             where = f"{self.config.path}: " if self.config.path else ""
-            what = f"[slave] subnet {subnet!r}: not found" if subnet else "no default VPC"
+            what = f"{self.subnet_key} {subnet!r}: not found" if subnet else "no default VPC"
             raise FirewallError(
-                f"{where}{what} in region {self.config.slave.region}: set [slave] subnet "
-                "to a subnet of the slaves' VPC"
+                f"{where}{what} in region {self.config.slave.region}: set {self.subnet_key} "
+                "to a subnet of the instances' VPC"
             )
         return vpc_id
 
@@ -289,7 +313,9 @@ class FirewallKeeper(Actor):
             return False
         group_id, error = await self.cloud.create_security_group(
             name=name,
-            description=f"controller fleet {fleet}: render slaves, ingress from the master only",
+            description=f"controller fleet {fleet}: "
+            + ("render slaves" if self.cluster is None else "batch nodes")
+            + ", ingress from the master only",
             vpc_id=self.vpc_id,
             fleet=fleet,
             dry_run=self.dry_run,

@@ -1,5 +1,10 @@
 """SpotPool: owns the fleet's EC2 spot instances and keeps their number where the policy wants it.
 
+One pool per process, for one role: GBrowse render slaves (the default) or, with
+`run --cluster NAME`, a batch cluster's Grid Engine nodes. What differs between the two (launch
+settings, which messages mean ready/lost/demand, which policy input) is the pool profile
+(controller.pool_profile); everything below is the same for both.
+
 Each cycle it records observations, then computes changes (Ray autoscaler's reconciler shape):
 one paginated, tag-filtered DescribeInstances gives the whole fleet; the pure policy
 (controller.policy) turns load and fleet into a decision; SpotPool launches, drains and
@@ -19,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from controller.cloud import (
     SPOT_INTERRUPTION_REASON,
@@ -33,24 +39,21 @@ from controller.config import Config
 from controller.lifecycle import Phase, check_transition
 from controller.messages import (
     Decision,
-    DrainSlave,
     ErrorKind,
     FleetObserved,
     InstanceDown,
     InstanceId,
     InstanceUp,
     InterruptionWarning,
-    LoadSample,
     LostReason,
     ProviderErrorSeen,
-    Role,
     SecurityGroupReady,
     SensorLost,
-    SlaveLost,
-    SlaveReady,
     SlaveView,
 )
-from controller.policy import Member, Policy, PolicyInput
+from controller.policy import Policy
+from controller.pool_profile import PoolMember, PoolProfile, SlaveProfile
+from controller.queue_policy import QueuePolicy
 from controller.runtime import EOI, Actor, Bus
 
 PRICE_REFRESH_SECONDS = 600.0
@@ -75,6 +78,7 @@ class Tracked:
     drain_until: float | None = None
     down_reason: LostReason | None = None  # why we drain/terminate it, for its InstanceDown
     announced: bool = False  # InstanceUp published
+    hostname: str = ""  # a node's Grid Engine name, from NodeReady
 
 
 class SpotPool(Actor):
@@ -87,22 +91,25 @@ class SpotPool(Actor):
         config: Config,
         bus: Bus,
         cloud: Cloud,
-        policy: Policy,
+        policy: Policy | QueuePolicy,
+        profile: PoolProfile | None = None,
         dry_run: bool = False,
         clock: Callable[[], float] | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(name="spot_pool", bus=bus, clock=clock)
+        self.profile: PoolProfile = profile or SlaveProfile(config)
+        super().__init__(name=self.profile.actor_name, bus=bus, clock=clock)
         self.config = config
         self.cloud = cloud
         self.policy = policy
         self.dry_run = dry_run
         self.wall_clock = wall_clock
         self.fleet = config.controller.fleet
+        self.role = self.profile.role
+        self.keys = self.profile.launch_keys()
         self.tracked: dict[InstanceId, Tracked] = {}
-        self.group_id: str | None = config.slave.security_group or None
-        self.load_rps: float | None = None
-        self.window_rps: float | None = None
+        self.group_id: str | None = self.profile.security_group() or None
+        self.sample: Any = None  # the newest demand reading; None = sensor lost (hold)
         self.cooldowns: dict[tuple[str, str], float] = {}  # (type, zone) -> loop time it ends
         self.prices: dict[tuple[str, str], tuple[float, float]] = {}  # -> (price, fetched at)
         self.pending_requests = 0
@@ -110,13 +117,35 @@ class SpotPool(Actor):
         self.urgent = False
         bus.subscribe(
             self.inbox,
-            LoadSample,
+            *self.profile.sample_types,
             SensorLost,
-            SlaveReady,
-            SlaveLost,
+            self.profile.ready_type,
+            self.profile.lost_type,
             SecurityGroupReady,
             InterruptionWarning,
         )
+
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: new timings, bid, types and table apply from the next cycle.
+
+        The policy is rebuilt (its learning starts over) only when a key it reads changed.
+        Cluster pools keep their config: a cluster's keys need a restart.
+        """
+        if not isinstance(self.profile, SlaveProfile):
+            return
+        from controller.policy import make_policy
+
+        old, self.config = self.config, config
+        self.profile = SlaveProfile(config)
+        self.keys = self.profile.launch_keys()
+        policy_keys = ("load_table", "scaling", "simulate", "master")
+        if any(getattr(old, k) != getattr(config, k) for k in policy_keys):
+            self.policy = make_policy(config.scaling.policy, config)
+            self.log.info("policy.rebuilt", policy=config.scaling.policy)
+
+    @property
+    def load_rps(self) -> float | None:
+        return self.profile.load_of(self.sample)[0]
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -158,49 +187,60 @@ class SpotPool(Actor):
             return
         from controller.teardown import teardown_fleet
 
+        if self.profile.down_before_teardown:  # nodes leave Grid Engine before they go
+            self._announce_down(LostReason.TEARDOWN)
+
         report = await teardown_fleet(
             self.cloud,
             self.fleet,
             delete_fleet_groups=False,  # FirewallKeeper deletes the group after us
             progress=lambda line: self.log.info("teardown.progress", step=line),
         )
-        for t in self.tracked.values():
-            self.bus.publish(
-                InstanceDown(
-                    at=self.now(),
-                    instance_id=t.instance_id,
-                    address=t.address,
-                    reason=LostReason.TEARDOWN,
-                )
-            )
+        if not self.profile.down_before_teardown:
+            self._announce_down(LostReason.TEARDOWN)
         self.tracked.clear()
         self.log.info("fleet.torn_down", report=str(report))
 
+    def _announce_down(self, reason: LostReason) -> None:
+        for t in self.tracked.values():
+            self.bus.publish(
+                InstanceDown(
+                    at=self.now(), instance_id=t.instance_id, address=t.address, reason=reason
+                )
+            )
+
     # ---- messages --------------------------------------------------------------------------
 
-    def _handle(self, msg: object) -> None:
+    def _handle(self, msg: Any) -> None:
+        profile = self.profile
+        if isinstance(msg, profile.sample_types):
+            self.sample = msg
+        elif isinstance(msg, profile.ready_type):
+            t = self.tracked.get(msg.instance_id)
+            if t is not None and t.phase is Phase.BOOTING:
+                t.hostname = getattr(msg, "hostname", "")
+                self._move(t, Phase.READY)
+        elif isinstance(msg, profile.lost_type):
+            t = self.tracked.get(msg.instance_id)
+            if t is not None and t.phase in (Phase.BOOTING, Phase.READY):
+                why = getattr(msg, "reason", "")
+                self.log.warning(
+                    f"{self.role}.lost", instance_id=t.instance_id, address=t.address, why=why
+                )
+                self._drain(t, LostReason.UNREACHABLE, delay=0.0)
+                self.urgent = True
         match msg:
-            case LoadSample(rps=rps, window_rps=window):
-                self.load_rps, self.window_rps = rps, window
-            case SensorLost():
-                self.load_rps = self.window_rps = None
+            case SensorLost(source=source) if profile.sensor_source in (None, source):
+                self.sample = None
             case SecurityGroupReady(group_id=group_id):
                 self.group_id = group_id
-            case SlaveReady(instance_id=iid):
-                t = self.tracked.get(iid)
-                if t is not None and t.phase is Phase.BOOTING:
-                    self._move(t, Phase.READY)
-            case SlaveLost(instance_id=iid):
-                t = self.tracked.get(iid)
-                if t is not None and t.phase in (Phase.BOOTING, Phase.READY):
-                    self.log.warning("slave.lost", instance_id=iid, address=t.address)
-                    self._drain(t, LostReason.UNREACHABLE, delay=0.0)
-                    self.urgent = True
             case InterruptionWarning(instance_id=iid, kind=kind):
                 t = self.tracked.get(iid)
                 if t is not None and t.phase in (Phase.BOOTING, Phase.READY):
                     t.interrupted = True
-                    self.log.warning("slave.interruption_warning", instance_id=iid, kind=kind)
+                    self.log.warning(
+                        f"{self.role}.interruption_warning", instance_id=iid, kind=kind
+                    )
                     if kind == "interruption":
                         self._drain(t, LostReason.INTERRUPTION_WARNING, delay=None)
                     self.urgent = True
@@ -220,10 +260,9 @@ class SpotPool(Actor):
         await self._refresh_prices()
 
         decision = self.policy.decide(
-            PolicyInput(
+            self.profile.policy_input(  # type: ignore[arg-type]  # each profile feeds its policy
                 now=self.now(),
-                load_rps=self.load_rps,
-                window_rps=self.window_rps,
+                sample=self.sample,
                 members=self._members(),
                 pending_requests=self.pending_requests,
                 cost_per_hour=self._cost_per_hour(),
@@ -233,7 +272,7 @@ class SpotPool(Actor):
         self.bus.publish(
             Decision(
                 at=self.now(),
-                load_rps=self.load_rps,
+                load_rps=self.profile.load_of(self.sample)[0],
                 band=decision.band,
                 desired=decision.desired,
                 launch=decision.launch,
@@ -264,7 +303,7 @@ class SpotPool(Actor):
         """Fold one describe into the tracked set: adopt new instances, drop vanished ones."""
         seen: set[InstanceId] = set()
         for inst in view.instances:
-            if inst.role is not Role.SLAVE:
+            if inst.role is not self.role:
                 continue
             seen.add(inst.instance_id)
             t = self.tracked.get(inst.instance_id)
@@ -282,7 +321,7 @@ class SpotPool(Actor):
                         at=self.now(),
                         instance_id=t.instance_id,
                         address=t.address,
-                        role=Role.SLAVE,
+                        role=self.role,
                         instance_type=t.instance_type,
                         zone=t.zone,
                     )
@@ -319,10 +358,12 @@ class SpotPool(Actor):
             InstanceDown(at=self.now(), instance_id=t.instance_id, address=t.address, reason=reason)
         )
 
-    def _members(self) -> tuple[Member, ...]:
+    def _members(self) -> tuple[PoolMember, ...]:
         return tuple(
-            Member(
+            PoolMember(
                 instance_id=t.instance_id,
+                address=t.address,
+                hostname=t.hostname,
                 launched_at=t.launched_at,
                 ready=t.phase is Phase.READY,
                 draining=t.phase in (Phase.DRAINING, Phase.TERMINATING),
@@ -334,19 +375,24 @@ class SpotPool(Actor):
     # ---- actions ---------------------------------------------------------------------------
 
     def _drain(self, t: Tracked, reason: LostReason, delay: float | None) -> None:
-        """Take a slave out of renderfarm.conf now; terminate it after `delay` (default drain)."""
+        """Take it out of service now (a slave leaves renderfarm.conf, a node Grid Engine);
+        terminate it after `delay` (default: the profile's drain)."""
         if t.phase in (Phase.DRAINING, Phase.TERMINATING, Phase.GONE):
             return
         if delay is None:
-            # Never listed: nothing to drain. Listed: give renders in flight time to finish.
-            delay = self.config.scaling.drain_seconds if t.phase is Phase.READY else 0.0
+            # Never in service: nothing to drain. In service: let work in flight finish.
+            delay = self.profile.drain_seconds() if t.phase is Phase.READY else 0.0
         self._move(t, Phase.DRAINING)
         t.drain_until = self.now() + delay
         t.down_reason = reason
         self.bus.publish(
-            DrainSlave(at=self.now(), instance_id=t.instance_id, address=t.address, reason=reason)
+            self.profile.drain_type(
+                at=self.now(), instance_id=t.instance_id, address=t.address, reason=reason
+            )
         )
-        self.log.info("slave.draining", instance_id=t.instance_id, reason=str(reason), delay=delay)
+        self.log.info(
+            f"{self.role}.draining", instance_id=t.instance_id, reason=str(reason), delay=delay
+        )
 
     async def _terminate_due(self) -> None:
         now = self.now()
@@ -399,17 +445,15 @@ class SpotPool(Actor):
         if self.group_id is None:
             self.log.warning("launch.waiting", reason="no security group yet")
             return
-        if not self.config.slave.image_id:
-            self.log.error("launch.refused", reason="[slave] image_id is empty: set an AMI id")
+        keys = self.keys
+        if not keys.image_id:
+            self.log.error("launch.refused", reason=f"{keys.image_key} is empty: set an AMI id")
             return
-        from controller.userdata import render_slave_user_data
-
-        user_data = render_slave_user_data(self.config.slave.ports, self.config.slave.user_data)
-        for instance_type in self.config.slave.instance_types:
-            zone = self.config.slave.availability_zone
+        for instance_type in keys.instance_types:
+            zone = keys.availability_zone
             if self._cooling(instance_type, zone):
                 continue
-            bid = self.config.slave.spot_bid
+            bid = keys.spot_bid
             if bid is not None:
                 price = await self.cloud.spot_price(instance_type, zone or self._any_zone())
                 if price is not None and price > bid:
@@ -422,18 +466,18 @@ class SpotPool(Actor):
                     continue
             spec = LaunchSpec(
                 fleet=self.fleet,
-                role=Role.SLAVE,
-                image_id=self.config.slave.image_id,
+                role=self.role,
+                image_id=keys.image_id,
                 instance_type=instance_type,
                 count=count,
                 client_token=f"{self.fleet}-{uuid.uuid4().hex}"[:64],
                 zone=zone,
-                subnet=self.config.slave.subnet,
+                subnet=keys.subnet,
                 security_group_ids=(self.group_id,) if self.group_id != "sg-dryrun" else (),
-                key_name=self.config.slave.ssh_key,
-                user_data=user_data,
+                key_name=keys.key_name,
+                user_data=keys.user_data,
                 max_price=bid,
-                snapshots=self.config.slave.data_snapshots,
+                snapshots=keys.snapshots,
                 dry_run=self.dry_run,
             )
             result = await self.cloud.launch(spec)
@@ -461,14 +505,14 @@ class SpotPool(Actor):
                 instance_ids=[i.instance_id for i in result.instances],
             )
             return
-        self.log.warning("launch.no_type_available", types=self.config.slave.instance_types)
+        self.log.warning("launch.no_type_available", types=keys.instance_types)
 
     # ---- prices and cooldowns --------------------------------------------------------------
 
     def _cool_down(self, instance_type: str, zone: str) -> None:
         """Skip this type for capacity_cooldown. The key is the zone launches ask for: with no
         `availability_zone` EC2 picks the zone, so the failure in `zone` cools the whole type."""
-        key = (instance_type, self.config.slave.availability_zone)
+        key = (instance_type, self.keys.availability_zone)
         self.cooldowns[key] = self.now() + self.config.scaling.capacity_cooldown
         self.log.info("capacity.cooldown", instance_type=instance_type, zone=zone or "any")
 
@@ -481,7 +525,7 @@ class SpotPool(Actor):
 
     async def _refresh_prices(self) -> None:
         keys = {(t.instance_type, t.zone) for t in self.tracked.values()}
-        keys.add((self.config.slave.instance_types[0], self._any_zone()))
+        keys.add((self.keys.instance_types[0], self._any_zone()))
         for key in keys:
             cached = self.prices.get(key)
             if cached is not None and self.now() - cached[1] < PRICE_REFRESH_SECONDS:
@@ -495,7 +539,7 @@ class SpotPool(Actor):
         return cached[0] if cached else 0.0
 
     def _price_for_next_launch(self) -> float:
-        return self._price(self.config.slave.instance_types[0], self._any_zone())
+        return self._price(self.keys.instance_types[0], self._any_zone())
 
     def _cost_per_hour(self) -> float:
         return sum(

@@ -4,6 +4,11 @@ Start order is dependency order, so the runtime's reverse-order stop is the tear
 for: the load sampler stops first, RenderfarmWriter empties renderfarm.conf and reloads, SpotPool
 cancels requests and terminates and waits, FirewallKeeper deletes the group, Stats goes last so
 /status shows the teardown until the end.
+
+A batch cluster (`run --cluster NAME`) runs the same SpotPool with the node profile. Its stop
+order: QueueSampler stops polling; the node pool announces every node down (ClusterNodeSetup,
+still running, takes them out of Grid Engine), cancels requests, terminates and waits;
+ClusterNodeSetup finishes those deregistrations; FirewallKeeper deletes the nodes' group.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import os
 import structlog
 
 from controller.cloud import Cloud
-from controller.config import Config
+from controller.config import ClusterSection, Config
 from controller.runtime import Actor, Bus, Runtime
 
 log = structlog.get_logger("controller")
@@ -55,11 +60,15 @@ async def open_cloud(config: Config, *, dry_run: bool) -> Cloud:
     )
 
 
-async def master_address(config: Config, cloud: Cloud, *, dry_run: bool) -> str:
+async def master_address(
+    config: Config, cloud: Cloud, *, dry_run: bool, subnet: str | None = None
+) -> str:
+    """The head's address the instances' group admits (`subnet`: where they launch)."""
     from controller.master_address import MasterAddressError, discover_master_ip
 
+    subnet = config.slave.subnet if subnet is None else subnet
     try:
-        vpc = await cloud.subnet_vpc(config.slave.subnet) if config.slave.subnet else None
+        vpc = await cloud.subnet_vpc(subnet) if subnet else None
         return await discover_master_ip(config, slave_vpc_id=vpc or "")
     except MasterAddressError as exc:
         if not dry_run:
@@ -104,15 +113,133 @@ def build_actors(
     return actors
 
 
-async def run_controller(config: Config, *, dry_run: bool, user: str | None = None) -> int:
-    """Run until SIGTERM/SIGINT; 0 after a clean teardown, 1 after repeated actor crashes."""
+def find_cluster(config: Config, name: str) -> ClusterSection:
+    """The [cluster.NAME] section `run --cluster NAME` names, or a StartupError listing them."""
+    for cluster in config.clusters:
+        if cluster.name == name:
+            return cluster
+    known = ", ".join(c.name for c in config.clusters) or "none"
+    raise StartupError(f"--cluster {name}: no [cluster.{name}] section (defined: {known})")
+
+
+def head_public_key(cluster: ClusterSection) -> str:
+    """The OpenSSH public key of `ssh_key_file`, which nodes get in their user data."""
+    if not cluster.ssh_key_file:
+        return ""
+    import asyncssh
+
+    try:
+        key = asyncssh.read_private_key(cluster.ssh_key_file)
+    except (OSError, asyncssh.KeyImportError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StartupError(
+            f"cluster.{cluster.name}.ssh_key_file: cannot use {cluster.ssh_key_file}: {reason} "
+            "(an unencrypted private key is needed)"
+        ) from None
+    return key.export_public_key("openssh").decode().strip()
+
+
+def state_dir() -> str:
+    """Where files that outlive a run go: systemd's StateDirectory, else the working directory."""
+    return os.environ.get("STATE_DIRECTORY", "").split(":")[0] or os.getcwd()
+
+
+def build_cluster_actors(
+    config: Config,
+    cluster: ClusterSection,
+    bus: Bus,
+    cloud: Cloud,
+    master_ip: str,
+    *,
+    dry_run: bool,
+) -> list[Actor]:
+    """The batch cluster's actors. A dry run leaves out ClusterNodeSetup: it would log in to
+    nodes and change Grid Engine."""
+    from actors.cluster_node_setup import ClusterNodeSetup
+    from actors.firewall_keeper import FirewallKeeper
+    from actors.queue_sampler import QueueSampler
+    from actors.spot_pool import SpotPool
+    from controller.node_plugins import PluginError, cluster_plugins, sge_plugin
+    from controller.pool_profile import NodeProfile
+    from controller.queue_policy import QueuePolicy
+    from controller.sge_client import SgeClient
+    from controller.stats import Stats
+
+    where = f"[cluster.{cluster.name}]"
+    if cluster.load_source != "sge":
+        raise StartupError(
+            f'{where} load_source = {cluster.load_source!r}: only "sge" drives a cluster in this '
+            "release"
+        )
+    try:
+        plugin = sge_plugin(cluster_plugins(config, cluster))
+    except PluginError as exc:
+        raise StartupError(str(exc).replace("\n", "; ")) from None
+    if plugin is None:
+        raise StartupError(
+            f'{where} plugins: none is of kind "sge": add a [plugin.X] with kind = "sge" '
+            "so nodes are registered with Grid Engine and its queue drives the cluster"
+        )
+    client = SgeClient(
+        sge_root=plugin.sge_root,
+        cell=plugin.cell,
+        bin_dir=plugin.bin_dir,
+        prefix=plugin.command_prefix,
+    )
+    profile = NodeProfile(config, cluster, head_public_key=head_public_key(cluster))
+    actors: list[Actor] = [
+        Stats(config=config, bus=bus, dry_run=dry_run),
+        FirewallKeeper(
+            config=config,
+            bus=bus,
+            cloud=cloud,
+            master_ip=master_ip,
+            dry_run=dry_run,
+            cluster=cluster,
+        ),
+    ]
+    if not dry_run:
+        actors.append(
+            ClusterNodeSetup(
+                config=config,
+                cluster=cluster,
+                bus=bus,
+                known_hosts_path=os.path.join(state_dir(), "cluster_known_hosts"),
+                sge=client,
+                ssh_user=profile.login_user,
+            )
+        )
+    actors += [
+        SpotPool(
+            config=config,
+            bus=bus,
+            cloud=cloud,
+            policy=QueuePolicy.for_cluster(config, cluster),
+            profile=profile,
+            dry_run=dry_run,
+        ),
+        QueueSampler(config=config, bus=bus, client=client),
+    ]
+    return actors
+
+
+async def run_controller(
+    config: Config, *, dry_run: bool, user: str | None = None, cluster: str | None = None
+) -> int:
+    """Run until SIGTERM/SIGINT; 0 after a clean teardown, 1 after repeated actor crashes.
+    With `cluster`, run that batch cluster's nodes instead of the render farm."""
     from controller import sdnotify
 
+    section = find_cluster(config, cluster) if cluster is not None else None
     bus = Bus()
     cloud = await open_cloud(config, dry_run=dry_run)
     try:
-        master_ip = await master_address(config, cloud, dry_run=dry_run)
-        actors = build_actors(config, bus, cloud, master_ip, dry_run=dry_run)
+        if section is None:
+            master_ip = await master_address(config, cloud, dry_run=dry_run)
+            actors = build_actors(config, bus, cloud, master_ip, dry_run=dry_run)
+        else:
+            master_ip = await master_address(config, cloud, dry_run=dry_run, subnet=section.subnet)
+            actors = build_cluster_actors(config, section, bus, cloud, master_ip, dry_run=dry_run)
         # Stats sends READY=1 and STATUS=; the runtime's heartbeat feeds the watchdog.
         runtime = Runtime(
             actors,
@@ -125,7 +252,9 @@ async def run_controller(config: Config, *, dry_run: bool, user: str | None = No
             stats.bind_runtime(runtime)
         runtime.install_signal_handlers()
         _install_reload_handler(config, actors)
-        log.info("controller.starting", fleet=config.controller.fleet, dry_run=dry_run)
+        log.info(
+            "controller.starting", fleet=config.controller.fleet, cluster=cluster, dry_run=dry_run
+        )
         code = await runtime.run_until_stopped()
         log.info("controller.stopped", exit_code=code)
         if runtime.abandoned:

@@ -155,6 +155,7 @@ class ClusterSection:
     ssh_key_file: str = ""
     ssh_port: int = 22
     idle_seconds: float = 300.0
+    node_slots: int = 1  # Grid Engine slots one node offers: pending slots / node_slots = nodes
     volumes: tuple[str, ...] = ()
     plugins: tuple[str, ...] = ()
 
@@ -233,7 +234,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError([msg]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
-    return parse_config(data, path)
+    config = parse_config(data, path)
+    problems = _plugin_problems(config.clusters, config.plugins)
+    if problems:
+        raise ConfigError([f"{path}: {key}: {reason}" for key, reason in problems], problems)
+    return config
 
 
 def parse_config(data: Mapping[str, Any], path: str) -> Config:
@@ -255,6 +260,27 @@ def parse_config(data: Mapping[str, Any], path: str) -> Config:
     return Config(
         path=path, clusters=clusters, volumes=tuple(volumes), plugins=tuple(plugins), **sections
     )
+
+
+def _plugin_problems(
+    clusters: Sequence[ClusterSection], plugins: tuple[PluginSection, ...]
+) -> list[tuple[str, str]]:
+    """Each cluster's plugins parsed as `run --cluster` will, so that check-config and run catch
+    bad plugin options (controller.node_plugins reads them; imported here lazily, as it imports
+    this module). A file-level check: parse_config leaves plugin options to their reader."""
+    from controller.node_plugins import PluginError, cluster_plugins
+
+    config = Config(plugins=plugins)
+    found: list[tuple[str, str]] = []
+    for cluster in clusters:
+        try:
+            cluster_plugins(config, cluster)
+        except PluginError as exc:
+            for line in str(exc).splitlines():
+                key, _, reason = line.partition(": ")
+                if (key, reason) not in found:
+                    found.append((key, reason))
+    return found
 
 
 # --- one TOML table -------------------------------------------------------------------------
@@ -723,6 +749,7 @@ def _read_cluster_keys(t: _Table, volumes: set[str], plugins: set[str]) -> None:
     t.text("ssh_key_file")
     t.integer("ssh_port", least=1, most=65535)
     t.number("idle_seconds", least=0)
+    t.integer("node_slots", least=1)
     t.texts("volumes", unique=True, check=_reference("volume", volumes))
     t.texts("plugins", unique=True, check=_reference("plugin", plugins))
     t.finish()

@@ -173,6 +173,10 @@ class SgePlugin:
     arch: str = "lx-amd64"  # Grid Engine's binary directory name under $SGE_ROOT/bin
     bin_dir: str = ""  # where the head's Grid Engine clients are; "" = PATH
     consumable: str = MEM_CONSUMABLE
+    # Runs the head's Grid Engine clients through another command, e.g. ["sudo", "-u",
+    # "sgeadmin"], or ["ip", "netns", "exec", "NAME"] where the qmaster lives in a network
+    # namespace (the tests); [] = run them directly.
+    command_prefix: tuple[str, ...] = ()
 
     @property
     def consumable_line(self) -> str:
@@ -329,6 +333,7 @@ def parse_plugin(section: PluginSection) -> Plugin:
                 arch=opts.word("arch", "lx-amd64"),
                 bin_dir=opts.path("bin_dir", "", empty_ok=True),
                 consumable=opts.word("consumable", MEM_CONSUMABLE),
+                command_prefix=opts.argv("command_prefix"),
             )
         case _:
             opts.problem("kind", f"unknown plugin kind {section.kind!r}")
@@ -427,6 +432,16 @@ class _Options:
             return ()
         if not value:
             self.problem(key, "must not be empty")
+        return value
+
+    def argv(self, key: str) -> tuple[str, ...]:
+        """An optional command line as an array of strings ([] or absent: none)."""
+        value = self._get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value):
+            self.problem(key, f"expected an array of non-empty strings, got {value!r}")
+            return ()
         return value
 
     def words(self, key: str) -> tuple[str, ...]:

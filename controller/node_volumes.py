@@ -1,7 +1,8 @@
 """Mounting a cluster's [volume.X] sections on a node, as shell commands: pure, no I/O.
 
 - `snapshot_id` volumes: every node gets its own volume made from the snapshot. The node pool
-  attaches them, in the order the cluster lists its volumes, at `device_name(0)`, `(1)`, ...
+  attaches them, in the order the cluster lists its volumes (counting snapshot volumes only), at
+  `device_name(0)`, `(1)`, ...
   (/dev/sdf, /dev/sdg, ...: the block device mappings it launches with). The node may show
   /dev/sdf as /dev/xvdf (Xen) or, on Nitro, as an NVMe disk that udev links to /dev/sdf (Amazon
   Linux's ec2-utils; elsewhere install such a rule). The command waits up to `device_wait`
@@ -35,11 +36,13 @@ def volume_commands(
 ) -> list[tuple[str, RemoteCommand]]:
     """(volume name, the command that mounts it) for each volume, in order."""
     commands = []
-    for index, volume in enumerate(volumes):
+    index = 0  # among the snapshot volumes: only they are block devices of the node
+    for volume in volumes:
         path = shlex.quote(volume.mount_path)
         mount_unless_mounted = f"mkdir -p {path} && {{ mountpoint -q {path} || mount %s {path}; }}"
         if volume.snapshot_id:
             sd = device_name(index)
+            index += 1
             candidates = f"{sd} /dev/xvd{sd[-1]}"
             wait = int(device_wait)
             command = (

@@ -59,7 +59,10 @@ def test_sighup_applies_a_valid_config_and_keeps_the_fleet(tmp_path, moto_ec2, a
         assert ctl.proc.poll() is None and healthy(farm)
         assert {i["InstanceId"] for i in fleet_instances(ec2)} == before
         assert len(listed(farm)) == 1
+        # The new dwell is in force: without load the slave now stays well past the old 4 s.
         load.stop()
+        time.sleep(12)
+        assert {i["InstanceId"] for i in fleet_instances(ec2)} == before
         assert ctl.terminate() == 0, ctl.log_text()
     finally:
         load.stop()

@@ -29,10 +29,11 @@ def run_command(args: argparse.Namespace) -> int:
         for line in exc.errors:
             print(line, file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.cluster:
+    if args.cluster is not None and args.cluster not in {c.name for c in config.clusters}:
+        known = ", ".join(c.name for c in config.clusters) or "none"
         print(
-            f"{args.config}: --cluster {args.cluster}: batch cluster mode is not available in "
-            "this release; run without --cluster for the GBrowse render farm",
+            f"{args.config}: --cluster {args.cluster}: no [cluster.{args.cluster}] section "
+            f"(defined: {known})",
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
@@ -61,7 +62,9 @@ def run_command(args: argparse.Namespace) -> int:
     from controller.app import StartupError, run_controller
 
     try:
-        return asyncio.run(run_controller(config, dry_run=args.dry_run, user=args.user))
+        return asyncio.run(
+            run_controller(config, dry_run=args.dry_run, user=args.user, cluster=args.cluster)
+        )
     except StartupError as exc:
         print(f"{args.config}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

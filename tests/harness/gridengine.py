@@ -1,7 +1,7 @@
 """A private Grid Engine 8.1.9 (Debian's gridengine-* packages): qmaster and execd in their own
 network namespace, with a fresh cell in a temp dir.
 
-Ports 6444/6445 are fixed, so the daemons run inside `ip netns add ge-test-<pid>`, where
+Ports 6444/6445 are fixed, so the daemons run inside `ip netns add ge-test-<pid>-<n>`, where
 `/etc/netns/<name>/hosts` makes the names resolve both ways: this machine's host name on
 127.0.0.1 (first, so 127.0.0.1 maps back to it: a client whose address resolves to another name
 is refused), and EC2-style names for 127.0.20.1-20 (`ip-127-0-20-5`), the addresses moto gives
@@ -16,6 +16,7 @@ and is set up for tests: min_uid/min_gid 0 (jobs run as root), a 1 s scheduling 
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
@@ -41,13 +42,15 @@ MASTER_MEMORY = "2G"  # the master's mem_requested capacity
 SLOTS = 2
 # EC2-style names the netns resolves, for test instances in 127.0.20.0/24.
 NODE_ADDRESSES = tuple(f"127.0.20.{i}" for i in range(1, 21))
+_INSTANCES = itertools.count(1)
 
 
 class GridEngine:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.sge_root = tmp / "root"
-        self.netns = f"ge-test-{os.getpid()}"
+        # Unique per instance: a test module that imports the session fixture gets its own.
+        self.netns = f"ge-test-{os.getpid()}-{next(_INSTANCES)}"
         self.master_host = socket.gethostname()
         self.env = {"SGE_ROOT": str(self.sge_root), "SGE_CELL": CELL}
         self.prefix = ("ip", "netns", "exec", self.netns)
