@@ -63,15 +63,7 @@ class LoadSampler(Actor):
             self._session = None
 
     async def run(self) -> None:
-        next_poll = self.clock()
-        while True:
-            delay = await self.poll_once()
-            # A steady cadence while healthy; after a failure or a slow poll, the delay from now.
-            next_poll += delay
-            if self._failures or next_poll <= self.clock():
-                next_poll = self.clock() + delay
-            if not await self.sleep(max(0.0, next_poll - self.clock())):
-                return
+        await self.poll_forever(self.poll_once, failing=lambda: self._failures > 0)
 
     async def poll_once(self) -> float:
         """One fetch and what follows from it; returns the delay before the next one."""

@@ -41,14 +41,7 @@ class QueueSampler(Actor):
         self._failures = 0
 
     async def run(self) -> None:
-        next_poll = self.clock()
-        while True:
-            delay = await self.poll_once()
-            next_poll += delay
-            if self._failures or next_poll <= self.clock():
-                next_poll = self.clock() + delay
-            if not await self.sleep(max(0.0, next_poll - self.clock())):
-                return
+        await self.poll_forever(self.poll_once, failing=lambda: self._failures > 0)
 
     async def poll_once(self) -> float:
         """One qstat and what follows from it; the delay before the next one."""

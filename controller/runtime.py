@@ -101,6 +101,23 @@ class Actor(abc.ABC):
             return True
         return False
 
+    async def poll_forever(
+        self, poll_once: Callable[[], Coroutine[Any, Any, float]], failing: Callable[[], bool]
+    ) -> None:
+        """Run `poll_once` (which returns the delay to the next poll) until the stop begins.
+
+        A steady cadence while healthy; after a failure or a poll slower than its delay, the
+        delay counts from now, so a backoff is never swallowed by catching up.
+        """
+        next_poll = self.clock()
+        while True:
+            delay = await poll_once()
+            next_poll += delay
+            if failing() or next_poll <= self.clock():
+                next_poll = self.clock() + delay
+            if not await self.sleep(max(0.0, next_poll - self.clock())):
+                return
+
 
 @dataclass(eq=False)
 class _Slot:
