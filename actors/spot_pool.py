@@ -57,6 +57,10 @@ from controller.queue_policy import QueuePolicy
 from controller.runtime import EOI, Actor, Bus
 
 PRICE_REFRESH_SECONDS = 600.0
+# With every instance type cooling down after capacity errors, one launch is still tried after
+# each of these delays (the last repeats), so a single-type fleet is not starved for the whole
+# capacity_cooldown.
+STARVED_BACKOFF = (30.0, 60.0, 120.0, 240.0)
 ALIVE_STATES = frozenset({InstanceState.PENDING, InstanceState.RUNNING})
 
 
@@ -111,6 +115,8 @@ class SpotPool(Actor):
         self.group_id: str | None = self.profile.security_group() or None
         self.sample: Any = None  # the newest demand reading; None = sensor lost (hold)
         self.cooldowns: dict[tuple[str, str], float] = {}  # (type, zone) -> loop time it ends
+        self.starved_tries = 0  # capacity probes since every type went into cooldown
+        self.starved_until = 0.0  # no probe before this loop time
         self.prices: dict[tuple[str, str], tuple[float, float]] = {}  # -> (price, fetched at)
         self.pending_requests = 0
         self.last_error: ProviderError | None = None
@@ -449,10 +455,21 @@ class SpotPool(Actor):
         if not keys.image_id:
             self.log.error("launch.refused", reason=f"{keys.image_key} is empty: set an AMI id")
             return
-        for instance_type in keys.instance_types:
-            zone = keys.availability_zone
-            if self._cooling(instance_type, zone):
-                continue
+        zone = keys.availability_zone
+        types = [t for t in keys.instance_types if not self._cooling(t, zone)]
+        if not types:
+            if self.now() < self.starved_until:
+                self.log.warning("launch.no_type_available", types=keys.instance_types)
+                return
+            # Every type is cooling down: rather than wait out capacity_cooldown with nothing to
+            # fall back on, probe the type that cools soonest, on a growing backoff.
+            types = [min(keys.instance_types, key=lambda t: self.cooldowns.get((t, zone), 0.0))]
+            self.starved_until = (
+                self.now() + STARVED_BACKOFF[min(self.starved_tries, len(STARVED_BACKOFF) - 1)]
+            )
+            self.starved_tries += 1
+            self.log.info("launch.probing_capacity", instance_type=types[0])
+        for instance_type in types:
             bid = keys.spot_bid
             if bid is not None:
                 price = await self.cloud.spot_price(instance_type, zone or self._any_zone())
@@ -495,6 +512,7 @@ class SpotPool(Actor):
                     self._cool_down(instance_type, zone)
                     continue  # the next type in the list
                 return
+            self.starved_tries = 0
             for inst in result.instances:
                 if inst.instance_id not in self.tracked:
                     self._adopt(inst)

@@ -316,23 +316,23 @@ async def test_a_capacity_error_cools_the_type_down_and_the_next_type_launches_a
 
 
 @looptime
-async def test_every_type_refused_for_capacity_launches_nothing_and_says_so() -> None:
+async def test_every_type_refused_probes_capacity_on_a_growing_backoff() -> None:
     farm = Farm(config(), capacity_errors_for={"m5.large", "c5.large"})
     farm.group_ready()
     farm.load(1.0)
     with capture_logs() as logs:
         async with running(farm.pool):
-            await until(15)
-    assert farm.launched() == []
-    assert [(e[0], e[1]) for e in await farm.errors()] == [
-        (0, ErrorKind.CAPACITY),
-        (0, ErrorKind.CAPACITY),
-    ]
-    assert farm.sim.counters.capacity_errors == 2  # both cooling at 10: nothing asked
-    assert [e["types"] for e in events(logs, "launch.no_type_available")] == [
-        ("m5.large", "c5.large"),
-        ("m5.large", "c5.large"),
-    ]
+            await until(105)
+            # Both types refused at 0; then one probe at 10, 40 (+30) and 100 (+60).
+            assert farm.launched() == []
+            assert [e[0] for e in await farm.errors()] == [0, 0, 10, 40, 100]
+            assert farm.sim.counters.capacity_errors == 5
+            assert events(logs, "launch.no_type_available")
+            farm.sim.capacity_errors_for.clear()
+            await until(225)
+    # Capacity is back: the next probe (100 + 120) launches the type that cools soonest (the
+    # probes take turns, each refusal restarting that type's cooldown).
+    assert [(i.instance_type, i.launched_at) for i in farm.launched()] == [("c5.large", 220)]
 
 
 # ---- (4) spot price above the bid ------------------------------------------------------------
