@@ -18,7 +18,8 @@ Setups run concurrently, at most `max_concurrent` past the SSH wait at a time; h
 Engine changes are serialised. A node that was set up is not set up again for a repeated
 InstanceUp. On InstanceDown the node's setup is cancelled if it runs, its host key pin dropped,
 and (with an sge plugin) it is taken out of Grid Engine: queue instance disabled, removed from the
-hostlist, exec/submit/admin host deleted; each step tolerates the host being gone already.
+hostlist, exec/submit/admin host deleted; each step tolerates the host being gone already. A node
+announced down twice (drained, then gone) is deregistered once, unless the first attempt failed.
 Nothing here crashes the actor: a failure is the node's, reported and logged.
 """
 
@@ -58,6 +59,7 @@ from controller.node_volumes import volume_commands
 from controller.runtime import EOI, Actor, Bus
 from controller.sge import ec2_hostname, with_consumable
 from controller.sge_client import SgeClient, SgeError
+from controller.sge_deregister import deregister_node, run_head_command
 
 
 class StepFailed(Exception):
@@ -111,6 +113,9 @@ class ClusterNodeSetup(Actor):
         self._setups: dict[InstanceId, asyncio.Task[None]] = {}
         self._removals: set[asyncio.Task[None]] = set()
         self._ready: set[InstanceId] = set()
+        # Taken out of Grid Engine, awaiting the node's second InstanceDown (SpotPool announces
+        # a drained node and again a gone one); a failed deregistration is tried again then.
+        self._deregistered: set[InstanceId] = set()
         bus.subscribe(self.inbox, InstanceUp, InstanceDown)
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -350,14 +355,8 @@ class ClusterNodeSetup(Actor):
 
     async def _head(self, step: str, command: HeadCommand) -> None:
         assert self.sge is not None, "an sge plugin gives a client"
-        program, *args = command.argv
         try:
-            if command.file_text is None:
-                await self.sge.run(program, *args, ok_if=command.ok_if)
-            else:
-                await self.sge.run_with_file(
-                    program, *args, text=command.file_text, ok_if=command.ok_if
-                )
+            await run_head_command(self.sge, command)
         except SgeError as exc:
             raise StepFailed(step, f"{command.what} on the head: {exc}") from None
 
@@ -390,13 +389,15 @@ class ClusterNodeSetup(Actor):
             hostname = ec2_hostname(down.address)
         except ValueError:
             return
-        failures = []
         async with self._head_lock:
-            for command in self._sge_plugin.deregister_commands(hostname):
-                try:
-                    await self._head("deregister", command)
-                except StepFailed as exc:  # go on: the later steps may still succeed
-                    failures.append(exc.reason)
+            if down.instance_id in self._deregistered:
+                # The second InstanceDown of a scaled-in or lost node (drained, then gone):
+                # Grid Engine let it go at the first.
+                self._deregistered.discard(down.instance_id)
+                return
+            failures = await deregister_node(self.sge, self._sge_plugin, hostname)
+            if not failures:
+                self._deregistered.add(down.instance_id)
         if failures:
             log.warning("node.deregister_failed", hostname=hostname, reasons=failures)
         else:

@@ -35,7 +35,7 @@ from controller.cloud import (
     LaunchSpec,
     ProviderError,
 )
-from controller.config import Config
+from controller.config import ClusterSection, Config
 from controller.lifecycle import Phase, check_transition
 from controller.messages import (
     Decision,
@@ -52,7 +52,7 @@ from controller.messages import (
     SlaveView,
 )
 from controller.policy import Policy
-from controller.pool_profile import PoolMember, PoolProfile, SlaveProfile
+from controller.pool_profile import NodeProfile, PoolMember, PoolProfile, SlaveProfile
 from controller.queue_policy import QueuePolicy
 from controller.runtime import EOI, Actor, Bus
 
@@ -135,9 +135,10 @@ class SpotPool(Actor):
         """SIGHUP: new timings, bid, types and table apply from the next cycle.
 
         The policy is rebuilt (its learning starts over) only when a key it reads changed.
-        Cluster pools keep their config: a cluster's keys need a restart.
+        A cluster pool takes its cluster's new tuning keys (controller.reload refuses the rest).
         """
-        if not isinstance(self.profile, SlaveProfile):
+        if isinstance(self.profile, NodeProfile):
+            self._reconfigure_cluster(config)
             return
         from controller.policy import make_policy
 
@@ -148,6 +149,23 @@ class SpotPool(Actor):
         if any(getattr(old, k) != getattr(config, k) for k in policy_keys):
             self.policy = make_policy(config.scaling.policy, config)
             self.log.info("policy.rebuilt", policy=config.scaling.policy)
+
+    def _reconfigure_cluster(self, config: Config) -> None:
+        """min/max_nodes, idle_seconds and node_slots go to a new QueuePolicy (idle clocks start
+        over: a reload delays scale-in, never hastens it); the bid and types to the next launch."""
+        assert isinstance(self.profile, NodeProfile)
+        old = self.profile
+        name = old.cluster.name
+        cluster = next((c for c in config.clusters if c.name == name), None)
+        if cluster is None:  # controller.reload refuses this; keep running what we run
+            self.log.warning("reload.cluster_missing", cluster=name, kept="the old settings")
+            return
+        self.config = config
+        self.profile = old.reconfigured(config, cluster)
+        self.keys = self.profile.launch_keys()
+        if _queue_keys(config, cluster) != _queue_keys(old.config, old.cluster):
+            self.policy = QueuePolicy.for_cluster(config, cluster)
+            self.log.info("policy.rebuilt", policy=QueuePolicy.name, cluster=name)
 
     @property
     def load_rps(self) -> float | None:
@@ -612,6 +630,17 @@ class SpotPool(Actor):
                 cost_per_hour=self._cost_per_hour(),
             )
         )
+
+
+def _queue_keys(config: Config, cluster: ClusterSection) -> tuple[object, ...]:
+    """What QueuePolicy.for_cluster reads."""
+    return (
+        cluster.min_nodes,
+        cluster.max_nodes,
+        cluster.node_slots,
+        cluster.idle_seconds,
+        config.scaling.max_cost_per_hour,
+    )
 
 
 def _outcome(error: ProviderError | None) -> str:

@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     down = sub.add_parser("teardown", help="terminate everything tagged as this fleet's")
     down.add_argument("-c", "--config", required=True)
+    down.add_argument("--cluster", help="first take [cluster.NAME]'s nodes out of Grid Engine")
     return parser
 
 
@@ -107,7 +108,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         case "teardown":
             from controller.commands.teardown import teardown_command
 
-            return teardown_command(args.config)
+            return teardown_command(args.config, cluster=args.cluster)
     raise AssertionError(f"unhandled command {args.command}")
 
 

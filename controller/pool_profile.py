@@ -170,6 +170,12 @@ class NodeProfile:
         self.head_public_key = head_public_key
         self.login_user = login_user
 
+    def reconfigured(self, config: Config, cluster: ClusterSection) -> NodeProfile:
+        """After a reload: the new section, the same head key (ssh_key_file needs a restart)."""
+        return NodeProfile(
+            config, cluster, head_public_key=self.head_public_key, login_user=self.login_user
+        )
+
     def drain_seconds(self) -> float:
         return 0.0  # only idle nodes are chosen, and they left Grid Engine at the drain
 

@@ -285,3 +285,53 @@ async def test_bad_plugin_options_stop_the_start_naming_the_key(tmp: Path, bus: 
     assert await runtime.run_until_stopped() == 1
     (failed,) = [m for m in states if m.state == "failed"]
     assert "test.toml: plugin.env.base: required for kind 'profile'" in failed.error
+
+
+def node_down(address: str, reason: LostReason, n: int = 1) -> InstanceDown:
+    return InstanceDown(at=0.0, instance_id=InstanceId(f"i-{n:04}"), address=address, reason=reason)
+
+
+async def test_a_node_announced_down_twice_leaves_grid_engine_once(tmp: Path, bus: Bus):
+    # Grid Engine's clients are replaced, through the sge plugin's command_prefix, by a recorder
+    # that logs each call and fails every call while the file `qmaster-down` exists.
+    calls, down = tmp / "calls", tmp / "qmaster-down"
+    recorder = f'echo "$*" >> {calls}; [ ! -e {down} ]'
+    plugins = {
+        "sge": {
+            "kind": "sge",
+            "sge_root": str(tmp),
+            "start_execd": False,
+            "command_prefix": ["sh", "-c", recorder, "recorder"],
+        }
+    }
+    config = make_config(tmp, keygen(tmp / "key"), 22, plugins)
+
+    def deregistrations() -> list[str]:
+        lines = calls.read_text().splitlines() if calls.exists() else []
+        return [line for line in lines if line.startswith("qmod -d all.q@")]
+
+    async def settle() -> None:
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if not actor._removals:
+                return
+        raise AssertionError("the deregistrations never finished")
+
+    actor = make_actor(bus, config, tmp, "root")
+    async with running(actor):
+        # Scaled in: drained (down, out of Grid Engine), then gone (down again).
+        bus.publish(node_down("127.0.20.5", LostReason.SCALE_IN))
+        await settle()
+        bus.publish(node_down("127.0.20.5", LostReason.SCALE_IN))
+        await settle()
+        assert deregistrations() == ["qmod -d all.q@ip-127-0-20-5"]
+        assert "qconf -de ip-127-0-20-5" in calls.read_text()
+
+        # The head cannot be reached at the drain: the node's second announcement tries again.
+        down.touch()
+        bus.publish(node_down("127.0.20.6", LostReason.UNREACHABLE, n=2))
+        await settle()
+        down.unlink()
+        bus.publish(node_down("127.0.20.6", LostReason.UNREACHABLE, n=2))
+        await settle()
+        assert deregistrations()[1:] == ["qmod -d all.q@ip-127-0-20-6"] * 2

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.cli import main
 from controller.sge import list_names
 from tests.harness.e2e import (
     FLEET,
@@ -256,6 +257,8 @@ def test_kill_9_then_restart_adopts_the_nodes(
     ctl = Controller(farm, "--cluster", "small")
     try:
         wait_until("one node registered", lambda: len(exec_hosts(ge)) == 1, 40, ctl)
+        # Grid Engine lists the node a few qconf calls before its setup is done.
+        wait_until("the node ready", lambda: "node.ready" in farm.log.read_text(), 20, ctl)
         before = {i["InstanceId"] for i in fleet_instances(ec2)}
         ctl.kill9()
 
@@ -278,3 +281,84 @@ def test_kill_9_then_restart_adopts_the_nodes(
             ge.run("qconf", "-dattr", "queue", "hostlist", name, "all.q", check=False)
             ge.run("qconf", "-de", name, check=False)
             ge.run("qconf", "-dh", name, check=False)
+
+
+def forget_nodes(ge: GridEngine) -> None:
+    """Leave the session's Grid Engine as it was."""
+    for name in exec_hosts(ge) | queue_hosts(ge):
+        ge.run("qconf", "-dattr", "queue", "hostlist", name, "all.q", check=False)
+        ge.run("qconf", "-de", name, check=False)
+        ge.run("qconf", "-ds", name, check=False)
+        ge.run("qconf", "-dh", name, check=False)
+
+
+def test_teardown_cluster_takes_a_left_fleet_out_of_grid_engine(
+    tmp_path, moto_ec2, ge: GridEngine, sshd_factory, monkeypatch, capsys
+):
+    sshd = sshd_factory(address="0.0.0.0")
+    farm = write_cluster_config(tmp_path, moto_ec2, ge, sshd)
+    farm.config.write_text(farm.config.read_text().replace('"teardown"', '"leave"'))
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    ec2 = moto_ec2.client()
+    qsub(ge, 2)
+    ctl = Controller(farm, "--cluster", "small")
+    try:
+        wait_until("two nodes registered", lambda: len(exec_hosts(ge)) == 2, 40, ctl)
+        assert ctl.terminate() == 0, ctl.log_text()
+        nodes = fleet_instances(ec2)
+        names = {hostname(i) for i in nodes}
+        assert len(nodes) == 2 and exec_hosts(ge) == names  # on_exit = "leave": all still there
+        # One node already gone from Grid Engine by hand: that is fine.
+        gone, kept = sorted(names)
+        ge.run("qconf", "-dattr", "queue", "hostlist", gone, "all.q")
+        ge.run("qconf", "-de", gone)
+        capsys.readouterr()
+
+        code = main(["teardown", "-c", str(farm.config), "--cluster", "small"])
+
+        out = capsys.readouterr().out
+        assert code == 0, out
+        lines = out.splitlines()
+        taken = [ln for ln in lines if ln.endswith("taken out of Grid Engine")]
+        assert sorted(ln.split()[1] for ln in taken) == [gone, kept]
+        terminating = next(i for i, ln in enumerate(lines) if ln.startswith("terminating 2"))
+        assert max(lines.index(ln) for ln in taken) < terminating  # Grid Engine first
+        assert not any(ln.startswith("renderfarm.conf") for ln in lines)
+        assert fleet_instances(ec2) == [] and fleet_groups(ec2) == []
+        assert exec_hosts(ge) == set() and queue_hosts(ge) == set()
+        assert not names & set(list_names(ge.run("qconf", "-sh").stdout))
+    finally:
+        ctl.ensure_dead()
+        forget_nodes(ge)
+
+
+def test_teardown_cluster_terminates_even_when_grid_engine_is_unreachable(
+    tmp_path, moto_ec2, ge: GridEngine, sshd_factory, capsys
+):
+    sshd = sshd_factory()
+    farm = write_cluster_config(tmp_path, moto_ec2, ge, sshd)
+    # Without the prefix the clients run outside the qmaster's network namespace: nothing
+    # answers on its port there, as when the head's qmaster is down.
+    farm.config.write_text(farm.config.read_text().replace("command_prefix", "# command_prefix"))
+    ec2 = moto_ec2.client()
+    tags = [
+        {"Key": "controller:fleet", "Value": FLEET},
+        {"Key": "controller:role", "Value": "node"},
+    ]
+    ec2.run_instances(
+        ImageId="ami-12345678",
+        MinCount=2,
+        MaxCount=2,
+        SubnetId=moto_ec2.subnet_id,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+    )
+    capsys.readouterr()
+
+    code = main(["teardown", "-c", str(farm.config), "--cluster", "small"])
+
+    out = capsys.readouterr().out
+    assert code == 1, out  # the nodes may still be listed in Grid Engine
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("sge:")]
+    assert line.startswith("sge: cannot reach Grid Engine on the head: `qconf -sh`")
+    assert "terminating anyway" in line and "qconf -de HOST" in line
+    assert fleet_instances(ec2) == []

@@ -52,16 +52,15 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH0test head@example"
 
 
 def cluster_config(**cluster: Any) -> tuple[Config, ClusterSection]:
-    section = ClusterSection(
-        name="small",
-        image_id="ami-0123456789abcdef0",
-        node_instance_types=("m5.xlarge",),
-        min_nodes=0,
-        max_nodes=4,
-        idle_seconds=30.0,
-        volumes=("build", "results", "data"),
-        **cluster,
-    )
+    defaults: dict[str, Any] = {
+        "image_id": "ami-0123456789abcdef0",
+        "node_instance_types": ("m5.xlarge",),
+        "min_nodes": 0,
+        "max_nodes": 4,
+        "idle_seconds": 30.0,
+        "volumes": ("build", "results", "data"),
+    }
+    section = ClusterSection(name="small", **(defaults | cluster))
     config = Config(
         controller=ControllerSection(fleet=FLEET, on_exit="teardown"),
         master=MasterSection(poll_interval=POLL),
@@ -230,6 +229,28 @@ async def test_teardown_announces_nodes_down_before_terminating() -> None:
         assert len(c.live()) == 2
     assert c.live() == []
     assert order[:3] == ["down", "down", "terminate"]
+
+
+@looptime
+async def test_a_reload_resizes_the_running_cluster() -> None:
+    c = Cluster(max_nodes=2)
+    c.queue(pending=4)
+    async with running(c.pool):
+        await until(15)
+        assert len(c.live()) == 2  # max_nodes caps the queue's 4
+        config, _ = cluster_config(max_nodes=4, node_instance_types=("c5.xlarge",))
+        c.pool.reconfigure(config)
+        await until(25)
+        nodes = c.live()
+        assert len(nodes) == 4
+        assert sorted(n.instance_type for n in nodes) == ["c5.xlarge"] * 2 + ["m5.xlarge"] * 2
+        c.ready(*nodes)
+        c.queue(busy=(hostname(nodes[0]),), idle=tuple(hostname(n) for n in nodes[1:]))
+        # max_nodes lowered below the fleet: the surplus goes at once, the busy node stays.
+        config, _ = cluster_config(max_nodes=1)
+        c.pool.reconfigure(config)
+        await until(35)
+        assert [n.instance_id for n in c.live()] == [nodes[0].instance_id]
 
 
 def test_node_launch_keys_map_snapshots_in_volume_order_and_install_the_head_key() -> None:

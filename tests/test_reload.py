@@ -23,6 +23,61 @@ def test_tuning_keys_reload_but_identity_keys_need_a_restart(tmp_path):
     assert "controller.fleet" in problem and "restart" in problem
 
 
+CLUSTER_CONFIG = """
+[controller]
+fleet = "a"
+
+[cluster.base]
+image_id = "ami-1"
+ssh_key_file = "/etc/controller/cluster_key"
+plugins = ["sge"]
+volumes = ["data"]
+
+[cluster.small]
+extends = "base"
+max_nodes = 4
+
+[volume.data]
+snapshot_id = "snap-1"
+mount_path = "/data"
+
+[plugin.sge]
+kind = "sge"
+"""
+
+
+def test_cluster_tuning_keys_reload_but_what_nodes_are_set_up_with_needs_a_restart(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(CLUSTER_CONFIG)
+    old = load_config(str(path))
+
+    def edited(old_text: str, new_text: str):
+        path.write_text(CLUSTER_CONFIG.replace(old_text, new_text))
+        return reload_problems(old, load_config(str(path)))
+
+    tuned = CLUSTER_CONFIG.replace("max_nodes = 4", "max_nodes = 2\nmin_nodes = 1\nnode_slots = 4")
+    path.write_text(tuned.replace('image_id = "ami-1"', 'image_id = "ami-2"\nspot_bid = 0.2'))
+    assert reload_problems(old, load_config(str(path))) == []
+
+    (problem,) = edited("max_nodes = 4", "max_nodes = 4\nssh_port = 2222")
+    assert problem.startswith(f"{path}: cluster.small.ssh_port: changed from 22 to 2222")
+    assert "restart" in problem
+    # A key of the base changes every cluster extending it.
+    problems = edited('plugins = ["sge"]', "plugins = []")
+    assert sorted(p.split(": ")[1] for p in problems) == [
+        "cluster.base.plugins",
+        "cluster.small.plugins",
+    ]
+    problems = edited('snapshot_id = "snap-1"', 'snapshot_id = "snap-2"')
+    assert [p.split(": ")[1] for p in problems] == [
+        "volume.data (used by cluster.base)",
+        "volume.data (used by cluster.small)",
+    ]
+    assert edited('kind = "sge"', 'kind = "sge"\ncell = "other"') != []
+    (problem,) = edited('[cluster.small]\nextends = "base"\nmax_nodes = 4\n', "")
+    assert "cluster.small: removed" in problem
+
+
 def test_sighup_applies_a_valid_config_and_keeps_the_fleet(tmp_path, moto_ec2, apache, render_farm):
     farm = write_config(tmp_path, moto_ec2, apache, render_farm, "[[2.0, 1, 1]]")
     ec2 = moto_ec2.client()

@@ -1,10 +1,19 @@
-"""`controller teardown -c CONFIG`: remove everything tagged as this fleet's, in SPEC.md's order.
+"""`controller teardown -c CONFIG [--cluster NAME]`: remove everything tagged as this fleet's, in
+SPEC.md's order.
 
 For a fleet whose controller is gone (or was never stopped cleanly): first renderfarm.conf goes
 back to its empty form (and the master reloads), so GBrowse stops sending work to slaves that are
 about to vanish; then controller.teardown cancels the spot requests, terminates the instances,
 waits for them and deletes the fleet's security groups. Each step prints one line.
-Exit 0 when nothing of the fleet is left, 1 otherwise, 2 for a config that cannot be used.
+
+With `--cluster NAME` (a batch cluster's fleet, which has no renderfarm.conf) the first step is
+Grid Engine's instead: each of the fleet's nodes is taken out of it on the head, with the `sge`
+plugin's calls, as `run --cluster` does at SIGTERM. A Grid Engine that cannot be reached is
+reported and the nodes are terminated all the same: a stale exec host is cheaper than a node
+billed forever.
+
+Exit 0 when nothing of the fleet is left (and every node left Grid Engine), 1 otherwise, 2 for a
+config that cannot be used.
 """
 
 from __future__ import annotations
@@ -15,44 +24,133 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+from controller.cloud import Cloud, InstanceState
 from controller.config import Config, ConfigError, load_config
+from controller.messages import Role
+from controller.node_plugins import PluginError, SgePlugin, cluster_plugins, sge_plugin
 from controller.renderfarm import render_renderfarm, write_atomic
 
 EXIT_OK = 0
 EXIT_LEFT = 1
 EXIT_BAD_INPUT = 2
 RELOAD_TIMEOUT = 60.0
+SGE_TIMEOUT = 20.0  # per Grid Engine call: an unreachable qmaster must not stall the teardown
 
 
-def teardown_command(config_path: str) -> int:
+class _BadInput(Exception):
+    """A config the command cannot use; its lines go to stderr, exit 2."""
+
+
+def teardown_command(config_path: str, cluster: str | None = None) -> int:
     try:
         config = load_config(config_path)
+        plugin = _cluster_sge_plugin(config, cluster) if cluster is not None else None
     except ConfigError as exc:
         for line in exc.errors or (str(exc),):
             print(line, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except _BadInput as exc:
+        print(exc, file=sys.stderr)
         return EXIT_BAD_INPUT
 
     def say(line: str) -> None:
         print(line, flush=True)
 
-    renderfarm_ok = clear_renderfarm(config, say)
-    report = asyncio.run(_teardown(config, say))
-    if report.clean and renderfarm_ok:
+    # A cluster's fleet has no slaves: its first step is Grid Engine's, not renderfarm.conf's.
+    renderfarm_ok = clear_renderfarm(config, say) if cluster is None else True
+    if cluster is not None and plugin is None:
+        say(f'sge: [cluster.{cluster}] has no plugin of kind "sge": no Grid Engine to leave')
+    report, sge_ok = asyncio.run(_teardown(config, say, plugin))
+    if report.clean and renderfarm_ok and sge_ok:
         return EXIT_OK
     return EXIT_LEFT
 
 
-async def _teardown(config: Config, say: Callable[[str], None]):
+def _cluster_sge_plugin(config: Config, name: str) -> SgePlugin | None:
+    """The `sge` plugin of [cluster.NAME] (None: it has none); _BadInput naming the problem."""
+    cluster = next((c for c in config.clusters if c.name == name), None)
+    if cluster is None:
+        known = ", ".join(c.name for c in config.clusters) or "none"
+        raise _BadInput(f"--cluster {name}: no [cluster.{name}] section (defined: {known})")
+    try:
+        return sge_plugin(cluster_plugins(config, cluster))
+    except PluginError as exc:
+        where = config.path or "config"
+        raise _BadInput("\n".join(f"{where}: {line}" for line in str(exc).splitlines())) from None
+
+
+async def _teardown(config: Config, say: Callable[[str], None], plugin: SgePlugin | None):
     from controller.ec2cloud import make_ec2_cloud
     from controller.teardown import teardown_fleet
 
     async with make_ec2_cloud(config) as cloud:
-        return await teardown_fleet(
+        sge_ok = True
+        if plugin is not None:
+            sge_ok = await deregister_fleet_nodes(cloud, config.controller.fleet, plugin, say)
+        report = await teardown_fleet(
             cloud,
             config.controller.fleet,
             keep_group_ids=(config.slave.security_group,) if config.slave.security_group else (),
             progress=say,
         )
+        return report, sge_ok
+
+
+async def deregister_fleet_nodes(
+    cloud: Cloud, fleet: str, plugin: SgePlugin, say: Callable[[str], None]
+) -> bool:
+    """Take every node of the fleet (found by its tags) out of the head's Grid Engine, one line
+    each; True when each one is out (or never was in)."""
+    from controller.sge import ec2_hostname
+    from controller.sge_client import SgeClient, SgeError
+    from controller.sge_deregister import deregister_node
+
+    view = await cloud.describe_fleet(fleet)
+    if view.error is not None:
+        say(
+            f"sge: cannot read fleet {fleet} to find its nodes: {view.error.message}; "
+            "none taken out of Grid Engine"
+        )
+        return False
+    nodes = [
+        i
+        for i in view.instances
+        if i.role is Role.NODE and i.state is not InstanceState.TERMINATED and i.private_ip
+    ]
+    if not nodes:
+        say(f"sge: fleet {fleet} has no nodes to take out of Grid Engine")
+        return True
+    named = []
+    for inst in nodes:
+        try:
+            named.append((inst.instance_id, ec2_hostname(inst.private_ip or "")))
+        except ValueError:
+            say(f"sge: {inst.instance_id} has no EC2 host name ({inst.private_ip}): skipped")
+    sge = SgeClient(
+        sge_root=plugin.sge_root,
+        cell=plugin.cell,
+        bin_dir=plugin.bin_dir,
+        prefix=plugin.command_prefix,
+        timeout=SGE_TIMEOUT,
+    )
+    try:
+        await sge.run("qconf", "-sh")  # any qmaster answer; the admin host list is never empty
+    except SgeError as exc:
+        hosts = ", ".join(host for _, host in named)
+        say(
+            f"sge: cannot reach Grid Engine on the head: {exc}; terminating anyway, and "
+            f"{hosts} may stay registered: remove them later (qconf -de HOST, qconf -dh HOST)"
+        )
+        return False
+    all_out = True
+    for instance_id, hostname in named:
+        failures = await deregister_node(sge, plugin, hostname)
+        if failures:
+            all_out = False
+            say(f"sge: {hostname} ({instance_id}) not fully out of Grid Engine: {failures[0]}")
+        else:
+            say(f"sge: {hostname} ({instance_id}) taken out of Grid Engine")
+    return all_out and len(named) == len(nodes)
 
 
 def clear_renderfarm(config: Config, say: Callable[[str], None]) -> bool:
