@@ -91,24 +91,30 @@ def under_timeshare(
     demand: Sequence[float], supply: Sequence[float], durations: Sequence[float] | None = None
 ) -> float:
     """τ_U: the share of time with less supply than demand, in percent."""
-    _check(demand, supply)
-    dts = _durations(len(demand), durations)
-    total = sum(dts)
-    if total <= 0:
-        return 0.0
-    return 100.0 * sum(dt for d, s, dt in zip(demand, supply, dts, strict=True) if d > s) / total
+    return _timeshare(demand, supply, durations, lambda d, s: d > s)
 
 
 def over_timeshare(
     demand: Sequence[float], supply: Sequence[float], durations: Sequence[float] | None = None
 ) -> float:
     """τ_O: the share of time with more supply than demand, in percent."""
+    return _timeshare(demand, supply, durations, lambda d, s: s > d)
+
+
+def _timeshare(
+    demand: Sequence[float],
+    supply: Sequence[float],
+    durations: Sequence[float] | None,
+    holds: Callable[[float, float], bool],
+) -> float:
+    """The share of time, in percent, during which holds(demand, supply)."""
     _check(demand, supply)
     dts = _durations(len(demand), durations)
     total = sum(dts)
     if total <= 0:
         return 0.0
-    return 100.0 * sum(dt for d, s, dt in zip(demand, supply, dts, strict=True) if s > d) / total
+    rows = zip(demand, supply, dts, strict=True)
+    return 100.0 * sum(dt for d, s, dt in rows if holds(d, s)) / total
 
 
 def _sign(x: float) -> int:
