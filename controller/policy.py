@@ -135,6 +135,7 @@ class BandPolicy:
     down to the highest desired count of the last `shrink_after` (a stabilisation window, as
     the Kubernetes HPA scales down), so a brief dip never costs a slave that is needed again
     soon. The table policy uses one dwell for both (`shrink_after = scale_in_after`).
+    A subclass may shorten the in-band dwell for one poll through `in_band_dwell()`.
     """
 
     name = "table"
@@ -196,7 +197,11 @@ class BandPolicy:
     def _dwell(self, band: tuple[int, int], inp: PolicyInput) -> float:
         """The dwell that applies now: the band's when the fleet is above its max, else ours."""
         above = held_count(inp) > band[1]
-        return self.scale_in_after if above else self.shrink_after
+        return self.scale_in_after if above else self.in_band_dwell()
+
+    def in_band_dwell(self) -> float:
+        """How long a surplus inside the band waits before it goes (the policy's own dwell)."""
+        return self.shrink_after
 
     def _remember(self, now: float, desired: int) -> None:
         self._recent.append((now, desired))
@@ -223,12 +228,13 @@ class BandPolicy:
             self._above_since = inp.now
         if self._above_since is not None and inp.now - self._above_since < self.scale_in_after:
             return ()  # leaving the band waits for the band's own dwell (the seed's semantics)
-        if inp.now - self._fewer_since < self.shrink_after:
+        dwell = self.in_band_dwell()
+        if inp.now - self._fewer_since < dwell:
             # Inside the band the policy's own dwell applies; above it, the band's dwell has
             # passed, so the fleet comes down to the band's max now.
             over_max = held - band[1]
             return tuple(m.instance_id for m in removal_order(inp.members)[: max(0, over_max)])
-        since = inp.now - self.shrink_after
+        since = inp.now - dwell
         keep = max(band[0], max(d for t, d in self._recent if t >= since))
         surplus = held - keep
         if surplus <= 0:
@@ -280,12 +286,20 @@ class OursPolicy(BandPolicy):
         phase and the next `season_width` ones applies: a surge that comes back at the same
         time of day is launched for one lead before it arrives, and a phase where it came once
         costs nothing.
+    - surge phase: surges (a poll at twice the load before it) are noted with their phase in a
+      `surge_period` (2 h: Twitter's surges come back at the same minute of every other hour)
+      and the gaps between them. When a phase that saw `surge_share` of the last week's surges
+      is less than one lead away and the time since the last surge is one after which a past
+      gap often ended (`surge_hazard`), the slaves the largest recent surge needed are launched
+      so that they are ready when it starts.
 
     Scale-out is immediate. Scale-in is asymmetric: a fleet above the band's max waits the
     band's `scale_in_after` (the seed's semantics); a surplus inside the band goes after
     `shrink_after`, by default two polls: surges on the shared traces end as abruptly as they
     start, and a slave the forecast asked for and the load did not confirm should not wait a
     whole boot.
+    A forecast surge that did not come by the time its phase has passed goes at once (in-band
+    dwell 0 for that poll): a false alarm costs one lead of slaves, not a dwell more.
     """
 
     name = "ours"
@@ -305,8 +319,17 @@ class OursPolicy(BandPolicy):
         shrink_after: float | None = None,
         season_seconds: tuple[float, ...] = (86400.0,),
         season_periods: int = 7,
-        season_rank: int = 2,
+        season_rank: int = 3,
         season_width: int = 1,
+        surge_ratio: float = 2.0,
+        surge_min_slaves: float = 3.0,
+        surge_refractory: float = 1200.0,
+        surge_period: float = 7200.0,
+        surge_history: float = 7 * 86400.0,
+        surge_share: float = 0.1,
+        surge_hazard: float = 0.2,
+        surge_hazard_width: float = 300.0,
+        surge_shed: bool = True,
     ):
         poll = config.master.poll_interval
         super().__init__(config, shrink_after=2 * poll if shrink_after is None else shrink_after)
@@ -335,6 +358,22 @@ class OursPolicy(BandPolicy):
         self._reach: deque[tuple[float, int]] = deque()
         # (period, phase slot) -> (period index, excess) of the last season_periods periods
         self._season: dict[tuple[float, int], deque[tuple[int, float]]] = {}
+        self.surge_ratio = surge_ratio
+        self.surge_min_slaves = surge_min_slaves
+        self.surge_refractory = surge_refractory
+        self.surge_period = surge_period
+        self.surge_history = surge_history
+        self.surge_share = surge_share
+        self.surge_hazard = surge_hazard
+        self.surge_hazard_width = surge_hazard_width
+        self.surge_shed = surge_shed
+        self._last_loads: deque[float] = deque(maxlen=3)
+        self._surges: deque[float] = deque()  # polls that saw a surge start, within history
+        self._gaps: deque[float] = deque(maxlen=50)  # seconds between consecutive surges
+        self._surge_peaks: deque[float] = deque(maxlen=10)  # the load each surge rose to
+        self._rising: tuple[float, float] | None = None  # (surge seen at, its peak so far)
+        self._forecast_since: float | None = None  # a surge forecast is on since
+        self._shed = False  # a forecast surge did not come: shed its slaves now
 
     # -- learning ------------------------------------------------------------------------------
 
@@ -349,6 +388,64 @@ class OursPolicy(BandPolicy):
             self._samples.popleft()
         self._steer_quantile(inp)
         self._score(now, rps)
+        self._learn_surges(now, rps)
+
+    def _learn_surges(self, now: float, rps: float) -> None:
+        """Note where surges start: a poll at `surge_ratio` x the least of the three before it
+        and at least `surge_min_slaves` slaves above it; its peak is the most of it and the
+        next two polls. A jump from zero (the load coming back after an outage) is no surge."""
+        base = min(self._last_loads) if self._last_loads else 0.0
+        self._last_loads.append(rps)
+        if self._rising is not None:
+            seen, peak = self._rising
+            if now - seen <= 2 * self.poll:
+                self._rising = (seen, max(peak, rps))
+            else:
+                self._surge_peaks.append(peak)
+                self._rising = None
+        if base <= 0 or self.capacity <= 0:
+            return
+        if rps < self.surge_ratio * base or rps - base < self.surge_min_slaves * self.capacity:
+            return
+        if self._surges and now - self._surges[-1] < self.surge_refractory:
+            return  # the same surge, still rising
+        if self._surges:
+            self._gaps.append(now - self._surges[-1])
+        self._surges.append(now)
+        self._rising = (now, rps)
+        while self._surges[0] < now - self.surge_history:
+            self._surges.popleft()
+
+    def in_band_dwell(self) -> float:
+        return 0.0 if self._shed else self.shrink_after
+
+    def surge_forecast(self, now: float) -> float:
+        """The peak of a surge due to be seen within one lead from now, or 0 if none is due.
+
+        A surge is due at a time whose phase (one poll wide, modulo `surge_period`) saw at
+        least `surge_share` of the surges of the last `surge_history`, and when, of the past
+        gaps between surges at least as long as the time since the last one (less
+        `surge_hazard_width`), at least `surge_hazard` ended there (within the width).
+        """
+        if len(self._surges) < 4 or len(self._gaps) < 3 or not self._surge_peaks:
+            return 0.0
+        gaps = sorted(self._gaps)
+        width = self.surge_hazard_width
+        slots: dict[int, int] = {}
+        for t in self._surges:
+            slot = int((t % self.surge_period) // self.poll)
+            slots[slot] = slots.get(slot, 0) + 1
+        need = max(2.0, self.surge_share * len(self._surges))
+        for k in range(math.ceil(self.lead_seconds() / self.poll) + 1):
+            due = now + k * self.poll
+            if slots.get(int((due % self.surge_period) // self.poll), 0) < need:
+                continue
+            since = due - self._surges[-1]
+            later = len(gaps) - bisect.bisect_left(gaps, since - width)
+            ending = bisect.bisect_right(gaps, since + width) - (len(gaps) - later)
+            if later and ending >= self.surge_hazard * later:
+                return max(self._surge_peaks)
+        return 0.0
 
     def _learn_boot(self, inp: PolicyInput) -> None:
         """Boot time = launch to first seen ready (less half a poll of probe delay), averaged."""
@@ -479,6 +576,17 @@ class OursPolicy(BandPolicy):
         headroom = max(self.headroom, season)
         n = self._slaves(level, headroom)
         note = f"level {level:.2f} rps +{100 * headroom:.0f}%"
+        surge = self.surge_forecast(inp.now)
+        self._shed = False
+        if surge > 0 and self._forecast_since is None:
+            self._forecast_since = inp.now
+        elif surge <= 0 and self._forecast_since is not None:
+            came = self._surges and self._surges[-1] >= self._forecast_since
+            self._shed = self.surge_shed and not came
+            self._forecast_since = None
+        if self._slaves(surge, 0.0) > n:
+            n = self._slaves(surge, 0.0)
+            note += f", surge of {surge:.2f} rps due"
         if season > self.headroom:
             note += " (recurs at this phase)"
         return n, f"{note} -> {n}"

@@ -375,8 +375,8 @@ def hour_with_surge(surge: bool) -> list[float]:
 
 def test_ours_launches_ahead_of_a_surge_that_recurs_at_the_same_phase():
     """Seasonal profile: a surge seen at this phase in 2 of the last periods is launched for."""
-    recurring = OursPolicy(wide_config(capacity=1.0), season_seconds=(3600.0,))
-    once = OursPolicy(wide_config(capacity=1.0), season_seconds=(3600.0,))
+    recurring = OursPolicy(wide_config(capacity=1.0), season_seconds=(3600.0,), season_rank=2)
+    once = OursPolicy(wide_config(capacity=1.0), season_seconds=(3600.0,), season_rank=2)
     for hour, (a, b) in enumerate([(True, True), (True, False), (True, False)]):
         replay(recurring, hour_with_surge(a), start=3600.0 * hour)
         replay(once, hour_with_surge(b), start=3600.0 * hour)
@@ -411,3 +411,44 @@ def test_ours_trend_is_off_by_default_and_extrapolates_when_set():
     inp = snapshot(240.0, 26.0, ())
     assert plain.level(inp) == 26.0
     assert trended.level(inp) > 26.0 + 2.0 * 3  # 2 rps per poll for a 120 s lead: about +8
+
+
+def two_hours(surge: bool) -> list[float]:
+    """240 polls at 10 rps; with a surge, 40 rps from minute 32 to 37 (Twitter's pattern)."""
+    return [40.0 if surge and 64 <= k < 74 else 10.0 for k in range(240)]
+
+
+def test_ours_launches_ahead_of_a_surge_at_its_learnt_phase_and_gap():
+    """Surge phase: surges every 2 h at minute 32 are launched for one lead before they start."""
+    learnt = OursPolicy(wide_config(capacity=1.0), season_seconds=())
+    off = OursPolicy(wide_config(capacity=1.0), season_seconds=(), surge_share=2.0)
+    for period in range(5):
+        replay(learnt, two_hours(True), start=7200.0 * period)
+        replay(off, two_hours(True), start=7200.0 * period)
+    ahead = replay(learnt, two_hours(False), start=5 * 7200.0)
+    late = replay(off, two_hours(False), start=5 * 7200.0)
+    assert min(ahead[60:64]) >= 40  # a lead (boot 90 s + a poll) before minute 32
+    assert max(ahead[:55]) < 20 and max(ahead[70:]) < 20  # nothing at other phases
+    assert max(late[55:70]) < 20  # without it only the load tells, one boot too late
+
+
+def test_ours_sheds_a_forecast_surge_that_did_not_come_at_once():
+    """A false alarm's slaves go the poll after its phase, not after the in-band dwell."""
+
+    def removals_after_false_alarm(policy: OursPolicy) -> list[int]:
+        for period in range(5):
+            replay(policy, two_hours(True), start=7200.0 * period)
+        size, removed = 0, []
+        for k, load in enumerate(two_hours(False)[:72]):
+            fleet = [member(f"i{j}", j) for j in range(size)]
+            d = policy.decide(snapshot(5 * 7200.0 + 30.0 * k, load, fleet))
+            size += d.launch - len(d.remove)
+            removed.append(len(d.remove))
+        return removed
+
+    shed = removals_after_false_alarm(OursPolicy(wide_config(capacity=1.0), season_seconds=()))
+    kept = removals_after_false_alarm(
+        OursPolicy(wide_config(capacity=1.0), season_seconds=(), surge_shed=False)
+    )
+    assert shed[65] >= 20  # the surge was due at poll 64 and did not come
+    assert kept[65] == 0 and kept[66] == 0 and sum(kept[67:]) >= 20  # two polls later
