@@ -513,15 +513,21 @@ def _read_scaling(t: _Table) -> ScalingSection:
     return ScalingSection(**t.values)
 
 
-def _read_slave(t: _Table) -> SlaveSection:
-    if t.get("instance_type") is not None and t.get("instance_types") is not None:
-        t.problem("instance_type", "set instance_type or instance_types, not both")
-    elif t.get("instance_type") is not None:
-        t.text("instance_type", check=_instance_type)
-        if "instance_type" in t.values:
-            t.values["instance_types"] = (t.values.pop("instance_type"),)
+def _read_instance_types(t: _Table, single: str) -> None:
+    """`single` (one type) or `single + "s"` (a list tried in order), folded into the list."""
+    many = single + "s"
+    if t.get(single) is not None and t.get(many) is not None:
+        t.problem(single, f"set {single} or {many}, not both")
+    elif t.get(single) is not None:
+        t.text(single, check=_instance_type)
+        if single in t.values:
+            t.values[many] = (t.values.pop(single),)
     else:
-        t.texts("instance_types", nonempty=True, unique=True, check=_instance_type)
+        t.texts(many, nonempty=True, unique=True, check=_instance_type)
+
+
+def _read_slave(t: _Table) -> SlaveSection:
+    _read_instance_types(t, "instance_type")
     t.number("spot_bid", above=0)
     t.ports("ports")
     t.text("region", check=_region)
@@ -723,14 +729,7 @@ def _read_clusters(
 def _read_cluster_keys(t: _Table, volumes: set[str], plugins: set[str]) -> None:
     t.text("extends")
     t.text("load_source", choices=_LOAD_SOURCES)
-    if t.get("node_instance_type") is not None and t.get("node_instance_types") is not None:
-        t.problem("node_instance_type", "set node_instance_type or node_instance_types, not both")
-    elif t.get("node_instance_type") is not None:
-        t.text("node_instance_type", check=_instance_type)
-        if "node_instance_type" in t.values:
-            t.values["node_instance_types"] = (t.values.pop("node_instance_type"),)
-    else:
-        t.texts("node_instance_types", nonempty=True, unique=True, check=_instance_type)
+    _read_instance_types(t, "node_instance_type")
     t.text("image_id", check=_prefixed_or_empty("ami-"))
     size = t.get("cluster_size")
     if size is not None and (t.get("min_nodes") is not None or t.get("max_nodes") is not None):

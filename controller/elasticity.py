@@ -60,61 +60,44 @@ def under_accuracy(
     demand: Sequence[float], supply: Sequence[float], durations: Sequence[float] | None = None
 ) -> float:
     """θ_U: the average missing share of the demand, in percent."""
-    return _accuracy(demand, supply, durations, lambda d, s: max(d - s, 0.0))
+    return _time_mean(demand, supply, durations, lambda d, s: max(d - s, 0.0) / max(d, EPSILON))
 
 
 def over_accuracy(
     demand: Sequence[float], supply: Sequence[float], durations: Sequence[float] | None = None
 ) -> float:
     """θ_O: the average surplus relative to the demand, in percent."""
-    return _accuracy(demand, supply, durations, lambda d, s: max(s - d, 0.0))
-
-
-def _accuracy(
-    demand: Sequence[float],
-    supply: Sequence[float],
-    durations: Sequence[float] | None,
-    gap: Callable[[float, float], float],
-) -> float:
-    """The time-weighted mean of gap(demand, supply) / demand, in percent."""
-    _check(demand, supply)
-    dts = _durations(len(demand), durations)
-    total = sum(dts)
-    if total <= 0:
-        return 0.0
-    rows = zip(demand, supply, dts, strict=True)
-    acc = sum(gap(d, s) / max(d, EPSILON) * dt for d, s, dt in rows)
-    return 100.0 * acc / total
+    return _time_mean(demand, supply, durations, lambda d, s: max(s - d, 0.0) / max(d, EPSILON))
 
 
 def under_timeshare(
     demand: Sequence[float], supply: Sequence[float], durations: Sequence[float] | None = None
 ) -> float:
     """τ_U: the share of time with less supply than demand, in percent."""
-    return _timeshare(demand, supply, durations, lambda d, s: d > s)
+    return _time_mean(demand, supply, durations, lambda d, s: float(d > s))
 
 
 def over_timeshare(
     demand: Sequence[float], supply: Sequence[float], durations: Sequence[float] | None = None
 ) -> float:
     """τ_O: the share of time with more supply than demand, in percent."""
-    return _timeshare(demand, supply, durations, lambda d, s: s > d)
+    return _time_mean(demand, supply, durations, lambda d, s: float(s > d))
 
 
-def _timeshare(
+def _time_mean(
     demand: Sequence[float],
     supply: Sequence[float],
     durations: Sequence[float] | None,
-    holds: Callable[[float, float], bool],
+    value: Callable[[float, float], float],
 ) -> float:
-    """The share of time, in percent, during which holds(demand, supply)."""
+    """The time-weighted mean of value(demand, supply), in percent."""
     _check(demand, supply)
     dts = _durations(len(demand), durations)
     total = sum(dts)
     if total <= 0:
         return 0.0
     rows = zip(demand, supply, dts, strict=True)
-    return 100.0 * sum(dt for d, s, dt in rows if holds(d, s)) / total
+    return 100.0 * sum(value(d, s) * dt for d, s, dt in rows) / total
 
 
 def _sign(x: float) -> int:
