@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from controller.config import Config, LoadRow
+from controller.forecast_errors import ErrorBook
 
 POLICY_NAMES = ("ours", "table", "gbrowse", "gbrowse-lifetime", "starcluster")
 
@@ -286,6 +287,15 @@ class OursPolicy(BandPolicy):
         phase and the next `season_width` ones applies: a surge that comes back at the same
         time of day is launched for one lead before it arrives, and a phase where it came once
         costs nothing.
+    - other forecasters: the same lead-ahead comparison is kept for the level now with errors
+      scaled by the square root of the level (counting noise: a small site's minutes), and for
+      an exponential mean of the load over `smooth_seconds` (15 min) with either scale. Where one
+      of them would have covered as many leads for `switch_margin` (10 %) less provision over
+      `error_seconds` (a noisy small site, where the level now chases noise and its headroom
+      compounds it), it sets the target instead; where a seasonal excess applies, the level now
+      does. For the
+      first `warmup_samples` errors (an hour of polls) the headroom is at least
+      `warmup_headroom`: too few errors say nothing yet of the noise.
     - surge phase: surges (a poll at twice the load before it) are noted with their phase in a
       `surge_period` (2 h: Twitter's surges come back at the same minute of every other hour)
       and the gaps between them. When a phase that saw `surge_share` of the last week's surges
@@ -330,6 +340,11 @@ class OursPolicy(BandPolicy):
         surge_hazard: float = 0.2,
         surge_hazard_width: float = 300.0,
         surge_shed: bool = True,
+        smooth_seconds: tuple[float, ...] = (900.0,),
+        error_scales: tuple[str, ...] = ("relative", "sqrt"),
+        warmup_samples: int = 120,
+        warmup_headroom: float = 1.0,
+        switch_margin: float = 0.1,
     ):
         poll = config.master.poll_interval
         super().__init__(config, shrink_after=2 * poll if shrink_after is None else shrink_after)
@@ -350,9 +365,18 @@ class OursPolicy(BandPolicy):
         self.season_width = season_width
         self.headroom = 0.2  # until the first errors are known
         self._samples: deque[tuple[float, float]] = deque()  # (now, load_rps)
-        self._levels: deque[tuple[float, float, float]] = deque()  # (made, due, level)
-        self._errors: deque[tuple[float, float]] = deque()  # (now, relative excess)
-        self._sorted_errors: list[float] = []
+        self._book = ErrorBook(horizon=error_seconds, floor=self.capacity)
+        # the smoothed levels: time constant -> its mean so far (None before the first sample)
+        self._means: dict[float, float | None] = dict.fromkeys(smooth_seconds)
+        # the other forecasters, each (time constant or 0 for the level now, its error book)
+        self._others = [
+            (tau, ErrorBook(horizon=error_seconds, floor=self.capacity, scale=scale))
+            for tau in (0.0, *smooth_seconds)
+            for scale in error_scales
+            if (tau, scale) != (0.0, "relative")
+        ]
+        self._last_seen: float | None = None
+        self.estimator = "now"  # which level the target used last: "now" or "mean Ns"
         self._seen_booting: dict[str, float] = {}
         # (now, the most slaves any headroom or the band allowed then), back to one lead ago
         self._reach: deque[tuple[float, int]] = deque()
@@ -367,6 +391,9 @@ class OursPolicy(BandPolicy):
         self.surge_hazard = surge_hazard
         self.surge_hazard_width = surge_hazard_width
         self.surge_shed = surge_shed
+        self.warmup_samples = warmup_samples
+        self.warmup_headroom = warmup_headroom
+        self.switch_margin = switch_margin
         self._last_loads: deque[float] = deque(maxlen=3)
         self._surges: deque[float] = deque()  # polls that saw a surge start, within history
         self._gaps: deque[float] = deque(maxlen=50)  # seconds between consecutive surges
@@ -480,23 +507,20 @@ class OursPolicy(BandPolicy):
 
     def _score(self, now: float, rps: float) -> None:
         """Compare the levels that fell due with the load now; set the headroom."""
-        errs = self._sorted_errors
-        while self._levels and self._levels[0][1] <= now:
-            made, _, level = self._levels.popleft()
-            excess = (rps - level) / max(level, self.capacity)
-            self._errors.append((now, excess))
-            bisect.insort(errs, excess)
+        for made, excess in self._book.score(now, rps):
             self._file_seasonal(made, excess)
-        horizon = now - self.error_seconds
-        while self._errors and self._errors[0][0] < horizon:
-            _, old = self._errors.popleft()
-            del errs[bisect.bisect_left(errs, old)]
-        if errs:
+        if len(self._book):
             self.headroom = max(0.0, self._error_at(self.quantile))
+        dt = 0.0 if self._last_seen is None else now - self._last_seen
+        self._last_seen = now
+        for tau, mean in self._means.items():
+            pull = 1 - math.exp(-dt / tau)
+            self._means[tau] = rps if mean is None else mean + pull * (rps - mean)
+        for _, book in self._others:
+            book.score(now, rps)
 
     def _error_at(self, quantile: float) -> float:
-        errs = self._sorted_errors
-        return errs[min(len(errs) - 1, int(quantile * len(errs)))] if errs else self.headroom
+        return self._book.at(quantile, self.headroom)
 
     def _phase(self, period: float, t: float) -> tuple[int, int]:
         """(period index, slot of the phase) of time t; slots are one poll wide."""
@@ -565,17 +589,44 @@ class OursPolicy(BandPolicy):
         want = level + max(0.0, headroom) * max(level, self.capacity)
         return math.ceil(round(want / self.capacity, 9))
 
+    def _cheaper_forecaster(self) -> tuple[float, ErrorBook] | None:
+        """The other forecaster that would have covered as many leads as "now" for less, if any.
+
+        Each is judged on its own book: the mean provision its levels plus its headroom at the
+        current quantile asked for over `error_seconds`. Books with fewer than
+        `warmup_samples` errors are not judged yet.
+        """
+        best, choice = self._book.cover_cost(self.quantile) * (1 - self.switch_margin), None
+        for tau, book in self._others:
+            if len(book) >= self.warmup_samples and book.cover_cost(self.quantile) < best:
+                best, choice = book.cover_cost(self.quantile), (tau, book)
+        return choice
+
     def target(self, inp: PolicyInput, band: tuple[int, int]) -> tuple[int, str]:
         if self.capacity <= 0:
             return band[0], "no slave capacity set: the band's min"
-        level = self.level(inp)
-        self._levels.append((inp.now, inp.now + self.lead_seconds(), level))
-        reach = self._slaves(level, self._error_at(self.quantile_max))
-        self._reach.append((inp.now, min(band[1], reach)))
+        now_level = level = self.level(inp)
+        due = inp.now + self.lead_seconds()
+        self._book.add(inp.now, due, level)
+        for tau, book in self._others:
+            book.add(inp.now, due, self._means[tau] if tau else level)
         season = self.seasonal_headroom(inp.now)
         headroom = max(self.headroom, season)
-        n = self._slaves(level, headroom)
-        note = f"level {level:.2f} rps +{100 * headroom:.0f}%"
+        if len(self._book) < self.warmup_samples:
+            headroom = max(headroom, self.warmup_headroom)  # too few errors to know the noise
+        want = level + headroom * max(level, self.capacity)
+        top = self._book.provision(level, self.quantile_max, self.headroom)
+        self.estimator = "now"
+        cheaper = self._cheaper_forecaster() if season <= 0 else None  # recurring: keep "now"
+        if cheaper is not None:
+            tau, book = cheaper
+            level = self._means[tau] if tau else now_level
+            self.estimator = (f"mean {tau:.0f}s" if tau else "now") + f", {book.scale} errors"
+            want = book.provision(level, self.quantile)
+            top = book.provision(level, self.quantile_max)
+        self._reach.append((inp.now, min(band[1], self._slaves(top, 0.0))))
+        n = self._slaves(want, 0.0)
+        note = f"level {level:.2f} rps ({self.estimator}), provision {want:.2f}"
         surge = self.surge_forecast(inp.now)
         self._shed = False
         if surge > 0 and self._forecast_since is None:

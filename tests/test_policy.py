@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import pytest
 from hypothesis import given, settings
@@ -324,7 +325,7 @@ def test_unknown_policy_is_refused():
 def test_ours_sheds_an_in_band_surplus_after_two_polls_not_the_band_dwell():
     # Changed with the seasonal forecast: the in-band dwell was one lead (120 s); a surplus the
     # forecast asked for and the load did not confirm now goes after two polls (60 s).
-    policy = OursPolicy(wide_config(scale_in_after=300))  # band [0, 100]; poll 30 s
+    policy = OursPolicy(wide_config(scale_in_after=300), warmup_samples=0)  # band [0, 100]
     fleet = [member(f"i{k}", k) for k in range(10)]
     for now in (0, 30):
         d = policy.decide(snapshot(now, 4.0, fleet))  # 2 slaves' worth, plus headroom
@@ -452,3 +453,33 @@ def test_ours_sheds_a_forecast_surge_that_did_not_come_at_once():
     )
     assert shed[65] >= 20  # the surge was due at poll 64 and did not come
     assert kept[65] == 0 and kept[66] == 0 and sum(kept[67:]) >= 20  # two polls later
+
+
+def test_ours_starts_with_a_wide_headroom_until_it_has_seen_the_noise():
+    policy = OursPolicy(wide_config(capacity=1.0), warmup_samples=10, warmup_headroom=1.0)
+    assert policy.decide(snapshot(0, 10.0, ())).desired == 20  # 10 rps + 100 %
+    for k in range(1, 20):  # a steady load: its errors are 0 once a lead has passed
+        d = policy.decide(snapshot(30 * k, 10.0, ()))
+    assert d.desired == 10
+
+
+def noisy_run(policy: OursPolicy, polls: int = 400) -> list[int]:
+    """5 or 15 rps at random each poll (mean 10): counting noise on a small site."""
+    desired, rng = [], random.Random(7)
+    for k in range(polls):
+        load = rng.choice((5.0, 15.0))
+        inp = PolicyInput(now=30.0 * k, load_rps=load, window_rps=load, members=())
+        desired.append(policy.decide(inp).desired)
+    return desired
+
+
+def test_ours_tracks_the_mean_where_the_level_now_only_chases_noise():
+    cfg = wide_config(capacity=1.0)
+    plain = OursPolicy(cfg, smooth_seconds=(), error_scales=("relative",), season_seconds=())
+    smoothed = OursPolicy(cfg, season_seconds=())
+    late_plain, late_smoothed = noisy_run(plain)[200:], noisy_run(smoothed)[200:]
+    assert smoothed.estimator.startswith("mean 900s")
+    assert plain.estimator == "now"
+    # Both cover 15 rps; chasing the noise costs more (a 15 rps level plus headroom).
+    assert min(late_smoothed) >= 15 and min(late_plain) >= 15
+    assert sum(late_smoothed) < sum(late_plain)
