@@ -27,7 +27,7 @@ still counts as held for scale-in, and it is the first one removed.
 
 from __future__ import annotations
 
-import bisect
+import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -36,6 +36,7 @@ from typing import Protocol
 
 from controller.config import Config, LoadRow
 from controller.forecast_errors import ErrorBook
+from controller.surge_forecast import SurgeForecaster
 
 POLICY_NAMES = ("ours", "table", "gbrowse", "gbrowse-lifetime", "starcluster")
 
@@ -296,20 +297,22 @@ class OursPolicy(BandPolicy):
       does. For the
       first `warmup_samples` errors (an hour of polls) the headroom is at least
       `warmup_headroom`: too few errors say nothing yet of the noise.
-    - surge phase: surges (a poll at twice the load before it) are noted with their phase in a
-      `surge_period` (2 h: Twitter's surges come back at the same minute of every other hour)
-      and the gaps between them. When a phase that saw `surge_share` of the last week's surges
-      is less than one lead away and the time since the last surge is one after which a past
-      gap often ended (`surge_hazard`), the slaves the largest recent surge needed are launched
-      so that they are ready when it starts.
+    - surges (`controller.surge_forecast`): loads that jump several-fold at a few fixed minutes
+      of the hour. Where a phase of `surge_period` (2 h) often saw one start, and the chance
+      of one there given the time since the last (counted over `surge_history`, 2 weeks) is
+      at least `surge_chance`, the slaves the largest recent surge needed are launched one
+      lead ahead, so that they are ready when it starts.
 
     Scale-out is immediate. Scale-in is asymmetric: a fleet above the band's max waits the
     band's `scale_in_after` (the seed's semantics); a surplus inside the band goes after
     `shrink_after`, by default two polls: surges on the shared traces end as abruptly as they
     start, and a slave the forecast asked for and the load did not confirm should not wait a
-    whole boot.
-    A forecast surge that did not come by the time its phase has passed goes at once (in-band
-    dwell 0 for that poll): a false alarm costs one lead of slaves, not a dwell more.
+    whole boot. It goes at once
+    - when a forecast surge did not come by the time its phase has passed: a false alarm costs
+      one lead of slaves, not a dwell more;
+    - when the load fell at each of the last `decline_polls` polls (a surge's decay).
+    Within `decay_seconds` of a surge's start, a falling load is the level as it is, without
+    the window (which would hold the surge's past for another window).
     """
 
     name = "ours"
@@ -321,7 +324,7 @@ class OursPolicy(BandPolicy):
         hold_seconds: float = 0.0,
         trend_seconds: float = 0.0,
         error_seconds: float = 24 * 3600.0,
-        under_target: float = 0.004,
+        under_target: float = 0.0037,
         quantile: float = 0.9,
         quantile_min: float = 0.5,
         quantile_max: float = 0.975,
@@ -335,11 +338,14 @@ class OursPolicy(BandPolicy):
         surge_min_slaves: float = 3.0,
         surge_refractory: float = 1200.0,
         surge_period: float = 7200.0,
-        surge_history: float = 7 * 86400.0,
-        surge_share: float = 0.1,
-        surge_hazard: float = 0.2,
-        surge_hazard_width: float = 300.0,
+        surge_history: float = 14 * 86400.0,
+        surge_share: float = 0.05,
+        surge_chance: float = 0.3,
+        surge_gap_bin: float = 600.0,
+        surge_prior: float = 3.0,
         surge_shed: bool = True,
+        decline_polls: int = 3,
+        decay_seconds: float = 1200.0,
         smooth_seconds: tuple[float, ...] = (900.0,),
         error_scales: tuple[str, ...] = ("relative", "sqrt"),
         warmup_samples: int = 120,
@@ -382,23 +388,24 @@ class OursPolicy(BandPolicy):
         self._reach: deque[tuple[float, int]] = deque()
         # (period, phase slot) -> (period index, excess) of the last season_periods periods
         self._season: dict[tuple[float, int], deque[tuple[int, float]]] = {}
-        self.surge_ratio = surge_ratio
-        self.surge_min_slaves = surge_min_slaves
-        self.surge_refractory = surge_refractory
-        self.surge_period = surge_period
-        self.surge_history = surge_history
-        self.surge_share = surge_share
-        self.surge_hazard = surge_hazard
-        self.surge_hazard_width = surge_hazard_width
+        self._surge = SurgeForecaster(
+            poll=poll,
+            min_rise=surge_min_slaves * self.capacity,
+            ratio=surge_ratio,
+            refractory=surge_refractory,
+            period=surge_period,
+            history=surge_history,
+            share=surge_share,
+            chance=surge_chance,
+            gap_bin=surge_gap_bin,
+            prior=surge_prior,
+        )
         self.surge_shed = surge_shed
+        self.decline_polls = decline_polls
+        self.decay_seconds = decay_seconds
         self.warmup_samples = warmup_samples
         self.warmup_headroom = warmup_headroom
         self.switch_margin = switch_margin
-        self._last_loads: deque[float] = deque(maxlen=3)
-        self._surges: deque[float] = deque()  # polls that saw a surge start, within history
-        self._gaps: deque[float] = deque(maxlen=50)  # seconds between consecutive surges
-        self._surge_peaks: deque[float] = deque(maxlen=10)  # the load each surge rose to
-        self._rising: tuple[float, float] | None = None  # (surge seen at, its peak so far)
         self._forecast_since: float | None = None  # a surge forecast is on since
         self._shed = False  # a forecast surge did not come: shed its slaves now
 
@@ -410,69 +417,33 @@ class OursPolicy(BandPolicy):
             return
         now, rps = inp.now, inp.load_rps
         self._samples.append((now, rps))
-        horizon = now - max(self.trend_seconds, self.hold_seconds, self.poll * 2)
+        kept = self.poll * max(2, self.decline_polls)
+        horizon = now - max(self.trend_seconds, self.hold_seconds, kept)
         while self._samples and self._samples[0][0] < horizon:
             self._samples.popleft()
         self._steer_quantile(inp)
         self._score(now, rps)
-        self._learn_surges(now, rps)
-
-    def _learn_surges(self, now: float, rps: float) -> None:
-        """Note where surges start: a poll at `surge_ratio` x the least of the three before it
-        and at least `surge_min_slaves` slaves above it; its peak is the most of it and the
-        next two polls. A jump from zero (the load coming back after an outage) is no surge."""
-        base = min(self._last_loads) if self._last_loads else 0.0
-        self._last_loads.append(rps)
-        if self._rising is not None:
-            seen, peak = self._rising
-            if now - seen <= 2 * self.poll:
-                self._rising = (seen, max(peak, rps))
-            else:
-                self._surge_peaks.append(peak)
-                self._rising = None
-        if base <= 0 or self.capacity <= 0:
-            return
-        if rps < self.surge_ratio * base or rps - base < self.surge_min_slaves * self.capacity:
-            return
-        if self._surges and now - self._surges[-1] < self.surge_refractory:
-            return  # the same surge, still rising
-        if self._surges:
-            self._gaps.append(now - self._surges[-1])
-        self._surges.append(now)
-        self._rising = (now, rps)
-        while self._surges[0] < now - self.surge_history:
-            self._surges.popleft()
+        self._surge.observe(now, rps)
 
     def in_band_dwell(self) -> float:
-        return 0.0 if self._shed else self.shrink_after
+        return 0.0 if self._shed or self._declining() else self.shrink_after
+
+    def _declining(self) -> bool:
+        """The load fell at each of the last `decline_polls` polls: a surplus need not wait."""
+        n = self.decline_polls
+        loads = [r for _, r in self._samples][-n - 1 :]
+        return n > 0 and len(loads) == n + 1 and all(b < a for a, b in itertools.pairwise(loads))
+
+    def _decaying(self, now: float) -> bool:
+        """Falling within `decay_seconds` of a surge's start, once its first polls are past."""
+        start = self._surge.last_start
+        if start is None or not 2 * self.poll < now - start < self.decay_seconds:
+            return False
+        return len(self._samples) >= 2 and self._samples[-1][1] < self._samples[-2][1]
 
     def surge_forecast(self, now: float) -> float:
-        """The peak of a surge due to be seen within one lead from now, or 0 if none is due.
-
-        A surge is due at a time whose phase (one poll wide, modulo `surge_period`) saw at
-        least `surge_share` of the surges of the last `surge_history`, and when, of the past
-        gaps between surges at least as long as the time since the last one (less
-        `surge_hazard_width`), at least `surge_hazard` ended there (within the width).
-        """
-        if len(self._surges) < 4 or len(self._gaps) < 3 or not self._surge_peaks:
-            return 0.0
-        gaps = sorted(self._gaps)
-        width = self.surge_hazard_width
-        slots: dict[int, int] = {}
-        for t in self._surges:
-            slot = int((t % self.surge_period) // self.poll)
-            slots[slot] = slots.get(slot, 0) + 1
-        need = max(2.0, self.surge_share * len(self._surges))
-        for k in range(math.ceil(self.lead_seconds() / self.poll) + 1):
-            due = now + k * self.poll
-            if slots.get(int((due % self.surge_period) // self.poll), 0) < need:
-                continue
-            since = due - self._surges[-1]
-            later = len(gaps) - bisect.bisect_left(gaps, since - width)
-            ending = bisect.bisect_right(gaps, since + width) - (len(gaps) - later)
-            if later and ending >= self.surge_hazard * later:
-                return max(self._surge_peaks)
-        return 0.0
+        """The peak of a surge due within one lead from now, or 0 if none is due."""
+        return self._surge.due(now, self.lead_seconds())
 
     def _learn_boot(self, inp: PolicyInput) -> None:
         """Boot time = launch to first seen ready (less half a poll of probe delay), averaged."""
@@ -562,6 +533,8 @@ class OursPolicy(BandPolicy):
         """The rate to provision for until a slave launched now would be serving."""
         assert inp.load_rps is not None
         now = inp.now
+        if self._decaying(now):
+            return inp.load_rps  # the window would hold the surge's past for another window
         level = max(inp.load_rps, inp.window_rps or 0.0)
         for t, r in reversed(self._samples):
             if t < now - self.hold_seconds:
@@ -632,7 +605,8 @@ class OursPolicy(BandPolicy):
         if surge > 0 and self._forecast_since is None:
             self._forecast_since = inp.now
         elif surge <= 0 and self._forecast_since is not None:
-            came = self._surges and self._surges[-1] >= self._forecast_since
+            last = self._surge.last_start
+            came = last is not None and last >= self._forecast_since
             self._shed = self.surge_shed and not came
             self._forecast_since = None
         if self._slaves(surge, 0.0) > n:

@@ -483,3 +483,27 @@ def test_ours_tracks_the_mean_where_the_level_now_only_chases_noise():
     # Both cover 15 rps; chasing the noise costs more (a 15 rps level plus headroom).
     assert min(late_smoothed) >= 15 and min(late_plain) >= 15
     assert sum(late_smoothed) < sum(late_plain)
+
+
+def fleet_replay(policy: OursPolicy, loads) -> list[int]:
+    """Feed one load per 30 s poll to a fleet that grows and shrinks as decided; its sizes."""
+    size, sizes = 0, []
+    for k, load in enumerate(loads):
+        fleet = [member(f"i{j:03}", j) for j in range(size)]
+        d = policy.decide(snapshot(30.0 * k, load, fleet))
+        size += d.launch - len(d.remove)
+        sizes.append(size)
+    return sizes
+
+
+def test_ours_follows_a_surge_down_without_waiting_the_dwell():
+    surge = [10.0] * 150 + [40.0] * 6 + [34.0, 28.0, 22.0, 16.0, 10.0] + [10.0] * 10
+    cfg = wide_config(capacity=1.0)
+    quick = fleet_replay(OursPolicy(cfg, season_seconds=()), surge)
+    slow = fleet_replay(OursPolicy(cfg, season_seconds=(), decline_polls=0, decay_seconds=0), surge)
+    assert quick[150:156] == slow[150:156] == [40] * 6
+    # 40, 34, 28, 22: three falls in a row, so the surplus goes at once, down to the load as it
+    # is (the window would still say 31); without the rule it waits two polls and the window
+    assert quick[158] == 22 and slow[158] == 34
+    assert sum(quick[156:166]) < sum(slow[156:166])
+    assert quick[-1] == slow[-1] == 10
