@@ -297,10 +297,10 @@ class OursPolicy(BandPolicy):
       does. For the
       first `warmup_samples` errors (an hour of polls) the headroom is at least
       `warmup_headroom`: too few errors say nothing yet of the noise.
-    - surges (`controller.surge_forecast`): loads that jump several-fold at a few fixed minutes
-      of the hour. Where a phase of `surge_period` (2 h) often saw one start, and the chance
-      of one there given the time since the last (counted over `surge_history`, 2 weeks) is
-      at least `surge_chance`, the slaves the largest recent surge needed are launched one
+    - surges (`surges`, a `controller.surge_forecast.SurgeForecaster`): loads that jump
+      several-fold at a few fixed minutes of the hour. Where a phase of the 2-hour period often
+      saw one start, and the chance of one there given the time since the last (counted over
+      two weeks) is at least 30 %, the slaves the largest recent surge needed are launched one
       lead ahead, so that they are ready when it starts.
 
     Scale-out is immediate. Scale-in is asymmetric: a fleet above the band's max waits the
@@ -334,15 +334,7 @@ class OursPolicy(BandPolicy):
         season_periods: int = 7,
         season_rank: int = 3,
         season_width: int = 1,
-        surge_ratio: float = 2.0,
-        surge_min_slaves: float = 3.0,
-        surge_refractory: float = 1200.0,
-        surge_period: float = 7200.0,
-        surge_history: float = 14 * 86400.0,
-        surge_share: float = 0.05,
-        surge_chance: float = 0.3,
-        surge_gap_bin: float = 600.0,
-        surge_prior: float = 3.0,
+        surges: SurgeForecaster | None = None,
         surge_shed: bool = True,
         decline_polls: int = 3,
         decay_seconds: float = 1200.0,
@@ -388,18 +380,10 @@ class OursPolicy(BandPolicy):
         self._reach: deque[tuple[float, int]] = deque()
         # (period, phase slot) -> (period index, excess) of the last season_periods periods
         self._season: dict[tuple[float, int], deque[tuple[int, float]]] = {}
-        self._surge = SurgeForecaster(
-            poll=poll,
-            min_rise=surge_min_slaves * self.capacity,
-            ratio=surge_ratio,
-            refractory=surge_refractory,
-            period=surge_period,
-            history=surge_history,
-            share=surge_share,
-            chance=surge_chance,
-            gap_bin=surge_gap_bin,
-            prior=surge_prior,
-        )
+        # a surge is a jump of at least three slaves' worth (see SurgeForecaster for the rest)
+        if surges is None:
+            surges = SurgeForecaster(poll=poll, min_rise=3.0 * self.capacity)
+        self._surge = surges
         self.surge_shed = surge_shed
         self.decline_polls = decline_polls
         self.decay_seconds = decay_seconds

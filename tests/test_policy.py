@@ -21,6 +21,7 @@ from controller.policy import (
     make_policy,
     scale_out_count,
 )
+from controller.surge_forecast import SurgeForecaster
 
 SEED_ROWS = (  # the seed's default table
     LoadRow(rps=0.1, min_instances=0, max_instances=1),
@@ -422,7 +423,8 @@ def two_hours(surge: bool) -> list[float]:
 def test_ours_launches_ahead_of_a_surge_at_its_learnt_phase_and_gap():
     """Surge phase: surges every 2 h at minute 32 are launched for one lead before they start."""
     learnt = OursPolicy(wide_config(capacity=1.0), season_seconds=())
-    off = OursPolicy(wide_config(capacity=1.0), season_seconds=(), surge_share=2.0)
+    never = SurgeForecaster(poll=30.0, min_rise=3.0, share=2.0)  # no phase has 200 % of them
+    off = OursPolicy(wide_config(capacity=1.0), season_seconds=(), surges=never)
     for period in range(5):
         replay(learnt, two_hours(True), start=7200.0 * period)
         replay(off, two_hours(True), start=7200.0 * period)
