@@ -366,3 +366,19 @@ async def test_status_command_with_stats_disabled(capsys, tmp_path):
     path.write_text('[stats]\nlisten = ""\n')
     code, _, err = await status(capsys, config_path=str(path))
     assert code == 1 and "[stats] listen is empty" in err
+
+
+async def test_status_command_accepts_the_status_url_itself(capsys):
+    """`--url` may be the endpoint's base or its /status page (not /status/status)."""
+    async with Running(config(), lambda bus: Idle(name="pool", bus=bus)) as run:
+        for url in (run.url + "/status", run.url + "/status/", run.url + "/"):
+            code, out, err = await status(capsys, url=url)
+            assert (code, err) == (0, ""), url
+            assert out.startswith("controller gbrowse: all actors running")
+
+
+async def test_status_command_takes_host_and_port_as_in_stats_listen(capsys):
+    async with Running(config(), lambda bus: Idle(name="pool", bus=bus)) as run:
+        code, out, err = await status(capsys, url=run.url.removeprefix("http://"))
+        assert (code, err) == (0, "")
+        assert out.startswith("controller gbrowse: all actors running")

@@ -40,7 +40,7 @@ def status_command(url: str | None = None, config_path: str | None = None) -> in
                 )
                 return EXIT_UNREACHABLE
             url = listen_url(config.stats.listen)
-    url = (url or DEFAULT_URL).rstrip("/")
+    url = base_url(url or DEFAULT_URL)
     try:
         doc = fetch_status(url, token)
     except StatusUnavailable as exc:
@@ -48,6 +48,15 @@ def status_command(url: str | None = None, config_path: str | None = None) -> in
         return EXIT_UNREACHABLE
     sys.stdout.write(render(doc))
     return EXIT_OK
+
+
+def base_url(url: str) -> str:
+    """The endpoint's base URL: `--url` may name the base or its `/status` page itself, and may
+    be `host:port` as in `[stats] listen`."""
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    return url.removesuffix("/status").rstrip("/") if url.endswith("/status") else url
 
 
 def listen_url(listen: str) -> str:
@@ -63,7 +72,10 @@ class StatusUnavailable(Exception):
 
 
 def fetch_status(url: str, token: str = "") -> dict:
-    request = urllib.request.Request(f"{url}/status", headers={"Accept": "application/json"})
+    try:
+        request = urllib.request.Request(f"{url}/status", headers={"Accept": "application/json"})
+    except ValueError as exc:  # not a URL at all
+        raise StatusUnavailable(f"--url {url}: {exc}") from None
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     # No proxy: the endpoint is local, and a proxy must never see the token.
