@@ -32,7 +32,7 @@ from collections.abc import Callable, Collection, Iterable
 
 from controller.cloud import Cloud, IngressRule, ProviderError, SecurityGroup
 from controller.config import ClusterSection, Config
-from controller.messages import ErrorKind, ProviderErrorSeen, SecurityGroupReady
+from controller.messages import ErrorKind, ProviderErrorSeen, Role, SecurityGroupReady
 from controller.runtime import Actor, Bus
 
 SSH_PORT = 22
@@ -318,6 +318,7 @@ class FirewallKeeper(Actor):
             + ", ingress from the master only",
             vpc_id=self.vpc_id,
             fleet=fleet,
+            role=Role.SLAVE if self.cluster is None else Role.NODE,
             dry_run=self.dry_run,
         )
         if self.dry_run:

@@ -15,8 +15,9 @@ logged and retried along a backoff; the watcher never ends the process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -27,6 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from controller.backoff import backoff_delay
 from controller.config import Config
+from controller.ec2cloud import seed_credentials
 from controller.interruption_events import EventError, EventKind, InstanceEvent, parse_event
 from controller.messages import InstanceId, InterruptionWarning
 from controller.runtime import Actor, Bus
@@ -70,13 +72,18 @@ def sqs_client_factory(config: Config) -> SqsClientFactory:
     )
     region = queue_region(config.scaling.interruption_queue) or config.slave.region
 
-    def create() -> AbstractAsyncContextManager[Any]:
-        return session.create_client(
+    @contextlib.asynccontextmanager
+    async def create() -> AsyncIterator[Any]:
+        # The seed's EC2_ACCESS_KEY/EC2_SECRET_KEY when the AWS chain has nothing, as for EC2.
+        fallback = await seed_credentials(session)
+        async with session.create_client(
             "sqs",
             region_name=region,
             endpoint_url=config.aws.endpoint_url or None,
             config=aio_config,
-        )
+            **fallback,
+        ) as client:
+            yield client
 
     return create
 

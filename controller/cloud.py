@@ -161,7 +161,14 @@ class Cloud(Protocol):
         ...
 
     async def create_security_group(
-        self, *, name: str, description: str, vpc_id: str, fleet: str, dry_run: bool = False
+        self,
+        *,
+        name: str,
+        description: str,
+        vpc_id: str,
+        fleet: str,
+        role: Role = Role.SLAVE,
+        dry_run: bool = False,
     ) -> tuple[str | None, ProviderError | None]: ...
 
     async def authorize_ingress(

@@ -58,6 +58,19 @@ DEPENDENCY_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0)
 DEPENDENCY_TIMEOUT = 120.0
 
 
+async def seed_credentials(session: Any) -> dict[str, str]:
+    """create_client() arguments for GBrowse's EC2_ACCESS_KEY/EC2_SECRET_KEY, used only when the
+    standard AWS chain of `session` (an aiobotocore session) finds nothing; {} otherwise. Every
+    AWS client the controller makes (EC2, and SQS for the interruption queue) takes them."""
+    if await session.get_credentials() is not None:
+        return {}
+    key = os.environ.get("EC2_ACCESS_KEY", "")
+    secret = os.environ.get("EC2_SECRET_KEY", "")
+    if key and secret:
+        return {"aws_access_key_id": key, "aws_secret_access_key": secret}
+    return {}
+
+
 class Ec2Cloud:
     """The Cloud port on EC2: `async with Ec2Cloud(...) as cloud`, or `await Ec2Cloud.create()`."""
 
@@ -94,12 +107,7 @@ class Ec2Cloud:
 
     async def open(self) -> None:
         session = get_session()
-        fallback: dict[str, str] = {}
-        if await session.get_credentials() is None:
-            key = os.environ.get("EC2_ACCESS_KEY", "")
-            secret = os.environ.get("EC2_SECRET_KEY", "")
-            if key and secret:
-                fallback = {"aws_access_key_id": key, "aws_secret_access_key": secret}
+        fallback = await seed_credentials(session)
         self._client = await self._stack.enter_async_context(
             session.create_client(
                 "ec2",
@@ -264,13 +272,21 @@ class Ec2Cloud:
         )
 
     async def create_security_group(
-        self, *, name: str, description: str, vpc_id: str, fleet: str, dry_run: bool = False
+        self,
+        *,
+        name: str,
+        description: str,
+        vpc_id: str,
+        fleet: str,
+        role: Role = Role.SLAVE,
+        dry_run: bool = False,
     ) -> tuple[str | None, ProviderError | None]:
+        """Create the group tagged controller:fleet=<fleet> and controller:role=<role>."""
         params: dict[str, Any] = {
             "GroupName": name,
             "Description": description,
             "TagSpecifications": [
-                {"ResourceType": "security-group", "Tags": fleet_tags(fleet, Role.SLAVE, name)}
+                {"ResourceType": "security-group", "Tags": fleet_tags(fleet, role, name)}
             ],
             "DryRun": dry_run,
         }

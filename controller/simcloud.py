@@ -474,7 +474,14 @@ class SimCloud:
         return replace(g.group, rules=frozenset(g.rules))
 
     async def create_security_group(
-        self, *, name: str, description: str, vpc_id: str, fleet: str, dry_run: bool = False
+        self,
+        *,
+        name: str,
+        description: str,
+        vpc_id: str,
+        fleet: str,
+        role: Role = Role.SLAVE,
+        dry_run: bool = False,
     ) -> tuple[str | None, ProviderError | None]:
         op = "CreateSecurityGroup"
         if dry_run:

@@ -22,7 +22,7 @@ from actors.firewall_keeper import (
     wanted_rules,
 )
 from controller.cloud import IngressRule
-from controller.config import Config, ControllerSection, SlaveSection
+from controller.config import ClusterSection, Config, ControllerSection, SlaveSection
 from controller.ec2cloud import Ec2Cloud
 from controller.messages import ErrorKind, ProviderErrorSeen, SecurityGroupReady
 from controller.runtime import Bus
@@ -150,6 +150,18 @@ async def test_creates_the_fleet_group_tagged_and_open_to_the_master_only(
     assert ingress(moto_ec2, made["GroupId"]) == master_only(8101, 8102)
     message = await next_of(ready, SecurityGroupReady)
     assert (message.group_id, message.created) == (made["GroupId"], True)
+
+
+async def test_cluster_nodes_group_is_tagged_role_node(moto_ec2: MotoEc2, cloud: Ec2Cloud) -> None:
+    """SPEC: every security group it creates carries controller:role=<slave|node>; a batch
+    cluster's group (controller-<fleet>-nodes) is the nodes', so role=node."""
+    cluster = ClusterSection(name="small", subnet=moto_ec2.subnet_id)
+    config = replace(make_config(moto_ec2), clusters=(cluster,))
+    await keeper(config, cloud, cluster=cluster).setup()
+
+    [made] = groups_named(moto_ec2, f"{NAME}-nodes")
+    tags = {t["Key"]: t["Value"] for t in made.get("Tags", [])}
+    assert (tags["controller:fleet"], tags["controller:role"]) == (FLEET, "node")
 
 
 async def test_ssh_key_opens_22_to_the_master_only(moto_ec2: MotoEc2, cloud: Ec2Cloud) -> None:

@@ -277,3 +277,22 @@ async def test_setup_refuses_an_empty_queue(moto_ec2: MotoEc2) -> None:
     )
     with pytest.raises(ValueError, match=r"\[scaling\] interruption_queue is empty"):
         await watcher.setup()
+
+
+async def test_seed_credentials_are_the_fallback_for_the_queue_too(
+    moto_ec2: MotoEc2, start_watcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only GBrowse's EC2_ACCESS_KEY/EC2_SECRET_KEY set: the SQS client uses them, as EC2's does
+    (SPEC: the AWS chain, plus those variables as a fallback)."""
+    queue_url = moto_ec2.sqs_client().create_queue(QueueName="interruptions")["QueueUrl"]
+    send(moto_ec2, queue_url, json.dumps(interruption_event("i-0seedkeys")))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("EC2_ACCESS_KEY", "AKIASEEDFALLBACK0001")
+    monkeypatch.setenv("EC2_SECRET_KEY", "seed-secret-value")
+    with structlog.testing.capture_logs() as logs:
+        running = await start_watcher(watcher_config(moto_ec2, queue_url), wait_seconds=1)
+        warning = await running.next_warning()
+        assert warning.instance_id == "i-0seedkeys"
+        assert await running.stop() == 0
+    assert not [e for e in logs if e["event"] == "interruption.queue_failed"]
