@@ -53,7 +53,7 @@ class _Conversion:
     sections: dict[str, list[str]] = field(default_factory=lambda: {"master": [], "slave": []})
     header_lines: dict[str, int] = field(default_factory=dict)  # legacy section -> its line
     origin: dict[str, tuple[int, str]] = field(default_factory=dict)  # TOML key -> (line, label)
-    rows: list[str] = field(default_factory=list)
+    rows: list[tuple[float, int, int, int, str]] = field(default_factory=list)  # +line, label
     preamble: list[str] = field(default_factory=list)  # not converted, outside known sections
     errors: list[str] = field(default_factory=list)
 
@@ -118,7 +118,7 @@ def convert_aws_balancer_conf(text: str, source: str) -> str:
     if conv.errors:
         raise ConfigError(conv.errors)
 
-    output = _render(conv)
+    output = _render(conv, _table_lines(conv))
     _check(conv, output)
     return output
 
@@ -135,8 +135,7 @@ def _convert_row(conv: _Conversion, number: int, line: str) -> None:
     except ValueError:
         conv.error(number, label, "expected a number of requests/sec and two whole numbers")
         return
-    conv.origin[f"load_table.rows[{len(conv.rows)}]"] = (number, label)
-    conv.rows.append(f"    {toml_value([rps, low, high])},")
+    conv.rows.append((rps, low, high, number, label))
 
 
 def _convert_master(conv: _Conversion, key: str, value: str, number: int) -> None:
@@ -192,7 +191,22 @@ def _fill_gbrowse_defaults(conv: _Conversion, slave: dict[str, str]) -> None:
             conv.emit("slave", key, default, line, label, "not in the file: GBrowse's default")
 
 
-def _render(conv: _Conversion) -> str:
+def _table_lines(conv: _Conversion) -> list[str]:
+    """The [load_table] rows, by increasing requests/sec: GBrowse kept the table in a hash and
+    sorted it, so a file with rows out of order was valid for it and is for us."""
+    rows = sorted(conv.rows, key=lambda row: row[0])  # stable: equal thresholds stay in order
+    lines = (
+        []
+        if rows == conv.rows
+        else ["    # sorted by requests/sec (the file lists them out of order)"]
+    )
+    for i, (rps, low, high, number, label) in enumerate(rows):
+        conv.origin[f"load_table.rows[{i}]"] = (number, label)
+        lines.append(f"    {toml_value([rps, low, high])},")
+    return lines
+
+
+def _render(conv: _Conversion, table: list[str]) -> str:
     lines = [
         f"# Converted by `controller import-conf` from {conv.source}.",
         "# Keys not written here take the defaults documented in config.toml;",
@@ -208,7 +222,7 @@ def _render(conv: _Conversion) -> str:
         "",
         "[load_table]                            # <requests/sec> <min instances> <max instances>",
         "rows = [",
-        *conv.rows,
+        *table,
         "]",
         "",
         "[slave]",

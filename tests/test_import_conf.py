@@ -103,9 +103,9 @@ def test_legacy_syntax_as_gbrowse_reads_it():
         ("[LOAD TABLE]\n0.1 zero 1\n" + MINIMAL_SLAVE, 2, "two whole numbers"),
         ("[LOAD TABLE]\n0.1 0 1\n0.5 0 2.5\n" + MINIMAL_SLAVE, 3, "two whole numbers"),
         (
-            "[LOAD TABLE]\n0.1 0 1\n\n# c\n1.0 1 3\n0.5 0 2\n" + MINIMAL_SLAVE,
+            "[LOAD TABLE]\n0.1 0 1\n\n# c\n0.5 1 3\n0.5 0 2\n" + MINIMAL_SLAVE,
             6,
-            'row "0.5 0 2": thresholds must increase (0.5 after 1.0)',
+            'row "0.5 0 2": thresholds must increase (0.5 after 0.5)',
         ),
         ("[LOAD TABLE]\n0.1 2 1\n" + MINIMAL_SLAVE, 2, "min instances (2) is above max"),
         (
@@ -140,6 +140,19 @@ def test_malformed_input_names_file_and_line(capsys, tmp_path, text, line, words
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"{path}:{line}: "), lines[0]
     assert words in lines[0]
+
+
+def test_rows_out_of_order_are_sorted_as_gbrowse_did():
+    """GBrowse kept [LOAD TABLE] in a hash and sorted it: a file listing rows out of order
+    was valid for it, so it converts, in order, saying so."""
+    toml, config = convert("[LOAD TABLE]\n1.0 1 3\n0.1 0 1\n0.5 0 2\n" + MINIMAL_SLAVE)
+    assert [(r.rps, r.min_instances, r.max_instances) for r in config.load_table.rows] == [
+        (0.1, 0, 1),
+        (0.5, 0, 2),
+        (1.0, 1, 3),
+    ]
+    assert "# sorted by requests/sec (the file lists them out of order)" in toml
+    assert "sorted by" not in convert("[LOAD TABLE]\n0.1 0 1\n0.5 0 2\n" + MINIMAL_SLAVE)[0]
 
 
 def test_missing_sections_are_reported():
