@@ -166,11 +166,6 @@ def build_cluster_actors(
     from controller.stats import Stats
 
     where = f"[cluster.{cluster.name}]"
-    if cluster.load_source != "sge":
-        raise StartupError(
-            f'{where} load_source = {cluster.load_source!r}: only "sge" drives a cluster in this '
-            "release"
-        )
     try:
         plugin = sge_plugin(cluster_plugins(config, cluster))
     except PluginError as exc:

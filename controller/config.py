@@ -143,7 +143,7 @@ class PluginSection:
 class ClusterSection:
     name: str
     extends: str = ""
-    load_source: str = "sge"  # sge | slurm
+    load_source: str = "sge"  # only Grid Engine in this release
     node_instance_types: tuple[str, ...] = ("m5.xlarge",)
     image_id: str = ""
     min_nodes: int = 0
@@ -184,7 +184,15 @@ KNOWN_PLUGIN_KINDS = ("profile", "motd", "stop-services", "sge", "commands")
 _ON_EXIT = ("teardown", "leave")
 _POLICIES = ("ours", "table", "gbrowse", "starcluster")
 _RETRY_MODES = ("standard", "adaptive", "legacy")
-_LOAD_SOURCES = ("sge", "slurm")
+_LOAD_SOURCES = ("sge",)
+
+
+def _load_source_problem(value: str) -> str | None:
+    if value in _LOAD_SOURCES:
+        return None
+    if value == "slurm":
+        return 'only "sge" drives a cluster in this release (Slurm is not supported yet)'
+    return f"must be one of {_alternatives(_LOAD_SOURCES)} (got {value!r})"
 
 _CREDENTIALS_REASON = (
     "credentials are never read from the config; they come from the AWS credential chain "
@@ -728,7 +736,7 @@ def _read_clusters(
 
 def _read_cluster_keys(t: _Table, volumes: set[str], plugins: set[str]) -> None:
     t.text("extends")
-    t.text("load_source", choices=_LOAD_SOURCES)
+    t.text("load_source", check=_load_source_problem)
     _read_instance_types(t, "node_instance_type")
     t.text("image_id", check=_prefixed_or_empty("ami-"))
     size = t.get("cluster_size")

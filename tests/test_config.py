@@ -242,6 +242,16 @@ BAD_CONFIGS = {
         "min_nodes (5) is above max_nodes (2)",
     ),
     "cluster ssh_port": ("[cluster.c]\nssh_port = 0\n", "cluster.c.ssh_port", "must be >= 1"),
+    "cluster on slurm": (
+        '[cluster.c]\nload_source = "slurm"\n',
+        "cluster.c.load_source",
+        'only "sge" drives a cluster in this release (Slurm is not supported yet)',
+    ),
+    "cluster on an unknown queue": (
+        '[cluster.c]\nload_source = "pbs"\n',
+        "cluster.c.load_source",
+        "must be one of 'sge' (got 'pbs')",
+    ),
     "volume with both ids": (
         '[volume.v]\nsnapshot_id = "snap-1"\nvolume_id = "vol-1"\nmount_path = "/v"\n',
         "volume.v",
