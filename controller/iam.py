@@ -23,25 +23,39 @@ from dataclasses import dataclass, field
 
 from controller.cloud import FLEET_TAG
 from controller.config import Config
+from controller.pool_profile import node_snapshots
 
 
 class Feature(enum.StrEnum):
     ALWAYS = "always"
-    OWN_SECURITY_GROUP = "own-security-group"  # [slave] security_group = ""
-    DATA_SNAPSHOTS = "data-snapshots"  # [slave] data_snapshots = [...]
+    # [slave] security_group = "", or any [cluster.X]: its nodes' group is always the controller's
+    OWN_SECURITY_GROUP = "own-security-group"
+    # [slave] data_snapshots = [...], or a cluster's [volume.X] snapshot_id
+    DATA_SNAPSHOTS = "data-snapshots"
     INTERRUPTION_QUEUE = "interruption-queue"  # [scaling] interruption_queue = "https://sqs..."
+    CLUSTER_NODES = "cluster-nodes"  # [cluster.X]: nodes launch from its image_id and subnet
 
 
 def features(config: Config) -> set[Feature]:
     """The features a config turns on."""
     on = {Feature.ALWAYS}
-    if not config.slave.security_group.strip():
+    if not config.slave.security_group.strip() or config.clusters:
         on.add(Feature.OWN_SECURITY_GROUP)
-    if config.slave.data_snapshots:
+    if _snapshots(config):
         on.add(Feature.DATA_SNAPSHOTS)
     if config.scaling.interruption_queue:
         on.add(Feature.INTERRUPTION_QUEUE)
+    if config.clusters:
+        on.add(Feature.CLUSTER_NODES)
     return on
+
+
+def _snapshots(config: Config) -> list[str]:
+    """Every snapshot a launch may create a volume from: the slaves' and each cluster's nodes'."""
+    found = list(config.slave.data_snapshots)
+    for cluster in config.clusters:
+        found += [s for s in node_snapshots(config, cluster) if s not in found]
+    return found
 
 
 # API operations authorised under another IAM action (the batch forms of SQS calls).
@@ -105,6 +119,19 @@ def _launch_from(config: Config) -> list[str]:
     if slave.ssh_key:
         resources.append(_arn(config, f"key-pair/{key}"))
     return resources
+
+
+def _launch_nodes_from(config: Config) -> list[str]:
+    """What a cluster's node launch uses: each cluster's image and subnet (its group below)."""
+    resources: list[str] = []
+    for cluster in config.clusters:
+        for resource in (
+            _arn(config, f"image/{cluster.image_id or '*'}", account=""),
+            _arn(config, f"subnet/{cluster.subnet or '*'}"),
+        ):
+            if resource not in resources:
+                resources.append(resource)
+    return [*resources, _arn(config, "network-interface/*")]
 
 
 def _fleet_request_tag(config: Config) -> dict:
@@ -188,12 +215,24 @@ RULES: tuple[Rule, ...] = (
         _fleet_resource_tag,
     ),
     Rule(
+        "LaunchClusterNodesFromConfiguredImageAndNetwork",
+        Feature.CLUSTER_NODES,
+        ("ec2:RunInstances",),
+        _launch_nodes_from,
+    ),
+    Rule(
+        "LaunchClusterNodesIntoThisFleetsSecurityGroup",  # controller-<fleet>-nodes, made at start
+        Feature.CLUSTER_NODES,
+        ("ec2:RunInstances",),
+        lambda config: [_arn(config, "security-group/*")],
+        _fleet_resource_tag,
+    ),
+    Rule(
         "LaunchWithDataSnapshots",
         Feature.DATA_SNAPSHOTS,
         ("ec2:RunInstances",),
         lambda config: [
-            _arn(config, f"snapshot/{snapshot}", account="")
-            for snapshot in config.slave.data_snapshots
+            _arn(config, f"snapshot/{snapshot}", account="") for snapshot in _snapshots(config)
         ],
     ),
     Rule(

@@ -21,7 +21,14 @@ import botocore.session
 import pytest
 from botocore import xform_name
 
-from controller.config import Config, ControllerSection, ScalingSection, SlaveSection
+from controller.config import (
+    ClusterSection,
+    Config,
+    ControllerSection,
+    ScalingSection,
+    SlaveSection,
+    VolumeSection,
+)
 from controller.iam import (
     IAM_ACTION_OF_OPERATION,
     IMPLIED_ACTIONS,
@@ -53,6 +60,24 @@ MINIMAL = replace(
     FULL,
     slave=replace(FULL.slave, security_group="sg-0123", data_snapshots=()),
     scaling=ScalingSection(interruption_queue=""),
+)
+
+# a cluster config: the render farm's own group is given, but the nodes' group is always made
+CLUSTER = replace(
+    MINIMAL,
+    clusters=(
+        ClusterSection(
+            name="small",
+            image_id="ami-0node",
+            subnet="subnet-0nodes",
+            volumes=("data", "build"),
+        ),
+        ClusterSection(name="big", extends="small", image_id="ami-0big", volumes=("data",)),
+    ),
+    volumes=(
+        VolumeSection(name="data", snapshot_id="snap-0data", mount_path="/segway-data"),
+        VolumeSection(name="build", volume_id="vol-0shared", mount_path="/segway-build"),
+    ),
 )
 
 
@@ -119,6 +144,30 @@ def test_own_security_group_feature():
     assert manage["Condition"] == {"StringEquals": {"aws:ResourceTag/controller:fleet": "gbrowse"}}
 
 
+def test_clusters_launch_from_their_images_subnets_snapshots_and_own_group():
+    """`run --cluster NAME` must work under the printed policy: each cluster's image and
+    subnet, its nodes' snapshot volumes (not the shared volume_id, which goes over NFS), and
+    the nodes' security group the controller creates even when [slave] names one."""
+    s = statements(CLUSTER)
+    nodes = s["LaunchClusterNodesFromConfiguredImageAndNetwork"]["Resource"]
+    assert nodes == [
+        "arn:aws:ec2:us-east-1::image/ami-0node",
+        "arn:aws:ec2:us-east-1:*:subnet/subnet-0nodes",
+        "arn:aws:ec2:us-east-1::image/ami-0big",
+        "arn:aws:ec2:us-east-1:*:subnet/*",
+        "arn:aws:ec2:us-east-1:*:network-interface/*",
+    ]
+    group = s["LaunchClusterNodesIntoThisFleetsSecurityGroup"]
+    assert group["Resource"] == ["arn:aws:ec2:us-east-1:*:security-group/*"]
+    assert group["Condition"] == {"StringEquals": {"aws:ResourceTag/controller:fleet": "gbrowse"}}
+    assert s["LaunchWithDataSnapshots"]["Resource"] == [
+        "arn:aws:ec2:us-east-1::snapshot/snap-0data"
+    ]
+    assert {"ec2:CreateSecurityGroup", "ec2:DeleteSecurityGroup"} <= granted_actions(CLUSTER)
+    assert "ManageOnlyThisFleetsSecurityGroup" in s
+    assert "LaunchClusterNodesFromConfiguredImageAndNetwork" not in statements(MINIMAL)
+
+
 def test_snapshots_only_with_data_snapshots():
     assert statements(FULL)["LaunchWithDataSnapshots"]["Resource"] == [
         "arn:aws:ec2:us-east-1::snapshot/snap-1",
@@ -176,7 +225,7 @@ def test_queue_arn_from_url(url, arn):
 def test_policy_documents_are_accepted_by_an_iam_server(moto_server: MotoServer):
     """moto's IAM validates policy grammar (Version, Effect, Action, ARNs, Condition)."""
     iam = boto3.client("iam", region_name="us-east-1", endpoint_url=moto_server.endpoint_url)
-    for n, config in enumerate((FULL, MINIMAL)):
+    for n, config in enumerate((FULL, MINIMAL, CLUSTER)):
         document = json.dumps(iam_policy(config))
         created = iam.create_policy(PolicyName=f"controller-{n}", PolicyDocument=document)
         assert created["Policy"]["Arn"].endswith(f"controller-{n}")
