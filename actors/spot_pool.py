@@ -20,11 +20,13 @@ is tried; a price above the bid waits, as GBrowse's balancer does; a failed desc
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from controller.cloud import (
     SPOT_INTERRUPTION_REASON,
@@ -47,6 +49,7 @@ from controller.messages import (
     InterruptionWarning,
     LostReason,
     ProviderErrorSeen,
+    RenderfarmWritten,
     SecurityGroupReady,
     SensorLost,
     SlaveView,
@@ -61,6 +64,9 @@ PRICE_REFRESH_SECONDS = 600.0
 # each of these delays (the last repeats), so a single-type fleet is not starved for the whole
 # capacity_cooldown.
 STARVED_BACKOFF = (30.0, 60.0, 120.0, 240.0)
+# A drained slave whose leaving renderfarm.conf is never confirmed (the writer failing to write
+# or reload) is terminated this long after its drain delay anyway: never a leak.
+UNLIST_GRACE = 15.0
 ALIVE_STATES = frozenset({InstanceState.PENDING, InstanceState.RUNNING})
 
 
@@ -80,6 +86,9 @@ class Tracked:
     ready_by: float
     interrupted: bool = False
     drain_until: float | None = None
+    # a drained slave's drain delay, waiting for renderfarm.conf to stop listing it (then it
+    # runs from there); None once it does, or for what needs no wait
+    unlist_delay: float | None = None
     down_reason: LostReason | None = None  # why we drain/terminate it, for its InstanceDown
     announced: bool = False  # InstanceUp published
     hostname: str = ""  # a node's Grid Engine name, from NodeReady
@@ -121,6 +130,7 @@ class SpotPool(Actor):
         self.pending_requests = 0
         self.last_error: ProviderError | None = None
         self.urgent = False
+        self._terminate_tried_at = -math.inf  # the last _terminate_due: what was due then is tried
         bus.subscribe(
             self.inbox,
             *self.profile.sample_types,
@@ -129,6 +139,7 @@ class SpotPool(Actor):
             self.profile.lost_type,
             SecurityGroupReady,
             InterruptionWarning,
+            *((RenderfarmWritten,) if self.profile.drain_after_unlisting else ()),
         )
 
     def reconfigure(self, config: Config) -> None:
@@ -187,8 +198,8 @@ class SpotPool(Actor):
         interval = self.config.master.poll_interval
         next_cycle = self.now()
         while not self.stopping.is_set():
-            timeout = max(0.0, next_cycle - self.now())
-            msg = await self.inbox.get(timeout=timeout)
+            wake = min(next_cycle, self._next_drain_due())
+            msg = await self.inbox.get(timeout=max(0.0, wake - self.now()))
             # Fold in everything already waiting, so that the cycle decides on the newest view
             # (and a burst of SlaveLost costs one reconcile, not one each).
             while msg is not None:
@@ -200,6 +211,9 @@ class SpotPool(Actor):
                 self.urgent = False
                 await self.reconcile()
                 next_cycle = self.now() + interval
+            elif self._next_drain_due() <= self.now():
+                await self._terminate_due()
+                self._publish_fleet()
 
     async def stop(self) -> None:
         """Terminate the fleet with on_exit = teardown; leave it for adoption otherwise."""
@@ -258,6 +272,8 @@ class SpotPool(Actor):
                 self.sample = None
             case SecurityGroupReady(group_id=group_id):
                 self.group_id = group_id
+            case RenderfarmWritten(addresses=urls):
+                self._unlisted(urls)
             case InterruptionWarning(instance_id=iid, kind=kind):
                 t = self.tracked.get(iid)
                 if t is not None and t.phase in (Phase.BOOTING, Phase.READY):
@@ -403,11 +419,16 @@ class SpotPool(Actor):
         terminate it after `delay` (default: the profile's drain)."""
         if t.phase in (Phase.DRAINING, Phase.TERMINATING, Phase.GONE):
             return
+        in_service = delay is None and t.phase is Phase.READY
         if delay is None:
             # Never in service: nothing to drain. In service: let work in flight finish.
-            delay = self.profile.drain_seconds() if t.phase is Phase.READY else 0.0
+            delay = self.profile.drain_seconds() if in_service else 0.0
         self._move(t, Phase.DRAINING)
         t.drain_until = self.now() + delay
+        if in_service and self.profile.drain_after_unlisting:
+            # the delay runs once GBrowse stops sending it renders (see _unlisted)
+            t.unlist_delay = delay
+            t.drain_until += UNLIST_GRACE
         t.down_reason = reason
         self.bus.publish(
             self.profile.drain_type(
@@ -418,8 +439,33 @@ class SpotPool(Actor):
             f"{self.role}.draining", instance_id=t.instance_id, reason=str(reason), delay=delay
         )
 
+    def _unlisted(self, urls: tuple[str, ...]) -> None:
+        """renderfarm.conf was rewritten (and Apache reloaded): the drain delay of each drained
+        slave it no longer lists runs from now."""
+        listed = {urlsplit(url).hostname for url in urls}
+        for t in self.tracked.values():
+            if t.unlist_delay is None or t.address in listed or t.drain_until is None:
+                continue
+            t.drain_until = min(t.drain_until, self.now() + t.unlist_delay)
+            t.unlist_delay = None
+            self.log.info(f"{self.role}.unlisted", instance_id=t.instance_id, until=t.drain_until)
+
+    def _next_drain_due(self) -> float:
+        """When the next drained instance is due to go (inf when none is). One whose termination
+        was tried and failed (or is a dry run) is retried with the next cycle, not before."""
+        return min(
+            (
+                t.drain_until
+                for t in self.tracked.values()
+                if t.phase is Phase.DRAINING
+                and t.drain_until is not None
+                and t.drain_until > self._terminate_tried_at
+            ),
+            default=math.inf,
+        )
+
     async def _terminate_due(self) -> None:
-        now = self.now()
+        now = self._terminate_tried_at = self.now()
         due = [
             t
             for t in self.tracked.values()

@@ -194,6 +194,7 @@ def _load_source_problem(value: str) -> str | None:
         return 'only "sge" drives a cluster in this release (Slurm is not supported yet)'
     return f"must be one of {_alternatives(_LOAD_SOURCES)} (got {value!r})"
 
+
 _CREDENTIALS_REASON = (
     "credentials are never read from the config; they come from the AWS credential chain "
     "(environment, shared profile, SSO, instance role) or the EC2_ACCESS_KEY/EC2_SECRET_KEY "

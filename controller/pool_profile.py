@@ -81,6 +81,8 @@ class SlaveProfile:
     drain_type: type = DrainSlave
     sensor_source: str | None = None  # every SensorLost holds the farm
     down_before_teardown = False
+    # a drained slave's drain_seconds run from the RenderfarmWritten that no longer lists it
+    drain_after_unlisting = True
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -156,6 +158,7 @@ class NodeProfile:
     drain_type: type = InstanceDown  # ClusterNodeSetup takes it out of Grid Engine
     sensor_source: str | None = "sge"
     down_before_teardown = True  # deregister from Grid Engine while the nodes still exist
+    drain_after_unlisting = False  # a node's drain runs from the drain itself
 
     def __init__(
         self,

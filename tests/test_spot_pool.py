@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from actors.spot_pool import SpotPool
+from actors.spot_pool import UNLIST_GRACE, SpotPool
 from controller.cloud import SPOT_INTERRUPTION_REASON, LaunchSpec
 from controller.config import (
     Config,
@@ -40,6 +40,7 @@ from controller.messages import (
     LoadSample,
     LostReason,
     ProviderErrorSeen,
+    RenderfarmWritten,
     Role,
     SecurityGroupReady,
     SensorLost,
@@ -426,18 +427,67 @@ async def test_scale_in_drains_first_and_terminates_after_the_drain_period() -> 
         reasons = [d.reason for d in await farm.decisions() if d.at >= 50]
         assert all("holding surplus" in r for r in reasons), reasons
 
-        await until(115)
+        await until(111)
         assert await farm.drains() == [(110, slave.instance_id, LostReason.SCALE_IN)]
         assert [d.remove for d in await farm.decisions() if d.at == 110] == [(slave.instance_id,)]
-        await until(135)
+        await until(112)
+        # RenderfarmWriter rewrote renderfarm.conf without it and Apache reloaded: the
+        # drain runs from here, so GBrowse has stopped sending it renders for drain_seconds
+        farm.bus.publish(RenderfarmWritten(at=112, addresses=(), reloaded=True))
+        await until(141)
         assert slave.ended_at is None  # still rendering what it had
-        await until(145)
-        assert slave.ended_at == 140  # 110 + drain_seconds
+        await until(143)
+        assert slave.ended_at == 142  # 112 + drain_seconds
         assert await farm.downs() == []  # EC2 confirms at the next describe
         await until(155)
         assert await farm.downs() == [(150, slave.instance_id, LostReason.SCALE_IN)]
         assert len(farm.launched()) == 1
         assert (await farm.seen(FleetObserved))[-1].slaves == ()
+
+
+@looptime
+async def test_a_drained_slave_waits_for_renderfarm_conf_to_drop_it() -> None:
+    """With drain_seconds = 0 it goes as soon as renderfarm.conf no longer lists it, never
+    before; a rewrite that still lists it does not count."""
+    farm = Farm(config(scaling={"drain_seconds": 0.0}))
+    farm.group_ready()
+    farm.load(1.0)
+    async with running(farm.pool):
+        await until(15)
+        slave = one(farm.launched())
+        farm.ready(slave)
+        await until(45)
+        farm.load(0.0)
+        await until(115)
+        assert await farm.drains() == [(110, slave.instance_id, LostReason.SCALE_IN)]
+        url = f"http://{slave.private_ip}:8101"
+        farm.bus.publish(RenderfarmWritten(at=115, addresses=(url,), reloaded=True))
+        await until(118)
+        assert slave.ended_at is None
+        farm.bus.publish(RenderfarmWritten(at=118, addresses=(), reloaded=True))
+        await until(119)
+        assert slave.ended_at == 118
+
+
+@looptime
+async def test_a_drain_never_confirmed_still_ends_after_a_grace() -> None:
+    """No RenderfarmWritten (the writer cannot write or reload): terminated UNLIST_GRACE
+    after the drain delay anyway, never left running."""
+    farm = Farm(config())
+    farm.group_ready()
+    farm.load(1.0)
+    async with running(farm.pool):
+        await until(15)
+        slave = one(farm.launched())
+        farm.ready(slave)
+        await until(45)
+        farm.load(0.0)
+        await until(115)
+        assert await farm.drains() == [(110, slave.instance_id, LostReason.SCALE_IN)]
+        await until(110 + 30 + UNLIST_GRACE - 1)
+        assert slave.ended_at is None
+        await until(110 + 30 + UNLIST_GRACE + 1)
+        assert slave.ended_at == 110 + 30 + UNLIST_GRACE
 
 
 # ---- (7) a lost slave ----------------------------------------------------------------------
@@ -490,9 +540,12 @@ async def test_an_interruption_warning_drains_at_once_and_launches_the_replaceme
         replacement = farm.launched()[-1]
         assert replacement.launched_at == 25
         assert warned.ended_at is None  # renders in flight may still finish
+        farm.bus.publish(RenderfarmWritten(at=26, addresses=(), reloaded=True))
 
-        await until(56)
-        assert warned.ended_at == 55  # drain_seconds after the warning, before the reclaim
+        await until(57)
+        assert (
+            warned.ended_at == 56
+        )  # drain_seconds after it left renderfarm.conf, before the reclaim
         await until(66)
         assert await farm.downs() == [(65, iid, LostReason.INTERRUPTION_WARNING)]
         assert len(farm.launched()) == 2
