@@ -1,6 +1,6 @@
 """StarCluster 0.95's `loadbalance` for Grid Engine, as a pure policy on our QueueInput.
 
-A baseline for cluster mode: `bench/queue.py` replays it against `controller.queue_policy` on
+A baseline for cluster mode: `bench/cluster.py` replays it against `controller.queue_policy` on
 real batch traces. Pure like the policies it is compared with: no I/O, no clock reads.
 """
 

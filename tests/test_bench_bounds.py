@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
 from controller.simulate import Trace
+from tests.bench_scripts import load_bench
 
-_spec = importlib.util.spec_from_file_location(
-    "bench_policy", Path(__file__).resolve().parents[1] / "bench" / "policy.py"
-)
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = load_bench("policy")
 
 
 def poisson_tail(mean: float, x: int) -> float:

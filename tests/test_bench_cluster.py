@@ -1,23 +1,17 @@
-"""The cluster model of bench/queue.py on job lists small enough to work by hand."""
+"""The cluster model of bench/cluster.py on job lists small enough to work by hand."""
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
-from pathlib import Path
 
 import pytest
 
 from controller.policy import PolicyDecision
 from controller.queue_policy import QueueInput, QueuePolicy
 from controller.starcluster_queue import StarClusterQueuePolicy
+from tests.bench_scripts import load_bench
 
-_path = Path(__file__).resolve().parents[1] / "bench" / "queue.py"
-_spec = importlib.util.spec_from_file_location("bench_queue", _path)
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["bench_queue"] = bench  # dataclasses look their module up there
-_spec.loader.exec_module(bench)
+bench = load_bench("cluster")
 
 Job = bench.Job
 

@@ -1,6 +1,6 @@
 """Cluster-mode benchmark: ours against StarCluster's loadbalance on real batch traces.
 
-    .venv/bin/python bench/queue.py [--traces DIR] [--slots N] [--boot 90] [--seed 1]
+    .venv/bin/python bench/cluster.py [--traces DIR] [--slots N] [--boot 90] [--seed 1]
                                     [--poll 30] [--idle 300] [--price 0.035] [--max-scale 1]
 
 Each batch trace (Parallel Workloads Archive, first 21 days) is replayed in virtual time through
@@ -62,16 +62,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# Run as a script, this folder heads sys.path and this file would shadow the standard library's
-# `queue` (asyncio imports it): put the project root there instead.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.messages import QueueSample  # noqa: E402
-from controller.policy import PolicyDecision  # noqa: E402
-from controller.queue_policy import Node, QueueInput, QueuePolicy  # noqa: E402
-from controller.starcluster_queue import StarClusterQueuePolicy  # noqa: E402
+from controller.messages import QueueSample
+from controller.policy import PolicyDecision
+from controller.queue_policy import Node, QueueInput, QueuePolicy
+from controller.starcluster_queue import StarClusterQueuePolicy
 
 TRACES = (  # file, processors of the machine it came from, default slots per node
     ("kth_sp2_1996_first21d.csv", 100, 4),
