@@ -445,21 +445,28 @@ async def test_scale_in_drains_first_and_terminates_after_the_drain_period() -> 
         assert (await farm.seen(FleetObserved))[-1].slaves == ()
 
 
+async def scaled_in_at_110(farm: Farm) -> SimInstance:
+    """One slave, ready at 15; the load goes at 45; after the 60 s dwell it is drained at 110
+    (the set-up of the scale-in test above). Returns it at 115."""
+    farm.group_ready()
+    farm.load(1.0)
+    await until(15)
+    slave = one(farm.launched())
+    farm.ready(slave)
+    await until(45)
+    farm.load(0.0)
+    await until(115)
+    assert await farm.drains() == [(110, slave.instance_id, LostReason.SCALE_IN)]
+    return slave
+
+
 @looptime
 async def test_a_drained_slave_waits_for_renderfarm_conf_to_drop_it() -> None:
     """With drain_seconds = 0 it goes as soon as renderfarm.conf no longer lists it, never
     before; a rewrite that still lists it does not count."""
     farm = Farm(config(scaling={"drain_seconds": 0.0}))
-    farm.group_ready()
-    farm.load(1.0)
     async with running(farm.pool):
-        await until(15)
-        slave = one(farm.launched())
-        farm.ready(slave)
-        await until(45)
-        farm.load(0.0)
-        await until(115)
-        assert await farm.drains() == [(110, slave.instance_id, LostReason.SCALE_IN)]
+        slave = await scaled_in_at_110(farm)
         url = f"http://{slave.private_ip}:8101"
         farm.bus.publish(RenderfarmWritten(at=115, addresses=(url,), reloaded=True))
         await until(118)
@@ -474,16 +481,8 @@ async def test_a_drain_never_confirmed_still_ends_after_a_grace() -> None:
     """No RenderfarmWritten (the writer cannot write or reload): terminated UNLIST_GRACE
     after the drain delay anyway, never left running."""
     farm = Farm(config())
-    farm.group_ready()
-    farm.load(1.0)
     async with running(farm.pool):
-        await until(15)
-        slave = one(farm.launched())
-        farm.ready(slave)
-        await until(45)
-        farm.load(0.0)
-        await until(115)
-        assert await farm.drains() == [(110, slave.instance_id, LostReason.SCALE_IN)]
+        slave = await scaled_in_at_110(farm)
         await until(110 + 30 + UNLIST_GRACE - 1)
         assert slave.ended_at is None
         await until(110 + 30 + UNLIST_GRACE + 1)
