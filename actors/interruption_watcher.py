@@ -62,7 +62,10 @@ def queue_region(queue_url: str) -> str:
 
 
 def sqs_client_factory(config: Config) -> SqsClientFactory:
-    """Aiobotocore SQS clients for the queue's region, at `[aws] endpoint_url` when set."""
+    """Aiobotocore SQS clients for the queue's region, at `[aws] sqs_endpoint_url` when set.
+
+    Never at `[aws] endpoint_url`: that one is EC2's (often a VPC endpoint for EC2), which serves
+    no SQS."""
     session = aiobotocore.session.get_session()
     aio_config = AioConfig(
         retries={"mode": config.aws.retry_mode, "total_max_attempts": config.aws.max_attempts},
@@ -79,7 +82,7 @@ def sqs_client_factory(config: Config) -> SqsClientFactory:
         async with session.create_client(
             "sqs",
             region_name=region,
-            endpoint_url=config.aws.endpoint_url or None,
+            endpoint_url=config.aws.sqs_endpoint_url or None,
             config=aio_config,
             **fallback,
         ) as client:

@@ -63,18 +63,22 @@ async def open_cloud(config: Config, *, dry_run: bool) -> Cloud:
 async def master_address(
     config: Config, cloud: Cloud, *, dry_run: bool, subnet: str | None = None
 ) -> str:
-    """The head's address the instances' group admits (`subnet`: where they launch)."""
+    """The head's address the instances' group admits (`subnet`: where they launch, "" = the
+    default VPC), logged once with where it came from and why."""
     from controller.master_address import MasterAddressError, discover_master_ip
 
     subnet = config.slave.subnet if subnet is None else subnet
     try:
-        vpc = await cloud.subnet_vpc(subnet) if subnet else None
-        return await discover_master_ip(config, slave_vpc_id=vpc or "")
+        found = await discover_master_ip(config, slave_vpc=lambda: cloud.subnet_vpc(subnet))
     except MasterAddressError as exc:
         if not dry_run:
             raise StartupError(str(exc)) from exc
         log.warning("master.address_unknown", reason=str(exc), using="127.0.0.1 (dry run only)")
         return "127.0.0.1"
+    log.info("master.address", address=found.ip, source=found.source, reason=found.reason)
+    if found.warning:
+        log.warning("master.vpcs_differ", problem=found.warning, subnet=subnet or "(default)")
+    return found.ip
 
 
 def build_actors(

@@ -92,7 +92,8 @@ class SlaveSection:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AwsSection:
-    endpoint_url: str = ""  # "" = AWS
+    endpoint_url: str = ""  # "" = AWS; EC2 only (a VPC endpoint for EC2 serves no SQS)
+    sqs_endpoint_url: str = ""  # "" = the interruption queue's region's SQS endpoint
     retry_mode: str = "adaptive"  # botocore retry mode: standard | adaptive | legacy
     max_attempts: int = 10  # botocore total_max_attempts
     call_timeout: float = 30.0  # seconds for one EC2 call (connect + read)
@@ -553,6 +554,7 @@ def _read_slave(t: _Table) -> SlaveSection:
 
 def _read_aws(t: _Table) -> AwsSection:
     t.text("endpoint_url", check=_http_url_or_empty)
+    t.text("sqs_endpoint_url", check=_http_url_or_empty)
     t.text("retry_mode", choices=_RETRY_MODES)
     t.integer("max_attempts", least=1)
     t.number("call_timeout", above=0)

@@ -1,7 +1,7 @@
 """SIGHUP: re-read the config without touching the fleet.
 
 A new config is taken only when it is valid and changes nothing that names or locates what the
-running controller owns (the fleet tag, the region, the endpoint, the renderfarm.conf path, the
+running controller owns (the fleet tag, the region, the EC2 and SQS endpoints, renderfarm.conf, the
 slave ports its group and probes are built on, the stats address it listens on). Anything else
 (the load table, intervals, timeouts, the policy, the bid, instance types) applies from the next
 cycle. A rejected reload leaves the old config in force and says why, one line per key.
@@ -25,6 +25,7 @@ RESTART_ONLY: tuple[tuple[str, str], ...] = (
     ("slave", "security_group"),
     ("slave", "subnet"),
     ("aws", "endpoint_url"),
+    ("aws", "sqs_endpoint_url"),
     ("master", "renderfarm_conf"),
     ("master", "external_ip"),
     ("stats", "listen"),

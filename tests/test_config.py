@@ -174,6 +174,16 @@ BAD_CONFIGS = {
         "master.reload_command",
         "cannot split into words",
     ),
+    "sqs_endpoint_url misspelt": (
+        '[aws]\nsqs_endpoint = "https://sqs.eu-west-1.amazonaws.com"\n',
+        "aws.sqs_endpoint",
+        "unknown key (did you mean 'sqs_endpoint_url'?)",
+    ),
+    "sqs_endpoint_url without a scheme": (
+        '[aws]\nsqs_endpoint_url = "sqs.eu-west-1.amazonaws.com"\n',
+        "aws.sqs_endpoint_url",
+        "expected an http:// or https:// URL",
+    ),
     "server_status_url not http": (
         '[master]\nserver_status_url = "localhost/server-status"\n',
         "master.server_status_url",
@@ -365,6 +375,7 @@ def test_repo_config_validates_and_round_trips(capsys):
     assert config.stats.listen == "127.0.0.1:8990"
     assert config.master.renderfarm_conf == "/etc/gbrowse2/renderfarm.conf"
     assert config.aws.endpoint_url == ""
+    assert config.aws.sqs_endpoint_url == ""
     assert config.slave.instance_types == ("m5.large",)
     assert [c.name for c in config.clusters] == ["smallcluster"]
     assert [v.name for v in config.volumes] == ["segway-data"]
@@ -435,7 +446,11 @@ def test_render_round_trips_a_full_config_and_hides_the_token():
             "data_snapshots": ["snap-1", "snap-2"],
             "user_data": 'echo "héllo"\\\n\tdone\x01',
         },
-        "aws": {"endpoint_url": "http://127.0.0.1:5000", "retry_mode": "standard"},
+        "aws": {
+            "endpoint_url": "http://127.0.0.1:5000",
+            "sqs_endpoint_url": "https://sqs.eu-west-1.amazonaws.com",
+            "retry_mode": "standard",
+        },
         "stats": {"listen": "[::1]:9000"},
         "volume": {"seg.data": {"snapshot_id": "snap-9", "mount_path": "/seg"}},
         "plugin": {
@@ -450,3 +465,19 @@ def test_render_round_trips_a_full_config_and_hides_the_token():
     text = render_toml(secret)
     assert "s3cr3t-bearer" not in text
     assert 'token = "***"' in text
+
+
+def test_sqs_endpoint_is_its_own_key_and_changing_it_needs_a_restart(write):
+    """EC2's endpoint (often a VPC endpoint for EC2) serves no SQS: the queue has its own key."""
+    from controller.reload import reload_problems
+
+    path = write(
+        '[aws]\nendpoint_url = "https://vpce-1a2b-ec2.us-east-1.vpce.amazonaws.com"\n'
+        'sqs_endpoint_url = "https://vpce-3c4d-sqs.us-east-1.vpce.amazonaws.com"\n'
+    )
+    config = load_config(str(path))
+    assert config.aws.endpoint_url == "https://vpce-1a2b-ec2.us-east-1.vpce.amazonaws.com"
+    assert config.aws.sqs_endpoint_url == "https://vpce-3c4d-sqs.us-east-1.vpce.amazonaws.com"
+    path.write_text(path.read_text().replace("vpce-3c4d", "vpce-5e6f"))
+    (problem,) = reload_problems(config, load_config(str(path)))
+    assert "aws.sqs_endpoint_url" in problem and "restart" in problem

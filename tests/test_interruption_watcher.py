@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 import structlog.testing
+from aiohttp import web
 
 from actors.interruption_watcher import (
     InterruptionWatcher,
@@ -149,7 +150,7 @@ def watcher_config(moto: MotoEc2, queue_url: str) -> Config:
     return Config(
         scaling=ScalingSection(interruption_queue=queue_url),
         slave=SlaveSection(region=moto.region),
-        aws=AwsSection(endpoint_url=moto.endpoint_url, max_attempts=1, call_timeout=5.0),
+        aws=AwsSection(sqs_endpoint_url=moto.endpoint_url, max_attempts=1, call_timeout=5.0),
     )
 
 
@@ -296,3 +297,76 @@ async def test_seed_credentials_are_the_fallback_for_the_queue_too(
         assert warning.instance_id == "i-0seedkeys"
         assert await running.stop() == 0
     assert not [e for e in logs if e["event"] == "interruption.queue_failed"]
+
+
+# ---- which endpoint the queue is read at ---------------------------------------------------------
+
+
+@dataclass
+class Ec2Endpoint:
+    """A loopback stand-in for `[aws] endpoint_url` set to a VPC endpoint for EC2: it serves no
+    SQS, so it answers every request 500, and records it."""
+
+    url: str = ""
+    requests: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+async def ec2_endpoint() -> AsyncIterator[Ec2Endpoint]:
+    endpoint = Ec2Endpoint()
+
+    async def refuse(request: web.Request) -> web.Response:
+        endpoint.requests.append(f"{request.method} {request.path_qs}")
+        return web.Response(status=500, text="an EC2 endpoint serves no SQS")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    endpoint.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        yield endpoint
+    finally:
+        await runner.cleanup()
+
+
+async def test_queue_is_read_at_sqs_endpoint_url_never_at_the_ec2_endpoint(
+    moto_ec2: MotoEc2, ec2_endpoint: Ec2Endpoint, start_watcher
+) -> None:
+    queue_url = moto_ec2.sqs_client().create_queue(QueueName="interruptions")["QueueUrl"]
+    send(moto_ec2, queue_url, json.dumps(interruption_event("i-0viasqsendpoint")))
+    config = Config(
+        scaling=ScalingSection(interruption_queue=queue_url),
+        slave=SlaveSection(region=moto_ec2.region),
+        aws=AwsSection(
+            endpoint_url=ec2_endpoint.url,
+            sqs_endpoint_url=moto_ec2.endpoint_url,
+            max_attempts=1,
+            call_timeout=5.0,
+        ),
+    )
+    with structlog.testing.capture_logs() as logs:
+        running = await start_watcher(config, wait_seconds=1, backoff=(0.05,))
+        warning = await running.next_warning()
+        assert warning.instance_id == "i-0viasqsendpoint"
+        assert await running.stop() == 0
+    assert queue_depth(moto_ec2, queue_url) == 0  # read and deleted at the SQS endpoint
+    assert ec2_endpoint.requests == []
+    assert not [e for e in logs if e["event"] == "interruption.queue_failed"]
+
+
+async def test_without_sqs_endpoint_url_the_queue_regions_sqs_is_used_not_endpoint_url(
+    ec2_endpoint: Ec2Endpoint,
+) -> None:
+    """No request is sent: the client is only opened to see where it would go."""
+    config = Config(
+        scaling=ScalingSection(
+            interruption_queue="https://sqs.eu-west-1.amazonaws.com/123456789012/interruptions"
+        ),
+        aws=AwsSection(endpoint_url=ec2_endpoint.url),
+    )
+    async with sqs_client_factory(config)() as sqs:
+        assert sqs.meta.region_name == "eu-west-1"
+        assert sqs.meta.endpoint_url == "https://sqs.eu-west-1.amazonaws.com"
+    assert ec2_endpoint.requests == []

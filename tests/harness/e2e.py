@@ -88,6 +88,7 @@ subnet = "{moto_ec2.subnet_id}"
 
 [aws]
 endpoint_url = "{moto_ec2.endpoint_url}"
+sqs_endpoint_url = "{moto_ec2.endpoint_url}"
 max_attempts = 2
 call_timeout = 10
 
