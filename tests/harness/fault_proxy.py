@@ -1,8 +1,11 @@
 """An aiohttp reverse proxy in front of moto that injects EC2 faults per API Action.
 
 moto has no fault injection, so tests point the code under test at this proxy and tell it which
-Action should fail, be slow, or find the endpoint down. It runs on its own event loop in a
-background thread, so sync tests and async tests (including looptime ones) can both use it.
+Action should fail, be slow, or find the endpoint down. It can also emulate EC2's eventual
+consistency: instances a RunInstances just returned stay invisible to DescribeInstances, and
+TerminateInstances on them answers InvalidInstanceID.NotFound, for a while (real EC2 does this;
+moto is always consistent). It runs on its own event loop in a background thread, so sync tests
+and async tests (including looptime ones) can both use it.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs
@@ -24,6 +29,18 @@ from tests.harness.net import free_port
 
 # Hop-by-hop or recomputed headers that must not be copied through the proxy.
 _SKIP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "content-encoding"}
+
+# Actions that name instances, and the request parameter prefix they name them with.
+_ID_PARAM = {
+    "DescribeInstances": "InstanceId.",
+    "DescribeInstanceStatus": "InstanceId.",
+    "TerminateInstances": "InstanceId.",
+    "StopInstances": "InstanceId.",
+    "StartInstances": "InstanceId.",
+    "RebootInstances": "InstanceId.",
+    "CreateTags": "ResourceId.",
+    "DeleteTags": "ResourceId.",
+}
 
 
 @dataclass
@@ -42,6 +59,8 @@ class FaultProxy:
 
     `calls` records every request that reached the proxy (failed, delayed and dropped ones too),
     in order, as the Action name (EC2 query `Action=`, or the operation from `X-Amz-Target`).
+    `requests` records the same requests as (Action, parameters) pairs; the parameters are the
+    query string and form body merged, e.g. {"Action": "TerminateInstances", "InstanceId.1": ...}.
     """
 
     def __init__(self, upstream: str) -> None:
@@ -49,7 +68,10 @@ class FaultProxy:
         self.port = free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self.calls: list[str] = []
+        self.requests: list[tuple[str, dict[str, str]]] = []
         self._lock = threading.Lock()
+        self._hide_for = 0.0
+        self._hidden_until: dict[str, float] = {}  # instance id -> time.monotonic() deadline
         self._failures: dict[str, _Rule] = {}
         self._delays: dict[str, _Rule] = {}
         self._down_status: int | None = None
@@ -99,18 +121,51 @@ class FaultProxy:
         if was_refusing:
             self._run(self._listen())
 
+    def hide_new_instances(self, seconds: float) -> None:
+        """Emulate EC2's eventual consistency for instances launched from now on.
+
+        Each instance id in a RunInstances answer is hidden for `seconds` (real time) after that
+        answer passes: DescribeInstances leaves it out (and answers InvalidInstanceID.NotFound if
+        the request names it), and TerminateInstances, DescribeInstanceStatus, CreateTags and the
+        other instance actions naming it answer InvalidInstanceID.NotFound without reaching moto.
+        `seconds` <= 0 stops hiding, and unhides the instances hidden so far.
+        """
+        with self._lock:
+            self._hide_for = max(0.0, seconds)
+            if self._hide_for == 0.0:
+                self._hidden_until.clear()
+
+    def hidden(self) -> set[str]:
+        """The instance ids hidden right now."""
+        with self._lock:
+            return self._hidden_now()
+
     def clear(self) -> None:
-        """Forget every failure, delay and down state, and the recorded calls."""
+        """Forget every failure, delay, hiding and down state, and the recorded calls."""
         self.up()
         with self._lock:
             self._failures.clear()
             self._delays.clear()
+            self._hide_for = 0.0
+            self._hidden_until.clear()
             self.calls.clear()
+            self.requests.clear()
 
     def count(self, action: str) -> int:
         """How many requests for `action` reached the proxy."""
         with self._lock:
             return self.calls.count(action)
+
+    def params(self, action: str) -> list[dict[str, str]]:
+        """The parameters of each request for `action` that reached the proxy, in order."""
+        with self._lock:
+            return [dict(params) for name, params in self.requests if name == action]
+
+    def instance_ids(self, action: str) -> list[list[str]]:
+        """The instance ids each request for `action` named (`InstanceId.N`, or `ResourceId.N`
+        for CreateTags/DeleteTags), in order; e.g. which ids each TerminateInstances asked for."""
+        with self._lock:
+            return [_named_ids(name, params) for name, params in self.requests if name == action]
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -166,11 +221,20 @@ class FaultProxy:
                 del rules[action]
         return rule
 
+    def _hidden_now(self) -> set[str]:
+        """Ids still hidden, forgetting expired ones. Call with the lock held."""
+        now = time.monotonic()
+        for instance_id in [i for i, until in self._hidden_until.items() if until <= now]:
+            del self._hidden_until[instance_id]
+        return set(self._hidden_until)
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         action = _action_of(request, body)
+        params = _params_of(request, body)
         with self._lock:
             self.calls.append(action)
+            self.requests.append((action, params))
             is_down, down_status = self._is_down, self._down_status
             failure = self._take(self._failures, action)
             delay = self._take(self._delays, action)
@@ -184,9 +248,35 @@ class FaultProxy:
             await asyncio.sleep(delay.delay)
         if failure is not None:
             return _error(request, failure.status, failure.code, failure.message)
-        return await self._forward(request, body)
+        with self._lock:
+            hidden = self._hidden_now()
+        missing = [i for i in _named_ids(action, params) if i in hidden]
+        if missing:
+            return _error(request, 400, "InvalidInstanceID.NotFound", _not_found_message(missing))
+        return await self._forward(request, body, action)
 
-    async def _forward(self, request: web.Request, body: bytes) -> web.Response:
+    def _rewrite(self, action: str, status: int, payload: bytes) -> bytes:
+        """Start hiding what RunInstances launched; leave hidden instances out of Describe*."""
+        if status != 200:
+            return payload
+        if action == "RunInstances":
+            with self._lock:
+                if self._hide_for > 0:
+                    until = time.monotonic() + self._hide_for
+                    for instance_id in launched_instance_ids(payload):
+                        self._hidden_until[instance_id] = until
+            return payload
+        if action not in ("DescribeInstances", "DescribeInstanceStatus"):
+            return payload
+        with self._lock:
+            hidden = self._hidden_now()
+        if not hidden:
+            return payload
+        if action == "DescribeInstances":
+            return without_instances(payload, hidden)
+        return without_statuses(payload, hidden)
+
+    async def _forward(self, request: web.Request, body: bytes, action: str) -> web.Response:
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _SKIP_HEADERS}
         async with self._session.request(
@@ -196,7 +286,7 @@ class FaultProxy:
             data=body,
             allow_redirects=False,
         ) as upstream:
-            payload = await upstream.read()
+            payload = self._rewrite(action, upstream.status, await upstream.read())
             out_headers = {
                 k: v for k, v in upstream.headers.items() if k.lower() not in _SKIP_HEADERS
             }
@@ -212,6 +302,83 @@ def _action_of(request: web.Request, body: bytes) -> str:
         return request.query["Action"]
     form = parse_qs(body.decode("utf-8", errors="replace"))
     return form.get("Action", ["?"])[0]
+
+
+def _params_of(request: web.Request, body: bytes) -> dict[str, str]:
+    """The query-protocol parameters: the query string merged with a form-encoded body."""
+    params = dict(request.query)
+    if not request.headers.get("X-Amz-Target"):
+        form = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+        params.update({key: values[0] for key, values in form.items()})
+    return params
+
+
+def _named_ids(action: str, params: dict[str, str]) -> list[str]:
+    """The instance (or resource) ids a request names, in parameter order."""
+    prefix = _ID_PARAM.get(action)
+    if prefix is None:
+        return []
+    return [v for k, v in params.items() if k.startswith(prefix) and k[len(prefix) :].isdigit()]
+
+
+def _not_found_message(ids: list[str]) -> str:
+    """EC2's wording for InvalidInstanceID.NotFound."""
+    if len(ids) == 1:
+        return f"The instance ID '{ids[0]}' does not exist"
+    return f"The instance IDs '{', '.join(ids)}' do not exist"
+
+
+def _parse(payload: bytes) -> tuple[ET.Element, str]:
+    """The XML root and its namespace URI ("" if none)."""
+    root = ET.fromstring(payload)
+    uri = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
+    return root, uri
+
+
+def _serialise(root: ET.Element, uri: str) -> bytes:
+    """XML with the declaration and the namespace as the default one, as EC2 sends it."""
+    return ET.tostring(root, encoding="UTF-8", xml_declaration=True, default_namespace=uri or None)
+
+
+def launched_instance_ids(payload: bytes) -> list[str]:
+    """The instance ids in a RunInstances response body."""
+    root, uri = _parse(payload)
+    ns = f"{{{uri}}}" if uri else ""
+    return [e.text or "" for e in root.iterfind(f"{ns}instancesSet/{ns}item/{ns}instanceId")]
+
+
+def without_instances(payload: bytes, hidden: set[str]) -> bytes:
+    """A DescribeInstances body without the `hidden` instances (and reservations left empty)."""
+    root, uri = _parse(payload)
+    ns = f"{{{uri}}}" if uri else ""
+    reservations = root.find(f"{ns}reservationSet")
+    if reservations is None:
+        return payload
+    changed = False
+    for reservation in list(reservations):
+        instances = reservation.find(f"{ns}instancesSet")
+        if instances is None:
+            continue
+        gone = [item for item in instances if item.findtext(f"{ns}instanceId") in hidden]
+        for item in gone:
+            instances.remove(item)
+        if gone and len(instances) == 0:
+            reservations.remove(reservation)
+        changed = changed or bool(gone)
+    return _serialise(root, uri) if changed else payload
+
+
+def without_statuses(payload: bytes, hidden: set[str]) -> bytes:
+    """A DescribeInstanceStatus body without the `hidden` instances."""
+    root, uri = _parse(payload)
+    ns = f"{{{uri}}}" if uri else ""
+    statuses = root.find(f"{ns}instanceStatusSet")
+    if statuses is None:
+        return payload
+    gone = [item for item in statuses if item.findtext(f"{ns}instanceId") in hidden]
+    for item in gone:
+        statuses.remove(item)
+    return _serialise(root, uri) if gone else payload
 
 
 def _error(request: web.Request, status: int, code: str, message: str) -> web.Response:
