@@ -15,14 +15,21 @@ Scale-in never cuts a render short: the slave is drained first (DrainSlave takes
 renderfarm.conf), then terminated `drain_seconds` later. A slave that SlaveHealth declares lost,
 or that gets a spot interruption warning, is drained at once and replaced by the next decision.
 Provider errors are data: a capacity error puts its (type, zone) on a cooldown and the next type
-is tried; a price above the bid waits, as GBrowse's balancer does; a failed describe holds.
+is tried; a price above the bid waits, as GBrowse's balancer does; a failed describe holds. An
+instance EC2 ends by itself for a reason of the launch's making (a KMS key, a snapshot, an image
+that shuts down) pauses its type the same way, rather than being relaunched every cycle.
+
+EC2's reads lag its writes: an instance launched moments ago may be missing from the describe,
+and TerminateInstances may not know it yet. Such an instance is kept (it counts, it is not
+announced down, nothing replaces it) until a describe shows it or VISIBILITY_SECONDS pass, and
+its termination is asked again until EC2 takes it; an instance asked to terminate that a
+describe still shows alive TERMINATE_RESEND_SECONDS later is asked again too.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,12 +37,15 @@ from urllib.parse import urlsplit
 
 from controller.cloud import (
     SPOT_INTERRUPTION_REASON,
+    VISIBILITY_SECONDS,
     Cloud,
     CloudInstance,
     FleetView,
     InstanceState,
     LaunchSpec,
     ProviderError,
+    ended_on_our_side,
+    launch_token,
 )
 from controller.config import ClusterSection, Config
 from controller.lifecycle import Phase, check_transition
@@ -67,6 +77,11 @@ STARVED_BACKOFF = (30.0, 60.0, 120.0, 240.0)
 # A drained slave whose leaving renderfarm.conf is never confirmed (the writer failing to write
 # or reload) is terminated this long after its drain delay anyway: never a leak.
 UNLIST_GRACE = 15.0
+# An instance asked to terminate that EC2 still shows pending or running this long after is
+# asked again (the first call may have been lost to EC2's lag).
+TERMINATE_RESEND_SECONDS = 60.0
+# A termination EC2 answered "not found" for an instance launched moments ago: asked again then.
+NOT_FOUND_RETRY_SECONDS = 5.0
 ALIVE_STATES = frozenset({InstanceState.PENDING, InstanceState.RUNNING})
 
 
@@ -91,6 +106,11 @@ class Tracked:
     unlist_delay: float | None = None
     down_reason: LostReason | None = None  # why we drain/terminate it, for its InstanceDown
     announced: bool = False  # InstanceUp published
+    # a describe has shown it (always, for what was adopted from one); a launch is unconfirmed
+    # until then, and "not found" about it means EC2's lag, not that it is gone
+    confirmed: bool = True
+    terminate_sent_at: float | None = None  # loop time TerminateInstances last took it
+    resend: bool = False  # still alive well after termination was asked: ask again
     hostname: str = ""  # a node's Grid Engine name, from NodeReady
 
 
@@ -232,6 +252,7 @@ class SpotPool(Actor):
             self.cloud,
             self.fleet,
             delete_fleet_groups=False,  # FirewallKeeper deletes the group after us
+            known_ids=tuple(self.tracked),  # launched moments ago, EC2 may not show them yet
             progress=lambda line: self.log.info("teardown.progress", step=line),
         )
         if not self.profile.down_before_teardown:
@@ -347,12 +368,20 @@ class SpotPool(Actor):
                 continue
             seen.add(inst.instance_id)
             t = self.tracked.get(inst.instance_id)
+            if t is not None:
+                t.confirmed = True
             if inst.state not in ALIVE_STATES:
                 if t is not None and t.phase is not Phase.GONE:
                     self._gone(t, inst)
                 continue
             if t is None:
                 t = self._adopt(inst)
+            if (
+                t.phase is Phase.TERMINATING
+                and t.terminate_sent_at is not None
+                and self.now() - t.terminate_sent_at >= TERMINATE_RESEND_SECONDS
+            ):
+                t.resend = True
             if not t.announced and inst.private_ip and inst.state is InstanceState.RUNNING:
                 t.address = inst.private_ip
                 t.announced = True
@@ -367,7 +396,10 @@ class SpotPool(Actor):
                     )
                 )
         for iid in [i for i in self.tracked if i not in seen]:
-            self._gone(self.tracked[iid], None)
+            t = self.tracked[iid]
+            if not t.confirmed and not self._visibility_passed(t):
+                continue  # launched moments ago: EC2's reads have not caught up yet
+            self._gone(t, None)
         self.pending_requests = sum(1 for r in view.requests if r.state == "open")
 
     def _adopt(self, inst: CloudInstance) -> Tracked:
@@ -386,7 +418,12 @@ class SpotPool(Actor):
         self.log.info("instance.tracked", instance_id=inst.instance_id, state=str(inst.state))
         return t
 
+    def _visibility_passed(self, t: Tracked) -> bool:
+        return self.now() - t.launched_at >= VISIBILITY_SECONDS
+
     def _gone(self, t: Tracked, inst: CloudInstance | None) -> None:
+        if inst is not None and t.phase is Phase.BOOTING and ended_on_our_side(inst.state_reason):
+            self._launch_failed(t, inst.state_reason or "")
         if inst is not None and inst.state_reason == SPOT_INTERRUPTION_REASON:
             reason = LostReason.INTERRUPTED
         else:  # ours (why we drained it), else someone else's doing
@@ -479,6 +516,11 @@ class SpotPool(Actor):
             self._move(t, Phase.DRAINING)
             t.down_reason = LostReason.UNREACHABLE  # it never answered the readiness probe
         due += stuck
+        # Asked to terminate a while ago and still alive: ask again.
+        again = [t for t in self.tracked.values() if t.phase is Phase.TERMINATING and t.resend]
+        for t in again:
+            self.log.warning("instance.terminate_again", instance_id=t.instance_id)
+        due += again
         if not due:
             return
         ids = [t.instance_id for t in due]
@@ -490,9 +532,19 @@ class SpotPool(Actor):
             assert result.error is not None
             self._provider_error(result.error)
             return
+        unknown = set(result.not_found)
+        taken = []
         for t in due:
+            if t.instance_id in unknown and not t.confirmed and not self._visibility_passed(t):
+                # EC2 does not know it yet, so it goes on running: ask again shortly.
+                self.log.info("instance.terminate_not_found_yet", instance_id=t.instance_id)
+                t.drain_until = now + NOT_FOUND_RETRY_SECONDS
+                continue
             self._move(t, Phase.TERMINATING)
-        self.log.info("instances.terminating", instance_ids=ids)
+            t.terminate_sent_at, t.resend = now, False
+            taken.append(t.instance_id)
+        if taken:
+            self.log.info("instances.terminating", instance_ids=taken)
 
     async def _expire_requests(self, view: FleetView) -> None:
         """Cancel spot requests left open past request_timeout; their type/zone cools down."""
@@ -551,7 +603,7 @@ class SpotPool(Actor):
                 image_id=keys.image_id,
                 instance_type=instance_type,
                 count=count,
-                client_token=f"{self.fleet}-{uuid.uuid4().hex}"[:64],
+                client_token=launch_token(self.fleet),
                 zone=zone,
                 subnet=keys.subnet,
                 security_group_ids=(self.group_id,) if self.group_id != "sg-dryrun" else (),
@@ -579,7 +631,7 @@ class SpotPool(Actor):
             self.starved_tries = 0
             for inst in result.instances:
                 if inst.instance_id not in self.tracked:
-                    self._adopt(inst)
+                    self._adopt(inst).confirmed = False
             self.log.info(
                 "instances.launched",
                 count=len(result.instances),
@@ -597,6 +649,29 @@ class SpotPool(Actor):
         key = (instance_type, self.keys.availability_zone)
         self.cooldowns[key] = self.now() + self.config.scaling.capacity_cooldown
         self.log.info("capacity.cooldown", instance_type=instance_type, zone=zone or "any")
+
+    def _launch_failed(self, t: Tracked, state_reason: str) -> None:
+        """EC2 ended a booting instance for a reason of the launch's making: launching the same
+        again would fail the same way (and bill a minute each time), so its type pauses."""
+        self.log.error(
+            "launch.failed_on_start",
+            instance_id=t.instance_id,
+            instance_type=t.instance_type,
+            state_reason=state_reason,
+            hint="check the image, its snapshots and their KMS keys, and the instance's limits",
+        )
+        self._provider_error(
+            ProviderError(
+                kind=ErrorKind.INVALID,
+                code=state_reason,
+                message=f"{t.instance_id} ended while starting ({state_reason}): "
+                f"{t.instance_type} paused for capacity_cooldown",
+                operation="RunInstances",
+                instance_type=t.instance_type,
+                zone=t.zone,
+            )
+        )
+        self._cool_down(t.instance_type, t.zone)
 
     def _cooling(self, instance_type: str, zone: str) -> bool:
         until = self.cooldowns.get((instance_type, zone))

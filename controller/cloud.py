@@ -12,6 +12,7 @@ The cloud is rebuilt from tags, never remembered: `describe_fleet` finds everyth
 from __future__ import annotations
 
 import enum
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -21,6 +22,31 @@ from controller.messages import ErrorKind, InstanceId, RequestId, Role
 FLEET_TAG = "controller:fleet"
 ROLE_TAG = "controller:role"
 SPOT_INTERRUPTION_REASON = "Server.SpotInstanceTermination"
+# EC2's reads lag its writes ("Eventual consistency in the Amazon EC2 API"): a just-launched
+# instance may be missing from DescribeInstances, and TerminateInstances may answer
+# InvalidInstanceID.NotFound for it, for a while. Until this long after its launch, "not found"
+# says nothing about an instance we launched: it is kept, and its termination asked again.
+VISIBILITY_SECONDS = 180.0
+# Someone's API call ended it (ours, or a person's): not a launch that failed.
+USER_ENDED_REASONS = frozenset({"Client.UserInitiatedShutdown", "Client.UserInitiatedHibernate"})
+CLIENT_TOKEN_MAX = 64  # EC2's limit on ClientToken
+
+
+def launch_token(fleet: str) -> str:
+    """A fresh ClientToken for one launch: the fleet's name (cut to fit) and 32 random hex
+    digits, always whole, so tokens of a long fleet name never collide (EC2 would answer a
+    reused token with the first launch's instances, or IdempotentParameterMismatch)."""
+    random_part = uuid.uuid4().hex
+    return f"{fleet[: CLIENT_TOKEN_MAX - len(random_part) - 1]}-{random_part}"
+
+
+def ended_on_our_side(state_reason: str | None) -> bool:
+    """True when EC2 ended an instance for a reason of the launch's own making (a KMS key it may
+    not use, a snapshot it cannot read, a volume limit, an image that shuts itself down: the
+    `Client.*` state reasons other than an API call's); relaunching the same would fail again."""
+    return bool(state_reason and state_reason.startswith("Client.")) and (
+        state_reason not in USER_ENDED_REASONS
+    )
 
 
 class InstanceState(enum.StrEnum):
@@ -104,9 +130,14 @@ class LaunchResult:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OpResult:
-    """The outcome of a mutating call that returns nothing else (terminate, cancel, authorize)."""
+    """The outcome of a mutating call that returns nothing else (terminate, cancel, authorize).
+
+    `not_found`: ids EC2 answered it does not know (terminate, cancel). For an instance launched
+    moments ago that is EC2's lag, not a sign that it is gone (VISIBILITY_SECONDS).
+    """
 
     error: ProviderError | None = None
+    not_found: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -4,6 +4,14 @@ Every call goes through one aiobotocore client whose botocore retry mode (standa
 absorbs throttling and transient 5xx; what is still failing after that comes back as a
 `ProviderError` value (controller.ec2errors), never as an exception across the port.
 
+RunInstances is the exception: EC2 answers a capacity error (InsufficientInstanceCapacity) with
+HTTP 500, which botocore would retry up to `max_attempts` times on the same type and zone, a
+minute of refused calls that also drains the retry quota every other call shares. So launches go
+through a second client with one attempt, and `launch` retries only throttling and the
+service's transient failures itself, with the same ClientToken (EC2 then returns the first
+call's instances rather than launching twice); a capacity error returns at once, and the pool
+asks the next type.
+
 The fleet is read, never remembered: one paginated DescribeInstances filtered by the fleet tag and
 one DescribeSpotInstanceRequests, whatever the fleet size. Terminated instances are included so an
 interruption (state reason Server.SpotInstanceTermination) is seen. Mutating calls are batched
@@ -53,9 +61,13 @@ FILTER_VALUES_MAX = 200  # values per DescribeInstances filter
 ALIVE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
 # EC2's recommended device names for EBS data volumes on Linux.
 DATA_DEVICES = tuple(f"/dev/sd{letter}" for letter in "fghijklmnopqrstuvwxyz")
-# DeleteSecurityGroup answers DependencyViolation until the instances using it are gone.
+# DeleteSecurityGroup answers DependencyViolation until the instances using it are gone, and
+# their network interfaces go minutes after termination (Terraform waits 5 minutes too).
 DEPENDENCY_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0)
-DEPENDENCY_TIMEOUT = 120.0
+DEPENDENCY_TIMEOUT = 300.0
+# RunInstances retried by `launch` itself (throttling, 5xx other than capacity), same token.
+LAUNCH_RETRY_DELAYS = (1.0, 2.0, 4.0)
+LAUNCH_RETRIED = frozenset({ErrorKind.THROTTLED, ErrorKind.UNAVAILABLE})
 
 
 async def seed_credentials(session: Any) -> dict[str, str]:
@@ -81,16 +93,25 @@ class Ec2Cloud:
         retry_mode: str = "adaptive",
         max_attempts: int = 10,
         call_timeout: float = 30.0,
+        launch_retry_delays: Sequence[float] = LAUNCH_RETRY_DELAYS,
     ) -> None:
         self.region = region
+        self.launch_retry_delays = tuple(launch_retry_delays)
         self.endpoint_url = endpoint_url
         self._config = AioConfig(
             retries={"mode": retry_mode, "total_max_attempts": max_attempts},
             connect_timeout=call_timeout,
             read_timeout=call_timeout,
         )
+        # One attempt: botocore must not retry a capacity error (see the module docstring).
+        self._launch_config = AioConfig(
+            retries={"mode": "standard", "total_max_attempts": 1},
+            connect_timeout=call_timeout,
+            read_timeout=call_timeout,
+        )
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
+        self._launch_client: Any = None
 
     @classmethod
     async def create(cls, *args: Any, **kwargs: Any) -> Ec2Cloud:
@@ -108,25 +129,37 @@ class Ec2Cloud:
     async def open(self) -> None:
         session = get_session()
         fallback = await seed_credentials(session)
-        self._client = await self._stack.enter_async_context(
-            session.create_client(
-                "ec2",
-                region_name=self.region,
-                endpoint_url=self.endpoint_url or None,
-                config=self._config,
-                **fallback,
+        clients = []
+        for config in (self._config, self._launch_config):
+            clients.append(
+                await self._stack.enter_async_context(
+                    session.create_client(
+                        "ec2",
+                        region_name=self.region,
+                        endpoint_url=self.endpoint_url or None,
+                        config=config,
+                        **fallback,
+                    )
+                )
             )
-        )
+        self._client, self._launch_client = clients
 
     async def close(self) -> None:
         await self._stack.aclose()
-        self._client = None
+        self._client = self._launch_client = None
 
     @property
     def client(self) -> Any:
         if self._client is None:
             raise RuntimeError("Ec2Cloud is not open: use `async with` or Ec2Cloud.create()")
         return self._client
+
+    @property
+    def launch_client(self) -> Any:
+        """The client RunInstances goes through: one attempt (see the module docstring)."""
+        if self._launch_client is None:
+            raise RuntimeError("Ec2Cloud is not open: use `async with` or Ec2Cloud.create()")
+        return self._launch_client
 
     # ---- the fleet --------------------------------------------------------------------------
 
@@ -157,7 +190,8 @@ class Ec2Cloud:
         """One RunInstances for up to `spec.count` spot instances (fewer if capacity is short).
 
         MinCount is 1, so EC2 launches what it can rather than nothing (moto launches exactly
-        MinCount, so against moto one call yields one instance).
+        MinCount, so against moto one call yields one instance). Throttling and transient
+        failures are retried here with the same ClientToken; a capacity error is not retried.
         """
         where = {"instance_type": spec.instance_type, "zone": spec.zone}
         if spec.count < 1:
@@ -173,10 +207,20 @@ class Ec2Cloud:
                     **where,
                 )
             )
-        try:
-            response = await self.client.run_instances(**launch_params(spec))
-        except EC2_ERRORS as exc:
-            return LaunchResult(error=classify(exc, "RunInstances", **where))
+        params = launch_params(spec)
+        attempt = 0
+        while True:
+            try:
+                response = await self.launch_client.run_instances(**params)
+                break
+            except EC2_ERRORS as exc:
+                error = classify(exc, "RunInstances", **where)
+            if error.kind not in LAUNCH_RETRIED or attempt >= len(self.launch_retry_delays):
+                return LaunchResult(error=error)
+            delay = backoff_delay(self.launch_retry_delays, attempt)
+            log.info("ec2.launch_retry", code=error.code, attempt=attempt + 1, delay=delay)
+            await asyncio.sleep(delay)
+            attempt += 1
         return LaunchResult(
             instances=tuple(_instance(i, role=spec.role) for i in response.get("Instances", ()))
         )
@@ -404,20 +448,28 @@ class Ec2Cloud:
         *,
         gone_code: str,
     ) -> OpResult:
-        """Call in chunks of `size`; ids EC2 no longer knows count as done.
+        """Call in chunks of `size`; ids EC2 does not know come back in `not_found`.
 
         EC2 refuses a whole batch for one unknown id, so such a batch is retried id by id.
         The first real error is returned; the other chunks are still attempted.
         """
         first: ProviderError | None = None
+        not_found: list[str] = []
         for chunk in _chunks(list(dict.fromkeys(ids)), size):
             error = await _attempt(call, chunk, operation)
             if error is not None and error.code == gone_code and len(chunk) > 1:
                 errors = [await _attempt(call, [one], operation) for one in chunk]
+                not_found += [
+                    one
+                    for one, e in zip(chunk, errors, strict=True)
+                    if e is not None and e.code == gone_code
+                ]
                 error = next((e for e in errors if e is not None and e.code != gone_code), None)
+            elif error is not None and error.code == gone_code:
+                not_found += chunk
             if error is not None and error.code != gone_code:
                 first = first or error
-        return OpResult(error=first)
+        return OpResult(error=first, not_found=tuple(not_found))
 
     async def _change_ingress(
         self,

@@ -120,6 +120,7 @@ class SimCloud:
         wall_offset: float = 0.0,
         capacity_errors_for: Collection[str] = (),
         describe_fails: bool = False,
+        visibility_lag: float = 0.0,
     ):
         self.clock = clock
         self.boot_seconds = boot_seconds
@@ -134,6 +135,9 @@ class SimCloud:
         # refused for capacity, and while describe_fails is set every describe_fleet fails.
         self.capacity_errors_for: set[str] = set(capacity_errors_for)
         self.describe_fails = describe_fails
+        # EC2's eventual consistency: for this long after its launch an instance is missing
+        # from describe_fleet and TerminateInstances does not know it (it goes on running).
+        self.visibility_lag = visibility_lag
         self.counters = SimCounters()
         self._rng = random.Random(seed)
         self._seq = 0
@@ -287,23 +291,30 @@ class SimCloud:
             req.state, req.status_code = "closed", "instance-terminated-by-user"
 
     def terminate_now(self, ids: Sequence[str]) -> OpResult:
+        """Terminate the ids EC2 knows; the others come back in `not_found` (as Ec2Cloud
+        reports EC2's InvalidInstanceID.NotFound, id by id)."""
         self.advance()
         now = self.clock()
-        unknown = [i for i in ids if i not in self._instances]
-        if unknown:
-            msg = f"the instance ids {', '.join(unknown)} do not exist"
-            return OpResult(
-                error=_error(
-                    ErrorKind.INVALID, "InvalidInstanceID.NotFound", "TerminateInstances", msg
-                )
-            )
-        for iid in ids:
+        known = [i for i in ids if i in self._instances and self._visible(self._instances[i])]
+        unknown = tuple(i for i in ids if i not in known)
+        for iid in known:
             inst = self._instances[iid]
             if inst.ended_at is None:
                 self._end(inst, now, "Client.UserInitiatedShutdown")
                 self._interruptible.pop(iid, None)
                 self.counters.terminated += 1
-        return OpResult()
+        return OpResult(not_found=unknown)
+
+    def _visible(self, inst: SimInstance) -> bool:
+        """Past EC2's lag after its launch (see `visibility_lag`)."""
+        return self.clock() >= inst.launched_at + self.visibility_lag
+
+    def end_now(self, instance_id: str, reason: str) -> None:
+        """EC2 ends this live instance by itself, with state reason `reason` (e.g. a launch
+        failing on a KMS key it may not use: Client.InternalError)."""
+        inst = self._live[instance_id]
+        self._interruptible.pop(instance_id, None)
+        self._end(inst, self.clock(), reason)
 
     def cancel_now(self, ids: Sequence[str]) -> OpResult:
         for rid in ids:
@@ -400,7 +411,9 @@ class SimCloud:
         instances = tuple(
             self._view(i)
             for i in self._instances.values()
-            if i.fleet == fleet and (i.ended_at is None or now - i.ended_at < KEEP_ENDED_SECONDS)
+            if i.fleet == fleet
+            and (i.ended_at is None or now - i.ended_at < KEEP_ENDED_SECONDS)
+            and self._visible(i)
         )
         requests = tuple(
             SpotRequest(

@@ -6,6 +6,11 @@ at adoption, so this works for a fleet whose controller is long gone (`controlle
 well as at the end of `controller run`. A request that filled between the read and the cancel
 shows up on the next read, so the steps repeat (a few rounds) until a read finds nothing alive.
 
+EC2's reads lag its launches: an instance launched moments ago may be missing from the read and
+unknown to TerminateInstances (InvalidInstanceID.NotFound) for a while. The caller passes the ids
+it launched (`known_ids`); those the read does not show are terminated all the same, and asked
+again until EC2 takes them or VISIBILITY_SECONDS pass, and only then is the fleet "clean".
+
 Only groups tagged with this fleet are ever deleted; a group not tagged so (the user's
 `security_group`, another fleet's) is never touched, even when named as owned.
 Renderfarm.conf is the caller's first step (slaves leave it before they go), not this module's.
@@ -17,12 +22,21 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from controller.cloud import Cloud, InstanceState, OpResult, ProviderError, SecurityGroup
+from controller.backoff import backoff_delay
+from controller.cloud import (
+    VISIBILITY_SECONDS,
+    Cloud,
+    InstanceState,
+    OpResult,
+    ProviderError,
+    SecurityGroup,
+)
 from controller.messages import InstanceId, RequestId
 
 OPEN_REQUEST_STATES = ("open", "active")
 ROUNDS = 3  # reads of the fleet; a second one normally finds nothing left
 SHOWN_IDS = 10  # ids named in one progress line
+UNSEEN_RETRY_DELAYS = (2.0, 4.0, 8.0, 15.0)  # asking again to end what EC2 does not know yet
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,6 +79,7 @@ async def teardown_fleet(
     timeout: float = 600.0,
     poll_interval: float = 5.0,
     dry_run: bool = False,
+    known_ids: Sequence[InstanceId] = (),
 ) -> TeardownReport:
     """Tear the fleet down in order and report what is left.
 
@@ -73,6 +88,7 @@ async def teardown_fleet(
     `keep_group_ids`: never deleted (the user's configured group).
     `timeout` bounds the wait for termination; each step's outcome goes to `progress`.
     `dry_run`: every mutating call carries DryRun=True (a permission check) and nothing waits.
+    `known_ids`: instances the caller launched, which EC2 may not show yet (module docstring).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -80,6 +96,7 @@ async def teardown_fleet(
     alive: tuple[InstanceId, ...] = ()
     requests: tuple[RequestId, ...] = ()
     verified = False
+    unseen = tuple(dict.fromkeys(known_ids))  # launched, not yet taken by TerminateInstances
     for round_number in range(1, ROUNDS + 1):
         view = await cloud.describe_fleet(fleet)
         if view.error is not None:
@@ -90,6 +107,9 @@ async def teardown_fleet(
         verified = True
         requests = tuple(r.request_id for r in view.requests if r.state in OPEN_REQUEST_STATES)
         alive = tuple(i.instance_id for i in view.instances if i.state != InstanceState.TERMINATED)
+        shown = {i.instance_id for i in view.instances}
+        unseen = tuple(i for i in unseen if i not in shown)
+        alive += unseen
         if not requests and not alive:
             break
         if round_number == ROUNDS:
@@ -100,8 +120,16 @@ async def teardown_fleet(
             _note(await cloud.cancel_requests(requests, dry_run=dry_run), errors, progress)
         if alive:
             progress(f"terminating {len(alive)} instance(s) {_ids(alive)}")
-            if not _note(await cloud.terminate(alive, dry_run=dry_run), errors, progress):
+            result = await cloud.terminate(alive, dry_run=dry_run)
+            if not _note(result, errors, progress):
                 break  # nothing is going away: waiting would only burn the timeout
+            if not dry_run:
+                unseen = await _terminate_unseen(
+                    cloud, tuple(i for i in result.not_found if i in unseen), progress
+                )
+                if unseen:
+                    alive = unseen
+                    break
         if dry_run:
             break
         if alive:
@@ -166,6 +194,29 @@ async def _groups_to_delete(
         if found.pop(group_id, None) is not None:
             progress(f"security group {group_id} kept: it is the configured security_group")
     return [g for g in found.values() if g.fleet == fleet]
+
+
+async def _terminate_unseen(
+    cloud: Cloud, ids: tuple[InstanceId, ...], progress: Callable[[str], None]
+) -> tuple[InstanceId, ...]:
+    """Ask again to terminate launched instances EC2 does not know yet, until it takes them or
+    VISIBILITY_SECONDS pass; return those it never took."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + VISIBILITY_SECONDS
+    attempt = 0
+    while ids:
+        delay = backoff_delay(UNSEEN_RETRY_DELAYS, attempt)
+        if loop.time() + delay > give_up:
+            progress(f"EC2 never knew {_ids(ids)}: check them by hand")
+            break
+        progress(f"EC2 does not know {_ids(ids)} yet (just launched): asking again in {delay:.0f}s")
+        await asyncio.sleep(delay)
+        attempt += 1
+        result = await cloud.terminate(ids)
+        if not result.ok:
+            continue  # a throttled or failed call: the same ids, again after the next delay
+        ids = tuple(i for i in ids if i in set(result.not_found))
+    return ids
 
 
 def _note(result: OpResult, errors: list[ProviderError], progress: Callable[[str], None]) -> bool:

@@ -35,6 +35,7 @@ from tests.harness.moto_server import MotoEc2
 FLEET = "gb-test"
 OTHER = "other-fleet"
 AMI = "ami-12345678"
+QUICK_RETRIES = (0.01, 0.01, 0.01)  # launch's own retries, without the seconds between them
 
 
 def spec(moto: MotoEc2, **changes) -> LaunchSpec:
@@ -63,7 +64,11 @@ async def cloud(moto_ec2: MotoEc2) -> AsyncIterator[Ec2Cloud]:
 async def proxied(moto_ec2: MotoEc2, fault_proxy: FaultProxy) -> AsyncIterator[Ec2Cloud]:
     """An Ec2Cloud talking to moto through the fault proxy, without retries."""
     async with Ec2Cloud(
-        moto_ec2.region, endpoint_url=fault_proxy.endpoint_url, max_attempts=1, call_timeout=2
+        moto_ec2.region,
+        endpoint_url=fault_proxy.endpoint_url,
+        max_attempts=1,
+        call_timeout=2,
+        launch_retry_delays=QUICK_RETRIES,
     ) as cloud:
         yield cloud
 
@@ -185,6 +190,52 @@ async def test_capacity_error_is_data_naming_type_and_zone(
         "m5.large",
         moto_ec2.zone,
     )
+
+
+@pytest.mark.parametrize("mode", ["standard", "adaptive"])
+async def test_a_capacity_error_is_asked_once_whatever_botocore_retries(
+    moto_ec2: MotoEc2, fault_proxy: FaultProxy, mode: str
+) -> None:
+    # EC2 answers InsufficientInstanceCapacity with HTTP 500, which botocore's modes retry:
+    # ten attempts on a type that has no room would cost a minute and the shared retry quota.
+    fault_proxy.fail("RunInstances", "InsufficientInstanceCapacity", status=500)
+    async with Ec2Cloud(
+        moto_ec2.region,
+        endpoint_url=fault_proxy.endpoint_url,
+        retry_mode=mode,
+        max_attempts=10,
+        call_timeout=5,
+        launch_retry_delays=QUICK_RETRIES,
+    ) as cloud:
+        result = await cloud.launch(spec(moto_ec2))
+
+    assert result.error is not None and result.error.kind is ErrorKind.CAPACITY
+    assert fault_proxy.count("RunInstances") == 1
+
+
+async def test_a_throttled_launch_is_retried_and_launches_once(
+    proxied: Ec2Cloud, moto_ec2: MotoEc2, fault_proxy: FaultProxy
+) -> None:
+    fault_proxy.fail("RunInstances", "RequestLimitExceeded", status=503, times=2)
+
+    result = await proxied.launch(spec(moto_ec2))
+
+    assert result.error is None and len(result.instances) == 1
+    # the same token each time: had a throttled call launched after all, EC2 would answer the
+    # retry with its instances instead of launching again
+    assert [p["ClientToken"] for p in fault_proxy.params("RunInstances")] == ["token-1"] * 3
+    assert len(moto_ec2.client().describe_instances()["Reservations"]) == 1
+
+
+async def test_a_launch_failing_on_throttling_gives_up_after_its_retries(
+    proxied: Ec2Cloud, moto_ec2: MotoEc2, fault_proxy: FaultProxy
+) -> None:
+    fault_proxy.fail("RunInstances", "RequestLimitExceeded", status=503)
+
+    result = await proxied.launch(spec(moto_ec2))
+
+    assert result.error is not None and result.error.kind is ErrorKind.THROTTLED
+    assert fault_proxy.count("RunInstances") == 1 + len(QUICK_RETRIES)
 
 
 async def test_throttling_surfaces_as_throttled_once_retries_are_spent(
@@ -341,6 +392,7 @@ async def test_terminate_skips_unknown_ids_and_wait_terminated_returns_nothing_a
     left = await cloud.wait_terminated(ids, timeout=10, poll_interval=0.1)
 
     assert result.error is None
+    assert result.not_found == ("i-0000000000000dead",)  # said, not taken for "terminated"
     assert left == ()
     view = await cloud.describe_fleet(FLEET)
     assert {i.state for i in view.instances} == {InstanceState.TERMINATED}

@@ -141,9 +141,26 @@ async def test_dry_run_and_idempotent_client_token():
     assert sim.billed_count() == 2
 
 
-async def test_terminating_an_unknown_instance_is_an_error():
-    result = await cloud(Clock()).terminate(["i-nope"])
-    assert not result.ok and result.error.code == "InvalidInstanceID.NotFound"
+async def test_terminating_an_unknown_instance_reports_it_not_found():
+    sim = cloud(Clock())
+    known = (await sim.launch(spec(1))).instances[0].instance_id
+    result = await sim.terminate(["i-nope", known])
+    assert result.ok and result.not_found == ("i-nope",)
+    assert sim.billed_count() == 0  # the known one was terminated all the same
+
+
+async def test_a_just_launched_instance_is_unseen_and_unknown_for_the_visibility_lag():
+    clock = Clock()
+    sim = SimCloud(clock=clock, boot_seconds=1.0, boot_spread=0.0, visibility_lag=8.0)
+    iid = (await sim.launch(spec(1))).instances[0].instance_id
+    clock.now += 7.0
+    assert (await sim.describe_fleet("f1")).instances == ()
+    assert (await sim.terminate([iid])).not_found == (iid,)
+    assert sim.billed_count() == 1  # EC2 did not know it, so it runs on
+    clock.now += 1.0
+    assert [i.instance_id for i in (await sim.describe_fleet("f1")).instances] == [iid]
+    assert (await sim.terminate([iid])).not_found == ()
+    assert sim.billed_count() == 0
 
 
 async def test_security_groups_in_memory():

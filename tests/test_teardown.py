@@ -88,6 +88,27 @@ def group_ids(moto: MotoEc2) -> set[str]:
 # ---- teardown_fleet -------------------------------------------------------------------------
 
 
+async def test_teardown_ends_launches_ec2_does_not_show_yet(
+    cloud: Ec2Cloud, moto_ec2: MotoEc2, fault_proxy: FaultProxy
+) -> None:
+    # Right after RunInstances, EC2 may show nothing and not know the ids (the proxy hides them
+    # for 3 s): a teardown trusting the read would say "nothing left" while they run on.
+    fault_proxy.hide_new_instances(3.0)
+    ids, _ = await make_fleet(cloud, moto_ec2, FLEET, 2)
+    lines: list[str] = []
+
+    report = await teardown_fleet(
+        cloud, FLEET, known_ids=ids, progress=lines.append, poll_interval=0.1
+    )
+
+    assert report.clean, (str(report), lines)
+    assert states(moto_ec2, ids) == {"terminated"}
+    assert any("does not know" in line for line in lines), lines
+    asked = fault_proxy.instance_ids("TerminateInstances")
+    assert len(asked) >= 2 and set(asked[-1]) <= set(ids)
+
+
+
 async def test_teardown_removes_the_fleet_in_order_and_nothing_else(
     cloud: Ec2Cloud, moto_ec2: MotoEc2, fault_proxy: FaultProxy
 ) -> None:
