@@ -108,7 +108,6 @@ async def test_teardown_ends_launches_ec2_does_not_show_yet(
     assert len(asked) >= 2 and set(asked[-1]) <= set(ids)
 
 
-
 async def test_teardown_removes_the_fleet_in_order_and_nothing_else(
     cloud: Ec2Cloud, moto_ec2: MotoEc2, fault_proxy: FaultProxy
 ) -> None:
