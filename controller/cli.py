@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     iam = sub.add_parser("iam-policy", help="print the least-privilege IAM policy")
     iam.add_argument("-c", "--config", required=True)
+    iam.add_argument(
+        "--kms-key",
+        action="append",
+        default=[],
+        metavar="ARN",
+        help="a customer managed KMS key encrypting the image or data snapshots (repeatable)",
+    )
 
     down = sub.add_parser("teardown", help="terminate everything tagged as this fleet's")
     down.add_argument("-c", "--config", required=True)
@@ -104,7 +111,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         case "iam-policy":
             from controller.commands.iam_policy import iam_policy_command
 
-            return iam_policy_command(args.config)
+            return iam_policy_command(args.config, args.kms_key)
         case "teardown":
             from controller.commands.teardown import teardown_command
 

@@ -96,10 +96,24 @@ CODE_KINDS: dict[str, ErrorKind] = {
 
 # Code families, matched by prefix when the exact code is not listed
 # (InvalidAMIID.NotFound, InvalidAMIID.Malformed, InvalidSubnetID.NotFound, InvalidKeyPair...).
+# A permission refused is AUTH whatever follows the dot: AuthFailure.ServiceLinkedRoleCreation-
+# NotPermitted (no iam:CreateServiceLinkedRole on the first spot launch of an account) must stop
+# the launches and say what to grant, not pass for a bad parameter.
 PREFIX_KINDS: tuple[tuple[str, ErrorKind], ...] = (
+    ("AuthFailure", ErrorKind.AUTH),
+    ("UnauthorizedOperation", ErrorKind.AUTH),
     ("Insufficient", ErrorKind.CAPACITY),
     ("Invalid", ErrorKind.INVALID),
 )
+
+SPOT_ROLE_CODE = "AuthFailure.ServiceLinkedRoleCreationNotPermitted"
+# What to do, added to EC2's own message where EC2's says only what went wrong.
+CODE_HINTS: dict[str, str] = {
+    SPOT_ROLE_CODE: "the account has no AWSServiceRoleForEC2Spot yet and these credentials may "
+    "not create it: grant iam:CreateServiceLinkedRole for spot.amazonaws.com (the policy "
+    "`controller iam-policy` prints has it), or create the role once with `aws iam "
+    "create-service-linked-role --aws-service-name spot.amazonaws.com`",
+}
 
 
 def kind_of(code: str, status: int | None = None) -> ErrorKind:
@@ -124,6 +138,8 @@ def classify(
         code = str(error.get("Code") or "Unknown")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         message = str(error.get("Message") or exc)
+        if code in CODE_HINTS:
+            message = f"{message} ({CODE_HINTS[code]})"
         return ProviderError(kind=kind_of(code, status), code=code, message=message, **where)
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return ProviderError(

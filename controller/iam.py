@@ -12,13 +12,22 @@ while creating them; TerminateInstances, CancelSpotInstanceRequests and the secu
 changes apply only to resources carrying the tag. Describe calls cannot be scoped to resources,
 so they are scoped to the region. The account id is left as `*`: the policy is attached to the
 account's own role or user. iam:PassRole is never granted (slaves launch without a profile).
+
+The only IAM action is iam:CreateServiceLinkedRole, and only for AWSServiceRoleForEC2Spot: EC2
+creates that role as the caller on the first spot launch of an account, and answers
+AuthFailure.ServiceLinkedRoleCreationNotPermitted when the caller may not.
+
+KMS statements come from the keys given on the command line (`iam-policy --kms-key ARN`), not
+from the config, which cannot know how its images and snapshots are encrypted: launching from an
+image or snapshot encrypted with a customer managed key makes EC2 use the key as the caller
+(kms_statements).
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from controller.cloud import FLEET_TAG
@@ -60,9 +69,28 @@ def _snapshots(config: Config) -> list[str]:
 
 # API operations authorised under another IAM action (the batch forms of SQS calls).
 IAM_ACTION_OF_OPERATION = {"sqs:DeleteMessageBatch": "sqs:DeleteMessage"}
+# KMS actions EC2 performs as the caller when it launches from an image or snapshot encrypted with
+# a customer managed key (Amazon EBS User Guide, "Requirements for Amazon EBS encryption").
+# kms:ReEncrypt* is spelled out: it matches exactly ReEncryptFrom and ReEncryptTo.
+KMS_USE_ACTIONS = (
+    "kms:Decrypt",
+    "kms:DescribeKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+)
+KMS_GRANT_ACTION = "kms:CreateGrant"  # the grant that lets the instance use its volume's key
+SPOT_SERVICE = "spot.amazonaws.com"
+SPOT_ROLE = "AWSServiceRoleForEC2Spot"
 # Granted although no code calls them by name: EC2 authorises TagSpecifications of RunInstances
-# and CreateSecurityGroup as ec2:CreateTags on the new resources.
-IMPLIED_ACTIONS = {"ec2:CreateTags": "tagging on create (TagSpecifications)"}
+# and CreateSecurityGroup as ec2:CreateTags on the new resources, creates the spot service-linked
+# role, and uses KMS keys, each as the caller of RunInstances.
+IMPLIED_ACTIONS = {
+    "ec2:CreateTags": "tagging on create (TagSpecifications)",
+    "iam:CreateServiceLinkedRole": f"the first spot launch of an account creates {SPOT_ROLE}",
+    **{action: "launching from encrypted images or snapshots" for action in KMS_USE_ACTIONS},
+    KMS_GRANT_ACTION: "launching from encrypted images or snapshots",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +184,15 @@ def _create_actions(config: Config) -> dict:
     return {"StringEquals": {"ec2:CreateAction": actions}}
 
 
+def _spot_role(config: Config) -> list[str]:
+    role = f"role/aws-service-role/{SPOT_SERVICE}/{SPOT_ROLE}"
+    return [f"arn:{partition(config.slave.region)}:iam::*:{role}"]
+
+
+def _spot_service(config: Config) -> dict:
+    return {"StringEquals": {"iam:AWSServiceName": SPOT_SERVICE}}
+
+
 def _region_only(config: Config) -> dict:
     return {"StringEquals": {"aws:RequestedRegion": config.slave.region}}
 
@@ -203,6 +240,13 @@ RULES: tuple[Rule, ...] = (
         ("ec2:CreateTags",),
         _tag_on_create,
         _create_actions,
+    ),
+    Rule(
+        "CreateSpotServiceLinkedRoleOnFirstSpotLaunch",
+        Feature.ALWAYS,
+        ("iam:CreateServiceLinkedRole",),
+        _spot_role,
+        _spot_service,
     ),
     Rule(
         "TerminateAndCancelOnlyThisFleet",
@@ -268,14 +312,69 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def iam_policy(config: Config) -> dict:
-    """The IAM policy document (JSON-ready) granting exactly what this config needs."""
+def kms_key_arn(key: str, region: str) -> str:
+    """The ARN of a KMS key given as its ARN or its bare id (account left as `*`).
+
+    ValueError, one line, for anything else: an alias cannot stand for its key in an IAM policy
+    (KMS authorises the key's own ARN).
+    """
+    key = key.strip()
+    if re.fullmatch(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+", key):
+        return key
+    if re.fullmatch(r"(mrk-)?[0-9a-f]{32}|[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", key):
+        return f"arn:{partition(region)}:kms:{region}:*:key/{key}"
+    raise ValueError(
+        f"--kms-key {key!r}: not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID) or key id: "
+        "give the key itself, not an alias (`aws kms describe-key --key-id ALIAS` shows its ARN)"
+    )
+
+
+def kms_statements(config: Config, kms_keys: Sequence[str]) -> list[dict]:
+    """What launching from images or snapshots encrypted with these customer managed keys needs.
+
+    EC2 uses the keys as the caller, so each action is bound to EC2 in the config's region
+    (kms:ViaService), and the grant to one EC2 makes for its own resources (the volume attached
+    to the instance: kms:GrantIsForAWSResource). The key policies must allow this account's IAM
+    policies (the default key policy does). No keys, no statements.
+    """
+    region = config.slave.region
+    keys = list(dict.fromkeys(kms_key_arn(key, region) for key in kms_keys))
+    if not keys:
+        return []
+    suffix = "amazonaws.com.cn" if partition(region) == "aws-cn" else "amazonaws.com"
+    via_ec2 = {"kms:ViaService": f"ec2.{region}.{suffix}"}
+    return [
+        {
+            "Sid": "UseKmsKeysOfEncryptedImagesAndSnapshotsThroughEc2",
+            "Effect": "Allow",
+            "Action": sorted(KMS_USE_ACTIONS),
+            "Resource": keys,
+            "Condition": {"StringEquals": via_ec2},
+        },
+        {
+            "Sid": "LetEc2GrantItsVolumesTheKmsKeys",
+            "Effect": "Allow",
+            "Action": [KMS_GRANT_ACTION],
+            "Resource": keys,
+            "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}, "StringEquals": via_ec2},
+        },
+    ]
+
+
+def iam_policy(config: Config, kms_keys: Sequence[str] = ()) -> dict:
+    """The IAM policy document (JSON-ready) granting exactly what this config needs, and the use
+    of `kms_keys` (ARNs or ids; ValueError for anything else) for encrypted images or snapshots."""
     on = features(config)
     return {
         "Version": "2012-10-17",
-        "Statement": [rule.statement(config) for rule in RULES if rule.feature in on],
+        "Statement": [rule.statement(config) for rule in RULES if rule.feature in on]
+        + kms_statements(config, kms_keys),
     }
 
 
-def granted_actions(config: Config) -> set[str]:
-    return {action for rule in RULES if rule.feature in features(config) for action in rule.actions}
+def granted_actions(config: Config, kms_keys: Sequence[str] = ()) -> set[str]:
+    return {
+        action
+        for statement in iam_policy(config, kms_keys)["Statement"]
+        for action in statement["Action"]
+    }

@@ -36,6 +36,8 @@ from controller.iam import (
     Feature,
     granted_actions,
     iam_policy,
+    kms_key_arn,
+    kms_statements,
     queue_arn,
 )
 from tests.harness.moto_server import MotoServer
@@ -43,6 +45,7 @@ from tests.harness.moto_server import MotoServer
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {"ec2": "ec2", "sqs": "sqs"}  # botocore service name -> IAM prefix
 QUEUE = "https://sqs.eu-west-1.amazonaws.com/123456789012/spot-interruptions"
+KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 FULL = Config(
     controller=ControllerSection(fleet="gbrowse"),
@@ -118,10 +121,81 @@ def test_no_granted_action_is_unused():
     assert not unused, f"nothing calls these, remove them from controller.iam.RULES: {unused}"
 
 
-def test_never_pass_role_or_wildcard_actions():
-    for statement in iam_policy(FULL)["Statement"]:
+def test_no_wildcard_actions_and_no_iam_but_the_spot_role():
+    for statement in iam_policy(FULL, [KEY])["Statement"]:
         for action in statement["Action"]:
-            assert "*" not in action and not action.startswith("iam:")
+            assert "*" not in action
+            if action.startswith("iam:"):
+                assert statement["Sid"] == "CreateSpotServiceLinkedRoleOnFirstSpotLaunch"
+    assert {a for a in granted_actions(FULL, [KEY]) if a.startswith("iam:")} == {
+        "iam:CreateServiceLinkedRole"
+    }
+
+
+@pytest.mark.parametrize("config", [FULL, MINIMAL, CLUSTER])
+def test_every_config_may_create_the_spot_service_linked_role_and_only_it(config):
+    """EC2 creates AWSServiceRoleForEC2Spot as the caller on an account's first spot launch;
+    without this RunInstances answers AuthFailure.ServiceLinkedRoleCreationNotPermitted."""
+    assert statements(config)["CreateSpotServiceLinkedRoleOnFirstSpotLaunch"] == {
+        "Sid": "CreateSpotServiceLinkedRoleOnFirstSpotLaunch",
+        "Effect": "Allow",
+        "Action": ["iam:CreateServiceLinkedRole"],
+        "Resource": [
+            "arn:aws:iam::*:role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot"
+        ],
+        "Condition": {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}},
+    }
+
+
+def test_kms_keys_add_exactly_the_ebs_encryption_statements():
+    other = "arn:aws:kms:us-east-1:123456789012:key/mrk-0123456789abcdef0123456789abcdef"
+    without = iam_policy(FULL)["Statement"]
+    added = iam_policy(FULL, [KEY, other, KEY])["Statement"]
+    assert added[: len(without)] == without
+    via_ec2 = {"kms:ViaService": "ec2.us-east-1.amazonaws.com"}
+    assert added[len(without) :] == [
+        {
+            "Sid": "UseKmsKeysOfEncryptedImagesAndSnapshotsThroughEc2",
+            "Effect": "Allow",
+            "Action": [
+                "kms:Decrypt",
+                "kms:DescribeKey",
+                "kms:GenerateDataKeyWithoutPlaintext",
+                "kms:ReEncryptFrom",
+                "kms:ReEncryptTo",
+            ],
+            "Resource": [KEY, other],
+            "Condition": {"StringEquals": via_ec2},
+        },
+        {
+            "Sid": "LetEc2GrantItsVolumesTheKmsKeys",
+            "Effect": "Allow",
+            "Action": ["kms:CreateGrant"],
+            "Resource": [KEY, other],
+            "Condition": {
+                "Bool": {"kms:GrantIsForAWSResource": "true"},
+                "StringEquals": via_ec2,
+            },
+        },
+    ]
+    assert "kms:" not in json.dumps(without)
+    assert not granted_actions(FULL, [KEY]) - set(called_actions()) - set(IMPLIED_ACTIONS)
+
+
+def test_kms_key_ids_become_arns_and_aliases_are_refused():
+    key_id = "1234abcd-12ab-34cd-56ef-1234567890ab"
+    assert kms_key_arn(key_id, "eu-west-1") == f"arn:aws:kms:eu-west-1:*:key/{key_id}"
+    assert kms_key_arn(KEY, "eu-west-1") == KEY
+    china = replace(FULL, slave=replace(FULL.slave, region="cn-north-1"))
+    [use, _] = kms_statements(china, [key_id])
+    assert use["Resource"] == [f"arn:aws-cn:kms:cn-north-1:*:key/{key_id}"]
+    assert use["Condition"] == {
+        "StringEquals": {"kms:ViaService": "ec2.cn-north-1.amazonaws.com.cn"}
+    }
+    for bad in ("alias/ebs", "arn:aws:kms:us-east-1:123456789012:alias/ebs", "key"):
+        with pytest.raises(ValueError, match="not a KMS key ARN") as caught:
+            iam_policy(FULL, [bad])
+        assert "\n" not in str(caught.value)
 
 
 def test_own_security_group_feature():
@@ -225,8 +299,8 @@ def test_queue_arn_from_url(url, arn):
 def test_policy_documents_are_accepted_by_an_iam_server(moto_server: MotoServer):
     """moto's IAM validates policy grammar (Version, Effect, Action, ARNs, Condition)."""
     iam = boto3.client("iam", region_name="us-east-1", endpoint_url=moto_server.endpoint_url)
-    for n, config in enumerate((FULL, MINIMAL, CLUSTER)):
-        document = json.dumps(iam_policy(config))
+    for n, (config, keys) in enumerate(((FULL, [KEY]), (MINIMAL, []), (CLUSTER, []))):
+        document = json.dumps(iam_policy(config, keys))
         created = iam.create_policy(PolicyName=f"controller-{n}", PolicyDocument=document)
         assert created["Policy"]["Arn"].endswith(f"controller-{n}")
 
@@ -247,6 +321,22 @@ def test_command_prints_json(tmp_path):
     policy = json.loads(result.stdout)
     assert policy["Version"] == "2012-10-17"
     assert "ec2:CreateSecurityGroup" not in result.stdout and '"farm"' in result.stdout
+
+
+def test_command_kms_keys(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[controller]\nfleet = "farm"\n[slave]\nsecurity_group = "sg-0123"\n')
+    command = [sys.executable, "-m", "controller.cli", "iam-policy", "-c", str(config)]
+    run = {"capture_output": True, "text": True, "cwd": ROOT, "timeout": 60}
+
+    result = subprocess.run([*command, "--kms-key", KEY, "--kms-key", KEY], **run)
+    assert result.returncode == 0, result.stderr
+    kms = [s for s in json.loads(result.stdout)["Statement"] if s["Action"][0].startswith("kms:")]
+    assert [s["Resource"] for s in kms] == [[KEY], [KEY]]
+
+    result = subprocess.run([*command, "--kms-key", "alias/ebs"], **run)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("--kms-key 'alias/ebs': not a KMS key ARN")
 
 
 def test_command_bad_config(tmp_path):

@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 
 from controller.cli import EXIT_BAD_INPUT, EXIT_OK
 from controller.config import ConfigError, load_config
 from controller.iam import iam_policy
 
 
-def iam_policy_command(config_path: str) -> int:
-    """The policy on stdout (ready for `aws iam create-policy --policy-document file://...`)."""
+def iam_policy_command(config_path: str, kms_keys: Sequence[str] = ()) -> int:
+    """The policy on stdout (ready for `aws iam create-policy --policy-document file://...`).
+
+    `kms_keys` (`--kms-key`, repeatable): customer managed keys that encrypt the images or data
+    snapshots the config launches from; each adds the KMS use EC2 makes of it on our behalf.
+    """
     try:
         config = load_config(config_path)
     except ConfigError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(json.dumps(iam_policy(config), indent=2))
+    try:
+        policy = iam_policy(config, kms_keys)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps(policy, indent=2))
     return EXIT_OK
