@@ -19,8 +19,16 @@ own: admit the nodes' subnet (or this group) on tcp 6444-6445 there. The group i
 `controller-<fleet>-nodes` and lives in the VPC of the cluster's `subnet`; a cluster has no
 user-named group.
 
+SecurityGroupReady (SpotPool launches only after it) is published once per group, and only when
+the group admits the master: EC2 is eventually consistent, so AuthorizeSecurityGroupIngress may
+answer InvalidGroup.NotFound for a group it has just created; that is retried with backoff for up
+to AUTHORIZE_RETRY_SECONDS, and if the rules still cannot be added the actor fails with one line
+saying why, rather than letting slaves start in a group that admits nobody.
+
 It starts first and so stops last: by the time stop() runs, SpotPool has terminated the instances
-and waited for them, and the owned group can be deleted (with `on_exit = "teardown"`).
+and waited for them, and the owned group can be deleted (with `on_exit = "teardown"`); EC2 refuses
+that with DependencyViolation while the instances' network interfaces linger, which the adapter
+waits out (DEPENDENCY_TIMEOUT), so the stop's grace is longer than that.
 In a dry run nothing is mutated: each change is sent with EC2's DryRun flag, which checks the
 permission, and the outcome is logged.
 """
@@ -28,10 +36,12 @@ permission, and the outcome is logged.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 
+from controller.backoff import backoff_delay
 from controller.cloud import Cloud, IngressRule, ProviderError, SecurityGroup
 from controller.config import ClusterSection, Config
+from controller.ec2cloud import DEPENDENCY_TIMEOUT
 from controller.messages import ErrorKind, ProviderErrorSeen, Role, SecurityGroupReady
 from controller.runtime import Actor, Bus
 
@@ -39,6 +49,10 @@ SSH_PORT = 22
 SGE_PORTS = (6444, 6445)  # sge_qmaster, sge_execd
 DRY_RUN_GROUP_ID = "sg-dryrun"  # stands for the group a dry run would have created
 MIN_RECONCILE_SECONDS = 60.0
+# A group EC2 has just made may be unknown to AuthorizeSecurityGroupIngress for a few seconds.
+AUTHORIZE_RETRY_SECONDS = 60.0
+AUTHORIZE_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0)
+NOT_VISIBLE_YET = "InvalidGroup.NotFound"
 
 
 class FirewallError(Exception):
@@ -108,9 +122,9 @@ def _show(rules: Iterable[IngressRule]) -> list[str]:
 
 
 class FirewallKeeper(Actor):
-    # Deleting the group waits out DependencyViolation while the last instances leave (the
-    # Ec2Cloud adapter retries for up to two minutes).
-    grace_seconds = 150.0
+    # Deleting the group waits out DependencyViolation while the last instances' network
+    # interfaces go (the Ec2Cloud adapter retries for DEPENDENCY_TIMEOUT), plus its last call.
+    grace_seconds = DEPENDENCY_TIMEOUT + 60.0
 
     def __init__(
         self,
@@ -123,6 +137,8 @@ class FirewallKeeper(Actor):
         reconcile_interval: float | None = None,
         clock: Callable[[], float] | None = None,
         cluster: ClusterSection | None = None,
+        authorize_delays: Sequence[float] = AUTHORIZE_DELAYS,
+        authorize_retry_seconds: float = AUTHORIZE_RETRY_SECONDS,
     ) -> None:
         super().__init__(name="firewall_keeper", bus=bus, clock=clock)
         self.config = config
@@ -135,6 +151,8 @@ class FirewallKeeper(Actor):
             else max(MIN_RECONCILE_SECONDS, 2 * config.master.poll_interval)
         )
         self.cluster = cluster
+        self.authorize_delays = authorize_delays
+        self.authorize_retry_seconds = authorize_retry_seconds
         if cluster is None:
             self.wanted = wanted_rules(
                 master_ip, config.slave.ports, ssh=bool(config.slave.ssh_key.strip())
@@ -145,6 +163,7 @@ class FirewallKeeper(Actor):
         self.owned = False  # created or adopted by fleet tag and name: ours to fix and delete
         self.vpc_id = ""
         self._warned_ports: list[int] | None = None
+        self._announced: str | None = None  # the group SecurityGroupReady was published for
 
     @property
     def name_in_ec2(self) -> str:
@@ -166,19 +185,25 @@ class FirewallKeeper(Actor):
         self.config = config
 
     async def setup(self) -> None:
+        """Find, adopt or create the group; announce it once it admits the master.
+
+        FirewallError when the group cannot be had, or was made but its rules cannot be added.
+        """
         configured = "" if self.cluster else self.config.slave.security_group.strip()
         if configured:
             group = await self._configured_group(configured)
             self.group_id, self.owned = group.group_id, False
             self.log.info("security_group.configured", group_id=group.group_id, name=group.name)
             self._check_admits_master(group)
+            self._announce()
         elif await self._find_or_create():
             # A group just made has no ingress yet; describing it could race EC2's consistency.
-            await self._authorize(sorted(self.wanted, key=_rule_key))
+            if await self._authorize_new_group():
+                self._announce()
+        elif self.group_id == DRY_RUN_GROUP_ID:
+            self._announce()
         else:
-            await self.reconcile()
-        assert self.group_id is not None
-        self.publish(SecurityGroupReady(at=self.now(), group_id=self.group_id, created=self.owned))
+            await self.reconcile()  # adopted: announced once its rules are complete
 
     async def run(self) -> None:
         while await self.sleep(self.reconcile_interval):
@@ -216,23 +241,69 @@ class FirewallKeeper(Actor):
         if not self.owned:
             self._check_admits_master(group)
             return
+        await self._repair(group)
+
+    async def _repair(self, group: SecurityGroup) -> None:
+        """Undo drift on an owned group; announce it if it was not yet and now admits the master."""
         missing, extra = rule_drift(group.rules, self.wanted)
-        if missing:
-            await self._authorize(missing)
+        complete = not missing or await self._authorize(missing)
         if extra:
             await self._revoke(extra)
+        if complete:
+            self._announce()
 
-    async def _authorize(self, rules: list[IngressRule]) -> None:
+    def _announce(self) -> None:
+        """SecurityGroupReady, once per group, and never before its rules are in."""
+        if self.group_id is None or self.group_id == self._announced:
+            return
+        self._announced = self.group_id
+        self.publish(SecurityGroupReady(at=self.now(), group_id=self.group_id, created=self.owned))
+
+    async def _authorize(self, rules: list[IngressRule]) -> bool:
+        """Add the rules once (the next cycle tries again); True when they are in (or would be,
+        in a dry run)."""
         assert self.group_id is not None
         if self.dry_run:
             result = await self.cloud.authorize_ingress(self.group_id, rules, dry_run=True)
             self._report_dry_run("authorize_ingress", result.error, rules=_show(rules))
-            return
+            return True
         result = await self.cloud.authorize_ingress(self.group_id, rules)
         if result.error is not None:
             self._provider_error("security_group.authorize_failed", result.error)
-        else:
-            self.log.info("security_group.authorized", group_id=self.group_id, rules=_show(rules))
+            return False
+        self.log.info("security_group.authorized", group_id=self.group_id, rules=_show(rules))
+        return True
+
+    async def _authorize_new_group(self) -> bool:
+        """Add every rule to the group just created, retrying while EC2 does not know it yet.
+
+        True once the rules are in; False if the stop began first. FirewallError when EC2 still
+        refuses after `authorize_retry_seconds`, or refuses for another reason.
+        """
+        assert self.group_id is not None and not self.dry_run
+        rules = sorted(self.wanted, key=_rule_key)
+        started = self.now()
+        deadline = started + self.authorize_retry_seconds
+        attempt = 0
+        while True:
+            result = await self.cloud.authorize_ingress(self.group_id, rules)
+            error, waited = result.error, self.now() - started
+            if error is None:
+                self.log.info(
+                    "security_group.authorized", group_id=self.group_id, rules=_show(rules)
+                )
+                return True
+            delay = backoff_delay(self.authorize_delays, attempt)
+            if error.code != NOT_VISIBLE_YET or self.now() + delay > deadline:
+                raise FirewallError(
+                    _authorize_failed_line(self.name_in_ec2, self.group_id, error, waited)
+                )
+            self.log.info(
+                "security_group.not_visible_yet", group_id=self.group_id, retry_in=round(delay, 3)
+            )
+            if not await self.sleep(delay):
+                return False
+            attempt += 1
 
     async def _revoke(self, rules: list[IngressRule]) -> None:
         assert self.group_id is not None
@@ -260,14 +331,18 @@ class FirewallKeeper(Actor):
         # (EC2 refuses a duplicate name in the VPC anyway, and that refusal is only logged).
         self.log.warning("security_group.vanished", group_id=self.group_id, action="find-or-create")
         try:
-            created = await self._find_or_create()
+            if await self._find_or_create():
+                if await self._authorize_new_group():
+                    self._announce()
+                return
         except FirewallError as exc:
+            # Not announced: SpotPool keeps waiting; the next cycle repairs whatever group exists.
             self.log.error("security_group.recreate_failed", error=str(exc))
             return
-        if created:
-            await self._authorize(sorted(self.wanted, key=_rule_key))
         assert self.group_id is not None
-        self.publish(SecurityGroupReady(at=self.now(), group_id=self.group_id, created=True))
+        adopted = await self.cloud.describe_security_group(self.group_id)
+        if adopted is not None:
+            await self._repair(adopted)
 
     # ---- finding the group ------------------------------------------------------------------
 
@@ -401,6 +476,23 @@ class FirewallKeeper(Actor):
                 message=error.message,
                 **fields,
             )
+
+
+def _authorize_failed_line(name: str, group_id: str, error: ProviderError, waited: float) -> str:
+    line = (
+        f"security group {name} ({group_id}) was created but admits nobody: adding its ingress "
+        f"failed: {error.code}: {error.message}"
+    )
+    if error.code == NOT_VISIBLE_YET:
+        return (
+            f"{line} (EC2 still did not know the group after {waited:.0f} s; it is kept, and "
+            "the next attempt adopts it and adds the rules)"
+        )
+    if error.kind is ErrorKind.AUTH:
+        return (
+            f"{line} (grant ec2:AuthorizeSecurityGroupIngress, as `controller iam-policy` prints)"
+        )
+    return f"{line} (it is kept, and the next attempt adopts it and adds the rules)"
 
 
 def _create_failed_line(name: str, vpc_id: str, error: ProviderError | None) -> str:

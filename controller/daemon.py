@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-KILL_TIMEOUT_SECONDS = 1200.0  # TimeoutStopSec of systemd/controller.service: the worst teardown
+KILL_TIMEOUT_SECONDS = 1500.0  # TimeoutStopSec of systemd/controller.service: the worst teardown
 
 
 class DaemonError(Exception):

@@ -23,7 +23,7 @@ from actors.firewall_keeper import (
 )
 from controller.cloud import IngressRule
 from controller.config import ClusterSection, Config, ControllerSection, SlaveSection
-from controller.ec2cloud import Ec2Cloud
+from controller.ec2cloud import DEPENDENCY_TIMEOUT, Ec2Cloud
 from controller.messages import ErrorKind, ProviderErrorSeen, SecurityGroupReady
 from controller.runtime import Bus
 from tests.actor_runner import listen, next_of, running
@@ -423,3 +423,138 @@ async def test_default_vpc_when_no_subnet(moto_ec2: MotoEc2, cloud: Ec2Cloud) ->
     await actor.setup()
     [made] = groups_named(moto_ec2)
     assert made["VpcId"] == default_vpc
+
+
+# ---- a group EC2 does not know yet (eventual consistency) ---------------------------------------
+# Real EC2 may answer InvalidGroup.NotFound to AuthorizeSecurityGroupIngress for a group it has
+# just created; the fault proxy plays that. The retry delays are shortened (the defaults wait
+# seconds between tries): looptime cannot fake the clock while real sockets are in use.
+
+QUICK = {"authorize_delays": (0.01,), "authorize_retry_seconds": 5.0}
+
+
+@pytest.fixture
+async def proxied(moto_ec2: MotoEc2, fault_proxy: FaultProxy) -> AsyncIterator[Ec2Cloud]:
+    async with Ec2Cloud(
+        moto_ec2.region,
+        endpoint_url=fault_proxy.endpoint_url,
+        max_attempts=1,
+        retry_mode="standard",
+    ) as cloud:
+        yield cloud
+
+
+def announcements(bus: Bus, moto: MotoEc2) -> list[tuple[str, set]]:
+    """(group id, its ingress in EC2 at that moment) for each SecurityGroupReady published."""
+    seen: list[tuple[str, set]] = []
+
+    def note(msg: object) -> None:
+        if isinstance(msg, SecurityGroupReady):
+            seen.append((msg.group_id, ingress(moto, msg.group_id)))
+
+    bus.listen(note)
+    return seen
+
+
+async def test_new_group_unknown_to_ec2_at_first_gets_its_rules_before_it_is_announced(
+    moto_ec2: MotoEc2, fault_proxy: FaultProxy, proxied: Ec2Cloud
+) -> None:
+    fault_proxy.fail("AuthorizeSecurityGroupIngress", "InvalidGroup.NotFound", times=2)
+    bus = Bus()
+    announced = announcements(bus, moto_ec2)
+
+    actor = keeper(make_config(moto_ec2), proxied, bus, **QUICK)
+    await actor.setup()
+
+    assert fault_proxy.count("AuthorizeSecurityGroupIngress") == 3
+    assert announced == [(actor.group_id, master_only(8101, 8102))]
+
+
+async def test_new_group_still_unknown_fails_setup_and_is_never_announced(
+    moto_ec2: MotoEc2, fault_proxy: FaultProxy, proxied: Ec2Cloud
+) -> None:
+    fault_proxy.fail("AuthorizeSecurityGroupIngress", "InvalidGroup.NotFound")
+    bus = Bus()
+    announced = announcements(bus, moto_ec2)
+    actor = keeper(
+        make_config(moto_ec2), proxied, bus, authorize_delays=(0.01,), authorize_retry_seconds=0.1
+    )
+
+    with pytest.raises(FirewallError) as caught:
+        await actor.setup()
+
+    line = str(caught.value)
+    assert "\n" not in line
+    assert line.startswith(f"security group {NAME} ({actor.group_id}) was created but admits")
+    assert "InvalidGroup.NotFound" in line and "the next attempt adopts it" in line
+    assert fault_proxy.count("AuthorizeSecurityGroupIngress") > 1
+    assert announced == []
+
+
+async def test_refused_ingress_on_a_new_group_is_not_retried_and_says_what_to_grant(
+    moto_ec2: MotoEc2, fault_proxy: FaultProxy, proxied: Ec2Cloud
+) -> None:
+    fault_proxy.fail("AuthorizeSecurityGroupIngress", "UnauthorizedOperation", status=403)
+    bus = Bus()
+    announced = announcements(bus, moto_ec2)
+
+    with pytest.raises(FirewallError, match="grant ec2:AuthorizeSecurityGroupIngress"):
+        await keeper(make_config(moto_ec2), proxied, bus, **QUICK).setup()
+    assert fault_proxy.count("AuthorizeSecurityGroupIngress") == 1
+    assert announced == []
+
+
+async def test_adopted_group_without_rules_is_announced_only_once_they_are_in(
+    moto_ec2: MotoEc2, fault_proxy: FaultProxy, proxied: Ec2Cloud
+) -> None:
+    """A predecessor died between making the group and opening it; adding the rules fails at
+    first: SpotPool must keep waiting until a later cycle gets them in."""
+    gid = moto_ec2.client().create_security_group(
+        GroupName=NAME,
+        Description="made by a controller that died",
+        VpcId=moto_ec2.vpc_id,
+        TagSpecifications=[
+            {
+                "ResourceType": "security-group",
+                "Tags": [{"Key": "controller:fleet", "Value": FLEET}],
+            }
+        ],
+    )["GroupId"]
+    fault_proxy.fail("AuthorizeSecurityGroupIngress", "RequestLimitExceeded", status=503, times=1)
+    bus = Bus()
+    announced = announcements(bus, moto_ec2)
+    actor = keeper(make_config(moto_ec2), proxied, bus, **QUICK)
+
+    await actor.setup()
+    assert actor.group_id == gid
+    assert announced == []
+
+    await actor.reconcile()
+    await actor.reconcile()
+    assert announced == [(gid, master_only(8101, 8102))]  # once
+
+
+async def test_recreated_group_unknown_to_ec2_at_first_is_announced_with_its_rules(
+    moto_ec2: MotoEc2, fault_proxy: FaultProxy, proxied: Ec2Cloud
+) -> None:
+    bus = Bus()
+    announced = announcements(bus, moto_ec2)
+    actor = keeper(make_config(moto_ec2), proxied, bus, **QUICK)
+    await actor.setup()
+    first = actor.group_id
+    moto_ec2.client().delete_security_group(GroupId=first)
+    fault_proxy.fail("AuthorizeSecurityGroupIngress", "InvalidGroup.NotFound", times=2)
+
+    await actor.reconcile()
+
+    assert actor.group_id != first
+    assert announced == [
+        (first, master_only(8101, 8102)),
+        (actor.group_id, master_only(8101, 8102)),
+    ]
+
+
+def test_stop_grace_outlasts_the_wait_for_the_group_to_be_free() -> None:
+    """Deleting the group waits out DependencyViolation for DEPENDENCY_TIMEOUT (the instances'
+    network interfaces go minutes after termination); the runtime must not cut that short."""
+    assert FirewallKeeper.grace_seconds > DEPENDENCY_TIMEOUT

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from actors.firewall_keeper import FirewallKeeper
 from actors.spot_pool import SpotPool
 from controller.cli import build_parser
 from controller.daemon import KILL_TIMEOUT_SECONDS
-from controller.ec2cloud import DEPENDENCY_TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = ROOT / "systemd"
@@ -128,7 +128,7 @@ def test_notify_watchdog_restart_and_hardening():
 
 def test_stop_timeout_outlasts_the_teardown():
     stop = int(unit_settings(MAIN)["TimeoutStopSec"][0])
-    assert stop >= SpotPool.grace_seconds + DEPENDENCY_TIMEOUT + 60
+    assert stop >= SpotPool.grace_seconds + FirewallKeeper.grace_seconds + 30
     assert stop == KILL_TIMEOUT_SECONDS  # `run --kill` waits as long as systemd would
 
 
