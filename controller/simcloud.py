@@ -138,6 +138,9 @@ class SimCloud:
         # EC2's eventual consistency: for this long after its launch an instance is missing
         # from describe_fleet and TerminateInstances does not know it (it goes on running).
         self.visibility_lag = visibility_lag
+        # Scripted: TerminateInstances answers NotFound for these ids (a replica that lags)
+        # while they run on.
+        self.terminate_not_found: set[str] = set()
         self.counters = SimCounters()
         self._rng = random.Random(seed)
         self._seq = 0
@@ -295,7 +298,13 @@ class SimCloud:
         reports EC2's InvalidInstanceID.NotFound, id by id)."""
         self.advance()
         now = self.clock()
-        known = [i for i in ids if i in self._instances and self._visible(self._instances[i])]
+        known = [
+            i
+            for i in ids
+            if i in self._instances
+            and self._visible(self._instances[i])
+            and i not in self.terminate_not_found
+        ]
         unknown = tuple(i for i in ids if i not in known)
         for iid in known:
             inst = self._instances[iid]

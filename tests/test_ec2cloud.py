@@ -25,7 +25,13 @@ from controller.cloud import (
     LaunchSpec,
 )
 from controller.config import AwsSection, Config, SlaveSection
-from controller.ec2cloud import DATA_DEVICES, Ec2Cloud, launch_params, make_ec2_cloud
+from controller.ec2cloud import (
+    DATA_DEVICES,
+    DEPENDENCY_TIMEOUT,
+    Ec2Cloud,
+    launch_params,
+    make_ec2_cloud,
+)
 from controller.ec2errors import CODE_KINDS, classify, kind_of
 from controller.messages import ErrorKind, InstanceId, Role
 from controller.userdata import render_slave_user_data
@@ -537,6 +543,12 @@ async def test_delete_security_group_gives_up_on_lasting_dependency_violation(
     assert not result.ok and result.error is not None
     assert result.error.code == "DependencyViolation"
     assert await proxied.describe_security_group(group_id) is not None
+
+
+def test_deleting_a_group_waits_out_lingering_network_interfaces() -> None:
+    # Network interfaces of terminated instances go minutes later; EC2 refuses the group's
+    # deletion with DependencyViolation until then (Terraform waits 5 minutes too).
+    assert DEPENDENCY_TIMEOUT >= 300
 
 
 async def test_subnet_vpc_default_and_unknown(cloud: Ec2Cloud, moto_ec2: MotoEc2) -> None:

@@ -74,6 +74,31 @@ async def test_terminating_what_ec2_does_not_know_yet_is_asked_again_until_it_is
 
 
 @looptime
+async def test_an_instance_asked_to_end_that_still_runs_is_asked_again() -> None:
+    # A describe showed it, then TerminateInstances answered NotFound (a lagging replica): taken
+    # for terminating, but a minute later EC2 still shows it running, so it is asked again.
+    farm = Farm(config(scaling={"scale_in_after": 0.0}))
+    farm.group_ready()
+    farm.load(1.0)
+    with capture_logs() as logs:
+        async with running(farm.pool):
+            await until(15)  # launched at 0, seen running at 10
+            victim = one(farm.live())
+            farm.sim.terminate_not_found.add(victim.instance_id)
+            farm.load(0.0)
+            await until(25)  # removed at 20: asked, "not found", taken for terminating
+            assert victim.ended_at is None
+            farm.sim.terminate_not_found.clear()
+            await until(75)
+            assert victim.ended_at is None  # not before TERMINATE_RESEND_SECONDS
+            await until(95)
+            assert victim.ended_at == 80  # the cycle at 80 sees it alive 60 s on and asks again
+            assert [e["instance_id"] for e in events(logs, "instance.terminate_again")] == [
+                victim.instance_id
+            ]
+
+
+@looptime
 async def test_stop_right_after_a_launch_terminates_what_ec2_does_not_show_yet() -> None:
     # SIGTERM seconds after RunInstances: the read shows nothing and TerminateInstances does not
     # know the instance; teardown must not report "nothing left" while it runs.
