@@ -1,117 +1,41 @@
-"""SpotPool: owns the fleet's EC2 spot instances and keeps their number where the policy wants it.
+"""SpotPool: the actor that keeps the fleet's EC2 spot instances where the policy wants them.
 
 One pool per process, for one role: GBrowse render slaves (the default) or, with
-`run --cluster NAME`, a batch cluster's Grid Engine nodes. What differs between the two (launch
-settings, which messages mean ready/lost/demand, which policy input) is the pool profile
-(controller.pool_profile); everything below is the same for both.
-
-Each cycle it records observations, then computes changes (Ray autoscaler's reconciler shape):
-one paginated, tag-filtered DescribeInstances gives the whole fleet; the pure policy
-(controller.policy) turns load and fleet into a decision; SpotPool launches, drains and
-terminates accordingly. Nothing is remembered that the tags cannot rebuild: a restarted process
-adopts the fleet on its first describe.
-
-Scale-in never cuts a render short: the slave is drained first (DrainSlave takes it out of
-renderfarm.conf), then terminated `drain_seconds` later. A slave that SlaveHealth declares lost,
-or that gets a spot interruption warning, is drained at once and replaced by the next decision.
-Provider errors are data: a capacity error puts its (type, zone) on a cooldown and the next type
-is tried; a price above the bid waits, as GBrowse's balancer does; a failed describe holds. An
-instance EC2 ends by itself for a reason of the launch's making (a KMS key, a snapshot, an image
-that shuts down) pauses its type the same way, rather than being relaunched every cycle.
-
-EC2's reads lag its writes: an instance launched moments ago may be missing from the describe,
-and TerminateInstances may not know it yet. Such an instance is kept (it counts, it is not
-announced down, nothing replaces it) until a describe shows it or VISIBILITY_SECONDS pass, and
-its termination is asked again until EC2 takes it; an instance asked to terminate that a
-describe still shows alive TERMINATE_RESEND_SECONDS later is asked again too.
+`run --cluster NAME`, a batch cluster's Grid Engine nodes (controller.pool_profile says what
+differs). Every decision is the fleet reconciler's (controller.reconciler): this actor only
+observes, plans and executes. It feeds the reconciler the other actors' messages, wakes it every
+poll (at once for an urgent message, at the moment a drain ends), awaits the cloud calls its plans
+yield, and publishes and logs what it has to say. `controller simulate` executes the same plans on
+SimCloud in virtual time, so its figures are this actor's.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-from controller.cloud import (
-    SPOT_INTERRUPTION_REASON,
-    VISIBILITY_SECONDS,
-    Cloud,
-    CloudInstance,
-    FleetView,
-    InstanceState,
-    LaunchSpec,
-    ProviderError,
-    ended_on_our_side,
-    launch_token,
-)
-from controller.config import ClusterSection, Config
-from controller.lifecycle import Phase, check_transition
-from controller.messages import (
-    Decision,
-    ErrorKind,
-    FleetObserved,
-    InstanceDown,
-    InstanceId,
-    InstanceUp,
-    InterruptionWarning,
-    LostReason,
-    ProviderErrorSeen,
-    RenderfarmWritten,
-    SecurityGroupReady,
-    SensorLost,
-    SlaveView,
-)
+from controller.cloud import Cloud
+from controller.config import Config
+from controller.messages import LostReason
 from controller.policy import Policy
-from controller.pool_profile import NodeProfile, PoolMember, PoolProfile, SlaveProfile
+from controller.pool_profile import PoolProfile, SlaveProfile
 from controller.queue_policy import QueuePolicy
+from controller.reconciler import (
+    UNLIST_GRACE,
+    CancelCall,
+    CloudCall,
+    DescribeFleet,
+    FleetReconciler,
+    LaunchCall,
+    Plan,
+    PriceCall,
+    Publish,
+    TerminateCall,
+)
 from controller.runtime import EOI, Actor, Bus
 
-PRICE_REFRESH_SECONDS = 600.0
-# With every instance type cooling down after capacity errors, one launch is still tried after
-# each of these delays (the last repeats), so a single-type fleet is not starved for the whole
-# capacity_cooldown.
-STARVED_BACKOFF = (30.0, 60.0, 120.0, 240.0)
-# A drained slave whose leaving renderfarm.conf is never confirmed (the writer failing to write
-# or reload) is terminated this long after its drain delay anyway: never a leak.
-UNLIST_GRACE = 15.0
-# An instance asked to terminate that EC2 still shows pending or running this long after is
-# asked again (the first call may have been lost to EC2's lag).
-TERMINATE_RESEND_SECONDS = 60.0
-# A termination EC2 answered "not found" for an instance launched moments ago: asked again then.
-NOT_FOUND_RETRY_SECONDS = 5.0
-ALIVE_STATES = frozenset({InstanceState.PENDING, InstanceState.RUNNING})
-
-
-@dataclass(slots=True)
-class Tracked:
-    """SpotPool's record of one instance; rebuilt from EC2 at every start."""
-
-    instance_id: InstanceId
-    address: str
-    phase: Phase
-    launched_at: float  # loop time
-    since_wall: float  # epoch seconds of the last phase change (for /status)
-    instance_type: str
-    zone: str
-    # Loop time by which it must pass the readiness probe: request_timeout from when this process
-    # first tracked it (not from its launch: an adopted slave gets its chance to be probed).
-    ready_by: float
-    interrupted: bool = False
-    drain_until: float | None = None
-    # a drained slave's drain delay, waiting for renderfarm.conf to stop listing it (then it
-    # runs from there); None once it does, or for what needs no wait
-    unlist_delay: float | None = None
-    down_reason: LostReason | None = None  # why we drain/terminate it, for its InstanceDown
-    announced: bool = False  # InstanceUp published
-    # a describe has shown it (always, for what was adopted from one); a launch is unconfirmed
-    # until then, and "not found" about it means EC2's lag, not that it is gone
-    confirmed: bool = True
-    terminate_sent_at: float | None = None  # loop time TerminateInstances last took it
-    resend: bool = False  # still alive well after termination was asked: ask again
-    hostname: str = ""  # a node's Grid Engine name, from NodeReady
+__all__ = ["UNLIST_GRACE", "SpotPool"]
 
 
 class SpotPool(Actor):
@@ -130,642 +54,110 @@ class SpotPool(Actor):
         clock: Callable[[], float] | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self.profile: PoolProfile = profile or SlaveProfile(config)
-        super().__init__(name=self.profile.actor_name, bus=bus, clock=clock)
-        self.config = config
+        profile = profile or SlaveProfile(config)
+        super().__init__(name=profile.actor_name, bus=bus, clock=clock)
         self.cloud = cloud
-        self.policy = policy
         self.dry_run = dry_run
-        self.wall_clock = wall_clock
         self.fleet = config.controller.fleet
-        self.role = self.profile.role
-        self.keys = self.profile.launch_keys()
-        self.tracked: dict[InstanceId, Tracked] = {}
-        self.group_id: str | None = self.profile.security_group() or None
-        self.sample: Any = None  # the newest demand reading; None = sensor lost (hold)
-        self.cooldowns: dict[tuple[str, str], float] = {}  # (type, zone) -> loop time it ends
-        self.starved_tries = 0  # capacity probes since every type went into cooldown
-        self.starved_until = 0.0  # no probe before this loop time
-        self.prices: dict[tuple[str, str], tuple[float, float]] = {}  # -> (price, fetched at)
-        self.pending_requests = 0
-        self.last_error: ProviderError | None = None
-        self.urgent = False
-        self._terminate_tried_at = -math.inf  # the last _terminate_due: what was due then is tried
-        bus.subscribe(
-            self.inbox,
-            *self.profile.sample_types,
-            SensorLost,
-            self.profile.ready_type,
-            self.profile.lost_type,
-            SecurityGroupReady,
-            InterruptionWarning,
-            *((RenderfarmWritten,) if self.profile.drain_after_unlisting else ()),
+        self.pool = FleetReconciler(
+            config=config,
+            policy=policy,
+            profile=profile,
+            clock=self.now,
+            wall_clock=wall_clock,
+            dry_run=dry_run,
         )
+        bus.subscribe(self.inbox, *self.pool.subscriptions())
 
     def reconfigure(self, config: Config) -> None:
-        """SIGHUP: new timings, bid, types and table apply from the next cycle.
-
-        The policy is rebuilt (its learning starts over) only when a key it reads changed.
-        A cluster pool takes its cluster's new tuning keys (controller.reload refuses the rest).
-        """
-        if isinstance(self.profile, NodeProfile):
-            self._reconfigure_cluster(config)
-            return
-        from controller.policy import make_policy
-
-        old, self.config = self.config, config
-        self.profile = SlaveProfile(config)
-        self.keys = self.profile.launch_keys()
-        policy_keys = ("load_table", "scaling", "simulate", "master")
-        if any(getattr(old, k) != getattr(config, k) for k in policy_keys):
-            self.policy = make_policy(config.scaling.policy, config)
-            self.log.info("policy.rebuilt", policy=config.scaling.policy)
-
-    def _reconfigure_cluster(self, config: Config) -> None:
-        """min/max_nodes, idle_seconds and node_slots go to a new QueuePolicy (idle clocks start
-        over: a reload delays scale-in, never hastens it); the bid and types to the next launch."""
-        assert isinstance(self.profile, NodeProfile)
-        old = self.profile
-        name = old.cluster.name
-        cluster = next((c for c in config.clusters if c.name == name), None)
-        if cluster is None:  # controller.reload refuses this; keep running what we run
-            self.log.warning("reload.cluster_missing", cluster=name, kept="the old settings")
-            return
-        self.config = config
-        self.profile = old.reconfigured(config, cluster)
-        self.keys = self.profile.launch_keys()
-        if _queue_keys(config, cluster) != _queue_keys(old.config, old.cluster):
-            self.policy = QueuePolicy.for_cluster(config, cluster)
-            self.log.info("policy.rebuilt", policy=QueuePolicy.name, cluster=name)
-
-    @property
-    def load_rps(self) -> float | None:
-        return self.profile.load_of(self.sample)[0]
-
-    # ---- lifecycle -------------------------------------------------------------------------
+        """SIGHUP: new timings, bid, types and table apply from the next cycle."""
+        self.pool.reconfigure(config)
+        self._deliver()
 
     async def setup(self) -> None:
         """Adopt whatever carries the fleet's tag before anything else decides."""
-        view = await self.cloud.describe_fleet(self.fleet)
-        if view.error is not None:
-            self._provider_error(view.error)
-            self.log.warning("fleet.adopt_failed", reason=view.error.message)
-            return
-        self._observe(view)
-        self.log.info("fleet.adopted", instances=len(self.tracked))
+        await self._execute(self.pool.adopt())
 
     async def run(self) -> None:
-        interval = self.config.master.poll_interval
+        pool = self.pool
         next_cycle = self.now()
         while not self.stopping.is_set():
-            wake = min(next_cycle, self._next_drain_due())
+            wake = min(next_cycle, pool.next_drain_due())
             msg = await self.inbox.get(timeout=max(0.0, wake - self.now()))
             # Fold in everything already waiting, so that the cycle decides on the newest view
             # (and a burst of SlaveLost costs one reconcile, not one each).
             while msg is not None:
                 if msg is EOI:
                     return
-                self._handle(msg)
+                pool.handle(msg)
                 msg = await self.inbox.get() if len(self.inbox) else None
-            if self.urgent or self.now() >= next_cycle:
-                self.urgent = False
-                await self.reconcile()
-                next_cycle = self.now() + interval
-            elif self._next_drain_due() <= self.now():
-                await self._terminate_due()
-                self._publish_fleet()
+            self._deliver()
+            if pool.urgent or self.now() >= next_cycle:
+                pool.urgent = False
+                await self._execute(pool.reconcile())
+                next_cycle = self.now() + pool.config.master.poll_interval
+            elif pool.next_drain_due() <= self.now():
+                await self._execute(pool.terminate_due())
+                pool.publish_fleet()
+                self._deliver()
 
     async def stop(self) -> None:
         """Terminate the fleet with on_exit = teardown; leave it for adoption otherwise."""
-        if self.config.controller.on_exit != "teardown":
-            self.log.info("fleet.left_running", instances=len(self.tracked))
+        pool = self.pool
+        if pool.config.controller.on_exit != "teardown":
+            self.log.info("fleet.left_running", instances=len(pool.tracked))
             return
         if self.dry_run:
-            self.log.info("dry_run.would_teardown", instances=sorted(self.tracked))
+            self.log.info("dry_run.would_teardown", instances=sorted(pool.tracked))
             return
         from controller.teardown import teardown_fleet
 
-        if self.profile.down_before_teardown:  # nodes leave Grid Engine before they go
-            self._announce_down(LostReason.TEARDOWN)
-
+        if pool.profile.down_before_teardown:  # nodes leave Grid Engine before they go
+            pool.announce_down(LostReason.TEARDOWN)
+            self._deliver()
         report = await teardown_fleet(
             self.cloud,
             self.fleet,
             delete_fleet_groups=False,  # FirewallKeeper deletes the group after us
-            known_ids=tuple(self.tracked),  # launched moments ago, EC2 may not show them yet
+            known_ids=tuple(pool.tracked),  # launched moments ago, EC2 may not show them yet
             progress=lambda line: self.log.info("teardown.progress", step=line),
         )
-        if not self.profile.down_before_teardown:
-            self._announce_down(LostReason.TEARDOWN)
-        self.tracked.clear()
+        if not pool.profile.down_before_teardown:
+            pool.announce_down(LostReason.TEARDOWN)
+            self._deliver()
+        pool.tracked.clear()
         self.log.info("fleet.torn_down", report=str(report))
 
-    def _announce_down(self, reason: LostReason) -> None:
-        for t in self.tracked.values():
-            self.bus.publish(
-                InstanceDown(
-                    at=self.now(), instance_id=t.instance_id, address=t.address, reason=reason
-                )
-            )
+    async def _execute(self, plan: Plan) -> None:
+        """Run one plan: await each cloud call it yields, send it the result, and deliver what
+        it has to say before each call and at the end."""
+        result: Any = None
+        try:
+            while True:
+                call = plan.send(result)
+                self._deliver()
+                result = await self._call(call)
+        except StopIteration:
+            pass
+        self._deliver()
 
-    # ---- messages --------------------------------------------------------------------------
+    async def _call(self, call: CloudCall) -> Any:
+        match call:
+            case DescribeFleet():
+                return await self.cloud.describe_fleet(self.fleet)
+            case LaunchCall(spec=spec):
+                return await self.cloud.launch(spec)
+            case TerminateCall(ids=ids, dry_run=dry_run):
+                return await self.cloud.terminate(ids, dry_run=dry_run)
+            case CancelCall(ids=ids, dry_run=dry_run):
+                return await self.cloud.cancel_requests(ids, dry_run=dry_run)
+            case PriceCall(instance_type=instance_type, zone=zone):
+                return await self.cloud.spot_price(instance_type, zone)
+        raise TypeError(f"not a cloud call: {call!r}")
 
-    def _handle(self, msg: Any) -> None:
-        profile = self.profile
-        if isinstance(msg, profile.sample_types):
-            self.sample = msg
-        elif isinstance(msg, profile.ready_type):
-            t = self.tracked.get(msg.instance_id)
-            if t is not None and t.phase is Phase.BOOTING:
-                t.hostname = getattr(msg, "hostname", "")
-                self._move(t, Phase.READY)
-        elif isinstance(msg, profile.lost_type):
-            t = self.tracked.get(msg.instance_id)
-            if t is not None and t.phase in (Phase.BOOTING, Phase.READY):
-                why = getattr(msg, "reason", "")
-                self.log.warning(
-                    f"{self.role}.lost", instance_id=t.instance_id, address=t.address, why=why
-                )
-                self._drain(t, LostReason.UNREACHABLE, delay=0.0)
-                self.urgent = True
-        match msg:
-            case SensorLost(source=source) if profile.sensor_source in (None, source):
-                self.sample = None
-            case SecurityGroupReady(group_id=group_id):
-                self.group_id = group_id
-            case RenderfarmWritten(addresses=urls):
-                self._unlisted(urls)
-            case InterruptionWarning(instance_id=iid, kind=kind):
-                t = self.tracked.get(iid)
-                if t is not None and t.phase in (Phase.BOOTING, Phase.READY):
-                    t.interrupted = True
-                    self.log.warning(
-                        f"{self.role}.interruption_warning", instance_id=iid, kind=kind
-                    )
-                    if kind == "interruption":
-                        self._drain(t, LostReason.INTERRUPTION_WARNING, delay=None)
-                    self.urgent = True
-
-    # ---- the cycle -------------------------------------------------------------------------
-
-    async def reconcile(self) -> None:
-        """Observe the whole fleet, ask the policy, act; every branch logs its reason."""
-        view = await self.cloud.describe_fleet(self.fleet)
-        if view.error is not None:
-            self._provider_error(view.error)
-            self.log.warning("fleet.describe_failed", hold=True, reason=view.error.message)
-            return
-        self._observe(view)
-        await self._expire_requests(view)
-        await self._terminate_due()
-        await self._refresh_prices()
-
-        decision = self.policy.decide(
-            self.profile.policy_input(  # type: ignore[arg-type]  # each profile feeds its policy
-                now=self.now(),
-                sample=self.sample,
-                members=self._members(),
-                pending_requests=self.pending_requests,
-                cost_per_hour=self._cost_per_hour(),
-                price_per_instance=self._price_for_next_launch(),
-            )
-        )
-        self.bus.publish(
-            Decision(
-                at=self.now(),
-                load_rps=self.profile.load_of(self.sample)[0],
-                band=decision.band,
-                desired=decision.desired,
-                launch=decision.launch,
-                remove=tuple(InstanceId(i) for i in decision.remove),
-                reason=decision.reason,
-                dry_run=self.dry_run,
-            )
-        )
-        self.log.info(
-            "decision",
-            load_rps=self.load_rps,
-            band=decision.band,
-            desired=decision.desired,
-            launch=decision.launch,
-            remove=decision.remove,
-            reason=decision.reason,
-        )
-        for iid in decision.remove:
-            t = self.tracked.get(InstanceId(iid))
-            if t is not None:
-                self._drain(t, LostReason.SCALE_IN, delay=None)
-        await self._terminate_due()
-        if decision.launch > 0:
-            await self._launch(decision.launch)
-        self._publish_fleet()
-
-    def _observe(self, view: FleetView) -> None:
-        """Fold one describe into the tracked set: adopt new instances, drop vanished ones."""
-        seen: set[InstanceId] = set()
-        for inst in view.instances:
-            if inst.role is not self.role:
-                continue
-            seen.add(inst.instance_id)
-            t = self.tracked.get(inst.instance_id)
-            if t is not None:
-                t.confirmed = True
-            if inst.state not in ALIVE_STATES:
-                if t is not None and t.phase is not Phase.GONE:
-                    self._gone(t, inst)
-                continue
-            if t is None:
-                t = self._adopt(inst)
-            if (
-                t.phase is Phase.TERMINATING
-                and t.terminate_sent_at is not None
-                and self.now() - t.terminate_sent_at >= TERMINATE_RESEND_SECONDS
-            ):
-                t.resend = True
-            if not t.announced and inst.private_ip and inst.state is InstanceState.RUNNING:
-                t.address = inst.private_ip
-                t.announced = True
-                self.bus.publish(
-                    InstanceUp(
-                        at=self.now(),
-                        instance_id=t.instance_id,
-                        address=t.address,
-                        role=self.role,
-                        instance_type=t.instance_type,
-                        zone=t.zone,
-                    )
-                )
-        for iid in [i for i in self.tracked if i not in seen]:
-            t = self.tracked[iid]
-            if not t.confirmed and not self._visibility_passed(t):
-                continue  # launched moments ago: EC2's reads have not caught up yet
-            self._gone(t, None)
-        self.pending_requests = sum(1 for r in view.requests if r.state == "open")
-
-    def _adopt(self, inst: CloudInstance) -> Tracked:
-        launched_loop = self.now() - max(0.0, self.wall_clock() - inst.launched_at)
-        t = Tracked(
-            instance_id=inst.instance_id,
-            address=inst.private_ip or "",
-            phase=Phase.BOOTING,
-            launched_at=launched_loop,
-            since_wall=self.wall_clock(),
-            instance_type=inst.instance_type,
-            zone=inst.zone,
-            ready_by=self.now() + self.config.scaling.request_timeout,
-        )
-        self.tracked[inst.instance_id] = t
-        self.log.info("instance.tracked", instance_id=inst.instance_id, state=str(inst.state))
-        return t
-
-    def _visibility_passed(self, t: Tracked) -> bool:
-        return self.now() - t.launched_at >= VISIBILITY_SECONDS
-
-    def _gone(self, t: Tracked, inst: CloudInstance | None) -> None:
-        if inst is not None and t.phase is Phase.BOOTING and ended_on_our_side(inst.state_reason):
-            self._launch_failed(t, inst.state_reason or "")
-        if inst is not None and inst.state_reason == SPOT_INTERRUPTION_REASON:
-            reason = LostReason.INTERRUPTED
-        else:  # ours (why we drained it), else someone else's doing
-            reason = t.down_reason or LostReason.TERMINATED
-        self._move(t, Phase.GONE)
-        del self.tracked[t.instance_id]
-        self.log.info("instance.gone", instance_id=t.instance_id, reason=str(reason))
-        self.bus.publish(
-            InstanceDown(at=self.now(), instance_id=t.instance_id, address=t.address, reason=reason)
-        )
-
-    def _members(self) -> tuple[PoolMember, ...]:
-        return tuple(
-            PoolMember(
-                instance_id=t.instance_id,
-                address=t.address,
-                hostname=t.hostname,
-                launched_at=t.launched_at,
-                ready=t.phase is Phase.READY,
-                draining=t.phase in (Phase.DRAINING, Phase.TERMINATING),
-                interrupted=t.interrupted,
-            )
-            for t in self.tracked.values()
-        )
-
-    # ---- actions ---------------------------------------------------------------------------
-
-    def _drain(self, t: Tracked, reason: LostReason, delay: float | None) -> None:
-        """Take it out of service now (a slave leaves renderfarm.conf, a node Grid Engine);
-        terminate it after `delay` (default: the profile's drain)."""
-        if t.phase in (Phase.DRAINING, Phase.TERMINATING, Phase.GONE):
-            return
-        in_service = delay is None and t.phase is Phase.READY
-        if delay is None:
-            # Never in service: nothing to drain. In service: let work in flight finish.
-            delay = self.profile.drain_seconds() if in_service else 0.0
-        self._move(t, Phase.DRAINING)
-        t.drain_until = self.now() + delay
-        if in_service and self.profile.drain_after_unlisting:
-            # the delay runs once GBrowse stops sending it renders (see _unlisted)
-            t.unlist_delay = delay
-            t.drain_until += UNLIST_GRACE
-        t.down_reason = reason
-        self.bus.publish(
-            self.profile.drain_type(
-                at=self.now(), instance_id=t.instance_id, address=t.address, reason=reason
-            )
-        )
-        self.log.info(
-            f"{self.role}.draining", instance_id=t.instance_id, reason=str(reason), delay=delay
-        )
-
-    def _unlisted(self, urls: tuple[str, ...]) -> None:
-        """renderfarm.conf was rewritten (and Apache reloaded): the drain delay of each drained
-        slave it no longer lists runs from now."""
-        listed = {urlsplit(url).hostname for url in urls}
-        for t in self.tracked.values():
-            if t.unlist_delay is None or t.address in listed or t.drain_until is None:
-                continue
-            t.drain_until = min(t.drain_until, self.now() + t.unlist_delay)
-            t.unlist_delay = None
-            self.log.info(f"{self.role}.unlisted", instance_id=t.instance_id, until=t.drain_until)
-
-    def _next_drain_due(self) -> float:
-        """When the next drained instance is due to go (inf when none is). One whose termination
-        was tried and failed (or is a dry run) is retried with the next cycle, not before."""
-        return min(
-            (
-                t.drain_until
-                for t in self.tracked.values()
-                if t.phase is Phase.DRAINING
-                and t.drain_until is not None
-                and t.drain_until > self._terminate_tried_at
-            ),
-            default=math.inf,
-        )
-
-    async def _terminate_due(self) -> None:
-        now = self._terminate_tried_at = self.now()
-        due = [
-            t
-            for t in self.tracked.values()
-            if t.phase is Phase.DRAINING and t.drain_until is not None and t.drain_until <= now
-        ]
-        # A launch that never became ready within request_timeout is abandoned.
-        stuck = [t for t in self.tracked.values() if t.phase is Phase.BOOTING and now > t.ready_by]
-        for t in stuck:
-            self.log.warning("instance.boot_timeout", instance_id=t.instance_id)
-            self._cool_down(t.instance_type, t.zone)
-            self._move(t, Phase.DRAINING)
-            t.down_reason = LostReason.UNREACHABLE  # it never answered the readiness probe
-        due += stuck
-        # Asked to terminate a while ago and still alive: ask again.
-        again = [t for t in self.tracked.values() if t.phase is Phase.TERMINATING and t.resend]
-        for t in again:
-            self.log.warning("instance.terminate_again", instance_id=t.instance_id)
-        due += again
-        if not due:
-            return
-        ids = [t.instance_id for t in due]
-        result = await self.cloud.terminate(ids, dry_run=self.dry_run)
-        if self.dry_run:
-            self.log.info("dry_run.would_terminate", instance_ids=ids, check=_outcome(result.error))
-            return
-        if not result.ok:
-            assert result.error is not None
-            self._provider_error(result.error)
-            return
-        unknown = set(result.not_found)
-        taken = []
-        for t in due:
-            if t.instance_id in unknown and not t.confirmed and not self._visibility_passed(t):
-                # EC2 does not know it yet, so it goes on running: ask again shortly.
-                self.log.info("instance.terminate_not_found_yet", instance_id=t.instance_id)
-                t.drain_until = now + NOT_FOUND_RETRY_SECONDS
-                continue
-            self._move(t, Phase.TERMINATING)
-            t.terminate_sent_at, t.resend = now, False
-            taken.append(t.instance_id)
-        if taken:
-            self.log.info("instances.terminating", instance_ids=taken)
-
-    async def _expire_requests(self, view: FleetView) -> None:
-        """Cancel spot requests left open past request_timeout; their type/zone cools down."""
-        now_wall = self.wall_clock()
-        timeout = self.config.scaling.request_timeout
-        stale = [
-            r for r in view.requests if r.state == "open" and now_wall - r.created_at > timeout
-        ]
-        if not stale:
-            return
-        for r in stale:
-            self._cool_down(r.instance_type, r.zone)
-        ids = [r.request_id for r in stale]
-        result = await self.cloud.cancel_requests(ids, dry_run=self.dry_run)
-        self.log.warning("requests.cancelled_unfilled", request_ids=ids, ok=result.ok)
-        if result.ok and not self.dry_run:
-            self.pending_requests = max(0, self.pending_requests - len(ids))
-
-    async def _launch(self, count: int) -> None:
-        if self.group_id is None:
-            self.log.warning("launch.waiting", reason="no security group yet")
-            return
-        keys = self.keys
-        if not keys.image_id:
-            self.log.error("launch.refused", reason=f"{keys.image_key} is empty: set an AMI id")
-            return
-        zone = keys.availability_zone
-        types = [t for t in keys.instance_types if not self._cooling(t, zone)]
-        if not types:
-            if self.now() < self.starved_until:
-                self.log.warning("launch.no_type_available", types=keys.instance_types)
-                return
-            # Every type is cooling down: rather than wait out capacity_cooldown with nothing to
-            # fall back on, probe the type that cools soonest, on a growing backoff.
-            types = [min(keys.instance_types, key=lambda t: self.cooldowns.get((t, zone), 0.0))]
-            self.starved_until = (
-                self.now() + STARVED_BACKOFF[min(self.starved_tries, len(STARVED_BACKOFF) - 1)]
-            )
-            self.starved_tries += 1
-            self.log.info("launch.probing_capacity", instance_type=types[0])
-        for instance_type in types:
-            bid = keys.spot_bid
-            if bid is not None:
-                price = await self.cloud.spot_price(instance_type, zone or self._any_zone())
-                if price is not None and price > bid:
-                    self.log.info(
-                        "launch.waiting_for_price",
-                        instance_type=instance_type,
-                        spot_price=price,
-                        spot_bid=bid,
-                    )
-                    continue
-            spec = LaunchSpec(
-                fleet=self.fleet,
-                role=self.role,
-                image_id=keys.image_id,
-                instance_type=instance_type,
-                count=count,
-                client_token=launch_token(self.fleet),
-                zone=zone,
-                subnet=keys.subnet,
-                security_group_ids=(self.group_id,) if self.group_id != "sg-dryrun" else (),
-                key_name=keys.key_name,
-                user_data=keys.user_data,
-                max_price=bid,
-                snapshots=keys.snapshots,
-                dry_run=self.dry_run,
-            )
-            result = await self.cloud.launch(spec)
-            if self.dry_run:
-                self.log.info(
-                    "dry_run.would_launch",
-                    count=count,
-                    instance_type=instance_type,
-                    check=_outcome(result.error),
-                )
-                return
-            if result.error is not None and not result.instances:
-                self._provider_error(result.error)
-                if result.error.kind is ErrorKind.CAPACITY:
-                    self._cool_down(instance_type, zone)
-                    continue  # the next type in the list
-                return
-            self.starved_tries = 0
-            for inst in result.instances:
-                if inst.instance_id not in self.tracked:
-                    self._adopt(inst).confirmed = False
-            self.log.info(
-                "instances.launched",
-                count=len(result.instances),
-                instance_type=instance_type,
-                instance_ids=[i.instance_id for i in result.instances],
-            )
-            return
-        self.log.warning("launch.no_type_available", types=keys.instance_types)
-
-    # ---- prices and cooldowns --------------------------------------------------------------
-
-    def _cool_down(self, instance_type: str, zone: str) -> None:
-        """Skip this type for capacity_cooldown. The key is the zone launches ask for: with no
-        `availability_zone` EC2 picks the zone, so the failure in `zone` cools the whole type."""
-        key = (instance_type, self.keys.availability_zone)
-        self.cooldowns[key] = self.now() + self.config.scaling.capacity_cooldown
-        self.log.info("capacity.cooldown", instance_type=instance_type, zone=zone or "any")
-
-    def _launch_failed(self, t: Tracked, state_reason: str) -> None:
-        """EC2 ended a booting instance for a reason of the launch's making: launching the same
-        again would fail the same way (and bill a minute each time), so its type pauses."""
-        self.log.error(
-            "launch.failed_on_start",
-            instance_id=t.instance_id,
-            instance_type=t.instance_type,
-            state_reason=state_reason,
-            hint="check the image, its snapshots and their KMS keys, and the instance's limits",
-        )
-        self._provider_error(
-            ProviderError(
-                kind=ErrorKind.INVALID,
-                code=state_reason,
-                message=f"{t.instance_id} ended while starting ({state_reason}): "
-                f"{t.instance_type} paused for capacity_cooldown",
-                operation="RunInstances",
-                instance_type=t.instance_type,
-                zone=t.zone,
-            )
-        )
-        self._cool_down(t.instance_type, t.zone)
-
-    def _cooling(self, instance_type: str, zone: str) -> bool:
-        until = self.cooldowns.get((instance_type, zone))
-        return until is not None and until > self.now()
-
-    def _any_zone(self) -> str:
-        return next((t.zone for t in self.tracked.values() if t.zone), "")
-
-    async def _refresh_prices(self) -> None:
-        keys = {(t.instance_type, t.zone) for t in self.tracked.values()}
-        keys.add((self.keys.instance_types[0], self._any_zone()))
-        for key in keys:
-            cached = self.prices.get(key)
-            if cached is not None and self.now() - cached[1] < PRICE_REFRESH_SECONDS:
-                continue
-            price = await self.cloud.spot_price(*key)
-            if price is not None:
-                self.prices[key] = (price, self.now())
-
-    def _price(self, instance_type: str, zone: str) -> float:
-        cached = self.prices.get((instance_type, zone))
-        return cached[0] if cached else 0.0
-
-    def _price_for_next_launch(self) -> float:
-        return self._price(self.keys.instance_types[0], self._any_zone())
-
-    def _cost_per_hour(self) -> float:
-        return sum(
-            self._price(t.instance_type, t.zone)
-            for t in self.tracked.values()
-            if t.phase is not Phase.GONE
-        )
-
-    # ---- reporting -------------------------------------------------------------------------
-
-    def _move(self, t: Tracked, phase: Phase) -> None:
-        if t.phase is not phase:
-            t.phase = check_transition(t.phase, phase)
-            t.since_wall = self.wall_clock()
-
-    def _provider_error(self, error: ProviderError) -> None:
-        self.last_error = error
-        self.log.warning(
-            "ec2.error",
-            kind=str(error.kind),
-            code=error.code,
-            operation=error.operation,
-            message=error.message,
-        )
-        self.bus.publish(
-            ProviderErrorSeen(
-                at=self.now(),
-                kind=error.kind,
-                code=error.code,
-                message=error.message,
-                operation=error.operation,
-            )
-        )
-
-    def _publish_fleet(self) -> None:
-        self.bus.publish(
-            FleetObserved(
-                at=self.now(),
-                slaves=tuple(
-                    SlaveView(
-                        instance_id=t.instance_id,
-                        address=t.address,
-                        state=str(t.phase),
-                        healthy=t.phase is Phase.READY,
-                        since=t.since_wall,
-                        instance_type=t.instance_type,
-                        zone=t.zone,
-                    )
-                    for t in self.tracked.values()
-                ),
-                pending_requests=self.pending_requests,
-                cost_per_hour=self._cost_per_hour(),
-            )
-        )
-
-
-def _queue_keys(config: Config, cluster: ClusterSection) -> tuple[object, ...]:
-    """What QueuePolicy.for_cluster reads."""
-    return (
-        cluster.min_nodes,
-        cluster.max_nodes,
-        cluster.node_slots,
-        cluster.idle_seconds,
-        config.scaling.max_cost_per_hour,
-    )
-
-
-def _outcome(error: ProviderError | None) -> str:
-    """How EC2's DryRun permission check came out, for the dry-run log lines."""
-    if error is None or error.kind is ErrorKind.DRY_RUN_OK:
-        return "permitted"
-    return f"{error.kind}: {error.code} {error.message}"
+    def _deliver(self) -> None:
+        for item in self.pool.take_outbox():
+            if isinstance(item, Publish):
+                self.bus.publish(item.message)
+            else:
+                getattr(self.log, item.level)(item.event, **item.fields)
