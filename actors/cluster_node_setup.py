@@ -7,11 +7,11 @@ For each InstanceUp with role NODE, in its own task:
    connection is refused or times out: only OSError is retried, with backoff, until
    `ssh_wait_timeout`; an authentication failure or a wrong host key fails at once (retrying
    would hide it). Host keys are trusted on first use and pinned per instance
-   (controller.host_keys, in `known_hosts_path`).
-2. volume:NAME for each of the cluster's volumes (controller.node_volumes).
-3. plugin:NAME for each of its plugins, in order (controller.node_plugins). The sge plugin reads
-   the node's memory, registers the node on the head through the local Grid Engine clients
-   (the controller runs on the head), then starts the node's execd.
+   (controller.gridengine.host_keys, in `known_hosts_path`).
+2. volume:NAME for each of the cluster's volumes (controller.gridengine.node_volumes).
+3. plugin:NAME for each of its plugins, in order (controller.gridengine.node_plugins). The sge
+   plugin reads the node's memory, registers the node on the head through the local Grid Engine
+   clients (the controller runs on the head), then starts the node's execd.
 4. NodeReady(hostname=ip-a-b-c-d), or NodeSetupFailed(step, reason) at the first failing step.
 
 Setups run concurrently, at most `max_concurrent` past the SSH wait at a time; head-side Grid
@@ -33,9 +33,23 @@ from typing import Any
 
 import asyncssh
 
-from controller.backoff import backoff_delay
-from controller.config import ClusterSection, Config, VolumeSection
-from controller.host_keys import HostKeyStore, host_pattern
+from controller.config.plugins import Plugin, PluginError, SgePlugin, cluster_plugins, sge_plugin
+from controller.config.schema import ClusterSection, Config, VolumeSection
+from controller.gridengine.host_keys import HostKeyStore, host_pattern
+from controller.gridengine.node_plugins import (
+    HeadCommand,
+    NodeInfo,
+    RemoteCommand,
+    consumable_line,
+    memory_command,
+    node_memory,
+    register_commands,
+    remote_commands,
+)
+from controller.gridengine.node_volumes import volume_commands
+from controller.gridengine.sge import ec2_hostname, with_consumable
+from controller.gridengine.sge_client import SgeClient, SgeError
+from controller.gridengine.sge_deregister import deregister_node, run_head_command
 from controller.messages import (
     InstanceDown,
     InstanceId,
@@ -44,22 +58,9 @@ from controller.messages import (
     NodeSetupFailed,
     Role,
 )
-from controller.node_plugins import (
-    HeadCommand,
-    NodeInfo,
-    Plugin,
-    PluginError,
-    RemoteCommand,
-    SgePlugin,
-    cluster_plugins,
-    node_memory,
-    sge_plugin,
-)
-from controller.node_volumes import volume_commands
-from controller.runtime import EOI, Actor, Bus
-from controller.sge import ec2_hostname, with_consumable
-from controller.sge_client import SgeClient, SgeError
-from controller.sge_deregister import deregister_node, run_head_command
+from controller.runtime.actor import Actor
+from controller.runtime.backoff import backoff_delay
+from controller.runtime.bus import EOI, Bus
 
 
 class StepFailed(Exception):
@@ -319,18 +320,18 @@ class ClusterNodeSetup(Actor):
         self, conn: asyncssh.SSHClientConnection, step: str, plugin: Plugin, node: NodeInfo
     ) -> None:
         if not isinstance(plugin, SgePlugin):
-            for command in plugin.remote_commands(node):
+            for command in remote_commands(plugin, node):
                 await self._remote(conn, step, command)
             return
         memory = plugin.node_memory
         if not memory:
-            memory = node_memory(plugin, await self._remote(conn, step, plugin.memory_command()))
+            memory = node_memory(plugin, await self._remote(conn, step, memory_command()))
         async with self._head_lock:
             await self._ensure_consumable(step, plugin)
-            for command in plugin.register_commands(node.hostname, memory, self.head_host):
+            for command in register_commands(plugin, node.hostname, memory, self.head_host):
                 await self._head(step, command)
         self.log.info("node.registered", hostname=node.hostname, memory=memory)
-        for command in plugin.remote_commands(node, self.head_host):
+        for command in remote_commands(plugin, node, self.head_host):
             await self._remote(conn, step, command)
 
     async def _remote(
@@ -364,7 +365,7 @@ class ClusterNodeSetup(Actor):
         assert self.sge is not None, "an sge plugin gives a client"
         try:
             complexes = await self.sge.run("qconf", "-sc")
-            updated = with_consumable(complexes, plugin.consumable_line)
+            updated = with_consumable(complexes, consumable_line(plugin))
             if updated is not None:
                 await self.sge.run_with_file("qconf", "-Mc", text=updated)
                 self.log.info("sge.consumable_added", consumable=plugin.consumable)

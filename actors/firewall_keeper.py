@@ -1,11 +1,11 @@
 """FirewallKeeper: owns the security group the slaves launch into, and keeps it closed.
 
 The slaves answer render requests from the master only, so the group the controller makes admits
-exactly `<master address>/32` on each slave port (and 22 when `[slave] ssh_key` is set) and
-nothing else. Its name comes from the fleet (`controller-<fleet>`), never from the PID, and it
-carries the fleet tags, so a restarted controller adopts the group its predecessor made instead of
-leaking it. Each cycle re-reads the group and undoes drift: a missing rule is added again and any
-other rule (someone opened 0.0.0.0/0) is revoked.
+exactly the master on the slave ports (controller.cloud.firewall_rules has the rules). Its name
+comes from the fleet (`controller-<fleet>`), never from the PID, and it carries the fleet tags, so
+a restarted controller adopts the group its predecessor made instead of leaking it. Each cycle
+re-reads the group and undoes drift: a missing rule is added again and any other rule (someone
+opened 0.0.0.0/0) is revoked.
 
 A group named in `[slave] security_group` belongs to the user: it is used as it is, never changed
 and never deleted; FirewallKeeper only warns when it does not admit the master on the slave ports.
@@ -35,90 +35,38 @@ permission, and the outcome is logged.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
-from controller.backoff import backoff_delay
-from controller.cloud import Cloud, IngressRule, ProviderError, SecurityGroup
-from controller.config import ClusterSection, Config
-from controller.ec2cloud import DEPENDENCY_TIMEOUT
+from controller.cloud.ec2_groups import DEPENDENCY_TIMEOUT
+from controller.cloud.firewall_rules import (
+    NOT_VISIBLE_YET,
+    SGE_PORTS,
+    authorize_failed_line,
+    create_failed_line,
+    group_name,
+    master_cidr,
+    ports_not_admitted,
+    rule_drift,
+    rule_key,
+    show_rules,
+    wanted_rules,
+)
+from controller.cloud.port import Cloud, IngressRule, ProviderError, SecurityGroup
+from controller.config.schema import ClusterSection, Config
 from controller.messages import ErrorKind, ProviderErrorSeen, Role, SecurityGroupReady
-from controller.runtime import Actor, Bus
+from controller.runtime.actor import Actor
+from controller.runtime.backoff import backoff_delay
+from controller.runtime.bus import Bus
 
-SSH_PORT = 22
-SGE_PORTS = (6444, 6445)  # sge_qmaster, sge_execd
 DRY_RUN_GROUP_ID = "sg-dryrun"  # stands for the group a dry run would have created
 MIN_RECONCILE_SECONDS = 60.0
 # A group EC2 has just made may be unknown to AuthorizeSecurityGroupIngress for a few seconds.
 AUTHORIZE_RETRY_SECONDS = 60.0
 AUTHORIZE_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0)
-NOT_VISIBLE_YET = "InvalidGroup.NotFound"
 
 
 class FirewallError(Exception):
     """The group cannot be made or found; the controller cannot launch slaves safely."""
-
-
-def group_name(fleet: str) -> str:
-    """The owned group's name: derived from the fleet, so every restart finds the same group."""
-    return f"controller-{fleet}"
-
-
-def master_cidr(master_ip: str) -> str:
-    """The master alone: /32 for IPv4, /128 for IPv6."""
-    address = ipaddress.ip_address(master_ip)
-    return f"{address}/{address.max_prefixlen}"
-
-
-def wanted_rules(
-    master_ip: str, ports: Iterable[int], *, ssh: bool = False
-) -> frozenset[IngressRule]:
-    """Pure: the whole ingress of an owned group."""
-    cidr = master_cidr(master_ip)
-    all_ports = {*ports, SSH_PORT} if ssh else set(ports)
-    return frozenset(IngressRule(cidr=cidr, port=port) for port in all_ports)
-
-
-def rule_drift(
-    actual: Collection[IngressRule], wanted: Collection[IngressRule]
-) -> tuple[list[IngressRule], list[IngressRule]]:
-    """Pure: (rules to add, rules to revoke), each sorted so logs read the same every time."""
-    missing = sorted(set(wanted) - set(actual), key=_rule_key)
-    extra = sorted(set(actual) - set(wanted), key=_rule_key)
-    return missing, extra
-
-
-def ports_not_admitted(
-    rules: Iterable[IngressRule], master_ip: str, ports: Iterable[int]
-) -> list[int]:
-    """Pure: the ports on which no rule lets the master in (for a group the user owns)."""
-    master = ipaddress.ip_address(master_ip)
-    open_ports: set[int] = set()
-    everything = False
-    for rule in rules:
-        try:
-            network = ipaddress.ip_network(rule.cidr, strict=False)
-        except ValueError:
-            continue
-        if master.version != network.version or master not in network:
-            continue
-        protocol, _, span = rule.protocol.partition(":")  # "tcp:1000-2000" is a port range
-        if protocol in ("-1", "all"):
-            everything = True
-        elif protocol in ("tcp", "6") and span:
-            low, _, high = span.partition("-")
-            open_ports.update(p for p in ports if int(low) <= p <= int(high or low))
-        elif protocol in ("tcp", "6"):
-            open_ports.add(rule.port)
-    return [] if everything else sorted(set(ports) - open_ports)
-
-
-def _rule_key(rule: IngressRule) -> tuple[str, int, str]:
-    return (rule.cidr, rule.port, rule.protocol)
-
-
-def _show(rules: Iterable[IngressRule]) -> list[str]:
-    return [f"{rule.protocol}/{rule.port} from {rule.cidr}" for rule in rules]
 
 
 class FirewallKeeper(Actor):
@@ -265,13 +213,13 @@ class FirewallKeeper(Actor):
         assert self.group_id is not None
         if self.dry_run:
             result = await self.cloud.authorize_ingress(self.group_id, rules, dry_run=True)
-            self._report_dry_run("authorize_ingress", result.error, rules=_show(rules))
+            self._report_dry_run("authorize_ingress", result.error, rules=show_rules(rules))
             return True
         result = await self.cloud.authorize_ingress(self.group_id, rules)
         if result.error is not None:
             self._provider_error("security_group.authorize_failed", result.error)
             return False
-        self.log.info("security_group.authorized", group_id=self.group_id, rules=_show(rules))
+        self.log.info("security_group.authorized", group_id=self.group_id, rules=show_rules(rules))
         return True
 
     async def _authorize_new_group(self) -> bool:
@@ -281,7 +229,7 @@ class FirewallKeeper(Actor):
         refuses after `authorize_retry_seconds`, or refuses for another reason.
         """
         assert self.group_id is not None and not self.dry_run
-        rules = sorted(self.wanted, key=_rule_key)
+        rules = sorted(self.wanted, key=rule_key)
         started = self.now()
         deadline = started + self.authorize_retry_seconds
         attempt = 0
@@ -290,13 +238,13 @@ class FirewallKeeper(Actor):
             error, waited = result.error, self.now() - started
             if error is None:
                 self.log.info(
-                    "security_group.authorized", group_id=self.group_id, rules=_show(rules)
+                    "security_group.authorized", group_id=self.group_id, rules=show_rules(rules)
                 )
                 return True
             delay = backoff_delay(self.authorize_delays, attempt)
             if error.code != NOT_VISIBLE_YET or self.now() + delay > deadline:
                 raise FirewallError(
-                    _authorize_failed_line(self.name_in_ec2, self.group_id, error, waited)
+                    authorize_failed_line(self.name_in_ec2, self.group_id, error, waited)
                 )
             self.log.info(
                 "security_group.not_visible_yet", group_id=self.group_id, retry_in=round(delay, 3)
@@ -309,14 +257,14 @@ class FirewallKeeper(Actor):
         assert self.group_id is not None
         if self.dry_run:
             result = await self.cloud.revoke_ingress(self.group_id, rules, dry_run=True)
-            self._report_dry_run("revoke_ingress", result.error, rules=_show(rules))
+            self._report_dry_run("revoke_ingress", result.error, rules=show_rules(rules))
             return
-        self.log.warning("security_group.revoking_foreign_rules", rules=_show(rules))
+        self.log.warning("security_group.revoking_foreign_rules", rules=show_rules(rules))
         result = await self.cloud.revoke_ingress(self.group_id, rules)
         if result.error is not None:
             self._provider_error("security_group.revoke_failed", result.error)
         else:
-            self.log.info("security_group.revoked", group_id=self.group_id, rules=_show(rules))
+            self.log.info("security_group.revoked", group_id=self.group_id, rules=show_rules(rules))
 
     async def _group_vanished(self) -> None:
         if not self.owned:
@@ -403,11 +351,11 @@ class FirewallKeeper(Actor):
             self.log.info(
                 "dry_run.would_authorize_ingress",
                 group=name,
-                rules=_show(sorted(self.wanted, key=_rule_key)),
+                rules=show_rules(sorted(self.wanted, key=rule_key)),
             )
             return False
         if error is not None or group_id is None:
-            raise FirewallError(_create_failed_line(name, self.vpc_id, error))
+            raise FirewallError(create_failed_line(name, self.vpc_id, error))
         self.group_id, self.owned = group_id, True
         self.log.info("security_group.created", group_id=group_id, name=name, vpc_id=self.vpc_id)
         return True
@@ -476,32 +424,3 @@ class FirewallKeeper(Actor):
                 message=error.message,
                 **fields,
             )
-
-
-def _authorize_failed_line(name: str, group_id: str, error: ProviderError, waited: float) -> str:
-    line = (
-        f"security group {name} ({group_id}) was created but admits nobody: adding its ingress "
-        f"failed: {error.code}: {error.message}"
-    )
-    if error.code == NOT_VISIBLE_YET:
-        return (
-            f"{line} (EC2 still did not know the group after {waited:.0f} s; it is kept, and "
-            "the next attempt adopts it and adds the rules)"
-        )
-    if error.kind is ErrorKind.AUTH:
-        return (
-            f"{line} (grant ec2:AuthorizeSecurityGroupIngress, as `controller iam-policy` prints)"
-        )
-    return f"{line} (it is kept, and the next attempt adopts it and adds the rules)"
-
-
-def _create_failed_line(name: str, vpc_id: str, error: ProviderError | None) -> str:
-    line = f"cannot create security group {name} in {vpc_id}"
-    if error is None:
-        return f"{line}: EC2 returned no group id"
-    line += f": {error.code}: {error.message}"
-    if error.kind is ErrorKind.AUTH:
-        line += (
-            " (grant ec2:CreateSecurityGroup, or name an existing group in [slave] security_group)"
-        )
-    return line

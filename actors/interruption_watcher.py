@@ -3,8 +3,8 @@
 EventBridge puts EC2's events on an SQS queue (`[scaling] interruption_queue`), the way Karpenter
 receives them: the two-minute "EC2 Spot Instance Interruption Warning" and the earlier "EC2
 Instance Rebalance Recommendation". This actor long-polls the queue, reads each body
-(controller.interruption_events, pure) and publishes an InterruptionWarning, so SpotPool drains
-the slave from renderfarm.conf and launches its replacement ahead of the loss.
+(controller.cloud.interruption_events, pure) and publishes an InterruptionWarning, so SpotPool
+drains the slave from renderfarm.conf and launches its replacement ahead of the loss.
 
 Every message is deleted once read, whatever it held: a warning is published once, and an
 unreadable body is logged and dropped rather than received again forever. The queue should
@@ -15,33 +15,18 @@ logged and retried along a backoff; the watcher never ends the process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import re
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Sequence
 from typing import Any
 
-import aiobotocore.session
-import aiohttp
-from aiobotocore.config import AioConfig
-from botocore.exceptions import BotoCoreError, ClientError
-
-from controller.backoff import backoff_delay
-from controller.config import Config
-from controller.ec2cloud import seed_credentials
-from controller.interruption_events import EventError, EventKind, InstanceEvent, parse_event
+from controller.cloud.interruption_events import EventError, EventKind, InstanceEvent, parse_event
+from controller.cloud.sqs import LONG_POLL_SECONDS, SQS_ERRORS, SqsClientFactory, error_code
+from controller.config.schema import Config
 from controller.messages import InstanceId, InterruptionWarning
-from controller.runtime import Actor, Bus
+from controller.runtime.actor import Actor
+from controller.runtime.backoff import backoff_delay
+from controller.runtime.bus import Bus
 
-LONG_POLL_SECONDS = 20  # SQS's maximum WaitTimeSeconds
 MAX_MESSAGES = 10  # SQS's maximum per receive
-SQS_ERRORS: tuple[type[BaseException], ...] = (
-    ClientError,
-    BotoCoreError,
-    aiohttp.ClientError,
-    OSError,
-    TimeoutError,
-)
 # Codes that a retry will not fix until someone changes the queue, the config or the policy.
 HINTS = {
     "AWS.SimpleQueueService.NonExistentQueue": "no such queue: create it or fix "
@@ -51,44 +36,6 @@ HINTS = {
     "AccessDeniedException": "the credentials lack sqs:ReceiveMessage / sqs:DeleteMessage "
     "on the queue",
 }
-
-SqsClientFactory = Callable[[], AbstractAsyncContextManager[Any]]
-
-
-def queue_region(queue_url: str) -> str:
-    """The region in an AWS queue URL (https://sqs.REGION.amazonaws.com/...), "" if none."""
-    found = re.match(r"^https?://sqs\.([a-z0-9-]+)\.amazonaws\.com", queue_url)
-    return found.group(1) if found else ""
-
-
-def sqs_client_factory(config: Config) -> SqsClientFactory:
-    """Aiobotocore SQS clients for the queue's region, at `[aws] sqs_endpoint_url` when set.
-
-    Never at `[aws] endpoint_url`: that one is EC2's (often a VPC endpoint for EC2), which serves
-    no SQS."""
-    session = aiobotocore.session.get_session()
-    aio_config = AioConfig(
-        retries={"mode": config.aws.retry_mode, "total_max_attempts": config.aws.max_attempts},
-        connect_timeout=config.aws.call_timeout,
-        # A long poll holds the connection open for up to LONG_POLL_SECONDS before answering.
-        read_timeout=config.aws.call_timeout + LONG_POLL_SECONDS,
-    )
-    region = queue_region(config.scaling.interruption_queue) or config.slave.region
-
-    @contextlib.asynccontextmanager
-    async def create() -> AsyncIterator[Any]:
-        # The seed's EC2_ACCESS_KEY/EC2_SECRET_KEY when the AWS chain has nothing, as for EC2.
-        fallback = await seed_credentials(session)
-        async with session.create_client(
-            "sqs",
-            region_name=region,
-            endpoint_url=config.aws.sqs_endpoint_url or None,
-            config=aio_config,
-            **fallback,
-        ) as client:
-            yield client
-
-    return create
 
 
 class InterruptionWatcher(Actor):
@@ -210,9 +157,7 @@ class InterruptionWatcher(Actor):
             )
 
     def _log_failure(self, exc: BaseException, delay: float) -> None:
-        code = ""
-        if isinstance(exc, ClientError):
-            code = str(exc.response.get("Error", {}).get("Code", ""))
+        code = error_code(exc)
         self.log.warning(
             "interruption.queue_failed",
             queue=self.queue_url,

@@ -1,8 +1,9 @@
 """LoadSampler: Apache's request rate, read from mod_status every poll interval.
 
 Each poll fetches `server_status_url` (the `?auto` page), turns `Total Accesses` into a rate
-(controller.apache_status) and publishes a LoadSample. A page that cannot be read (refused, timed
-out, not 200, garbled) publishes SensorLost instead and the sampler retries with a growing delay
+(controller.gbrowse.apache_status) and publishes a LoadSample. A page that cannot be read
+(refused, timed out, not 200, garbled) publishes SensorLost instead and the sampler retries with a
+growing delay
 capped at the poll interval; SpotPool holds the fleet until samples come back. An outage logs
 once when it starts and once when it ends, and the first good sample after it only re-baselines
 the counter (its requests during the outage are unknown), so the next poll brings the first rate.
@@ -15,15 +16,16 @@ from collections.abc import Callable
 import aiohttp
 from yarl import URL
 
-from controller.apache_status import (
+from controller.config.schema import Config
+from controller.gbrowse.apache_status import (
     RateTracker,
     ServerStatus,
     StatusParseError,
     parse_server_status,
 )
-from controller.config import Config
 from controller.messages import LoadSample, SensorLost
-from controller.runtime import Actor, Bus
+from controller.runtime.actor import Actor
+from controller.runtime.bus import Bus
 
 
 class SensorError(Exception):

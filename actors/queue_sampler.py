@@ -1,11 +1,11 @@
 """QueueSampler: a batch cluster's demand, read from Grid Engine every poll interval.
 
-Each poll runs `qstat -f -xml -r -u '*'` on the head (controller.sge_client) and publishes the
-QueueSample controller.sge makes of it: pending jobs, slots and mem_requested, the oldest wait,
-running jobs, busy and idle exec hosts. When qstat fails, times out or prints something
-unreadable, it publishes SensorLost(source="sge") instead and retries after 1, 2, 4, ... seconds,
-capped at the poll interval; the node pool holds the cluster until samples come back. An outage
-logs once when it starts and once when it ends.
+Each poll runs `qstat -f -xml -r -u '*'` on the head (controller.gridengine.sge_client) and
+publishes the QueueSample controller.gridengine.sge makes of it: pending jobs, slots and
+mem_requested, the oldest wait, running jobs, busy and idle exec hosts. When qstat fails, times out
+or prints something unreadable, it publishes SensorLost(source="sge") instead and retries after 1,
+2, 4, ... seconds, capped at the poll interval; the node pool holds the cluster until samples come
+back. An outage logs once when it starts and once when it ends.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from controller.config import Config
+from controller.config.schema import Config
+from controller.gridengine.sge import MEM_CONSUMABLE, SgeParseError, parse_qstat, queue_sample
+from controller.gridengine.sge_client import SgeClient, SgeError
 from controller.messages import SensorLost
-from controller.runtime import Actor, Bus
-from controller.sge import MEM_CONSUMABLE, SgeParseError, parse_qstat, queue_sample
-from controller.sge_client import SgeClient, SgeError
+from controller.runtime.actor import Actor
+from controller.runtime.bus import Bus
 
 
 class QueueSampler(Actor):

@@ -1,10 +1,10 @@
 """RenderfarmWriter: renderfarm.conf lists exactly the slaves that passed the readiness probe.
 
 It keeps the set of listed slaves from SlaveReady (add) and SlaveLost, DrainSlave, InstanceDown
-(remove), and rewrites the file in GBrowse's format (controller.renderfarm), atomically, one URL
-per slave and port, sorted so that the same set always gives the same bytes. The reload command
-runs only when the bytes changed; a burst of changes (a cycle that found ten slaves ready) is
-coalesced: the first change opens a short settle period, and one write and one reload follow it.
+(remove), and rewrites the file in GBrowse's format (controller.gbrowse.renderfarm), atomically,
+one URL per slave and port, sorted so that the same set always gives the same bytes. The reload
+command runs only when the bytes changed; a burst of changes (a cycle that found ten slaves ready)
+is coalesced: the first change opens a short settle period, and one write and one reload follow it.
 
 A slave that left (drained, lost, gone) is remembered, so a SlaveReady that crossed its removal on
 the bus cannot list it again.
@@ -28,7 +28,8 @@ import os
 import subprocess
 from collections.abc import Sequence
 
-from controller.config import Config
+from controller.config.schema import Config
+from controller.gbrowse.renderfarm import render_renderfarm, write_atomic
 from controller.messages import (
     DrainSlave,
     InstanceDown,
@@ -37,8 +38,8 @@ from controller.messages import (
     SlaveLost,
     SlaveReady,
 )
-from controller.renderfarm import render_renderfarm, write_atomic
-from controller.runtime import EOI, Actor, Bus
+from controller.runtime.actor import Actor
+from controller.runtime.bus import EOI, Bus
 
 _RETIRED_LIMIT = 10_000  # ids of slaves that left, kept to refuse a late SlaveReady
 

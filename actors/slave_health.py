@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from controller.config import Config
+from controller.config.schema import Config
 from controller.messages import (
     DrainSlave,
     InstanceDown,
@@ -32,7 +32,8 @@ from controller.messages import (
     SlaveLost,
     SlaveReady,
 )
-from controller.runtime import EOI, Actor, Bus
+from controller.runtime.actor import Actor
+from controller.runtime.bus import EOI, Bus
 
 
 @dataclass(slots=True)

@@ -2,7 +2,7 @@
 
 One pool per process, for one role: GBrowse render slaves (the default) or, with
 `run --cluster NAME`, a batch cluster's Grid Engine nodes (controller.pool_profile says what
-differs). Every decision is the fleet reconciler's (controller.reconciler): this actor only
+differs). Every decision is the fleet reconciler's (controller.policy.reconciler): this actor only
 observes, plans and executes. It feeds the reconciler the other actors' messages, wakes it every
 poll (at once for an urgent message, at the moment a drain ends), awaits the cloud calls its plans
 yield, and publishes and logs what it has to say. `controller simulate` executes the same plans on
@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from controller.cloud import Cloud
-from controller.config import Config
+from controller.cloud.port import Cloud
+from controller.config.schema import Config
 from controller.messages import LostReason
-from controller.policy import Policy
-from controller.pool_profile import PoolProfile, SlaveProfile
-from controller.queue_policy import QueuePolicy
-from controller.reconciler import (
+from controller.policy.band import Policy
+from controller.policy.pool_profile import PoolProfile, SlaveProfile
+from controller.policy.queue_policy import QueuePolicy
+from controller.policy.reconciler import (
     UNLIST_GRACE,
     CancelCall,
     CloudCall,
@@ -33,7 +33,8 @@ from controller.reconciler import (
     Publish,
     TerminateCall,
 )
-from controller.runtime import EOI, Actor, Bus
+from controller.runtime.actor import Actor
+from controller.runtime.bus import EOI, Bus
 
 __all__ = ["UNLIST_GRACE", "SpotPool"]
 
@@ -110,7 +111,7 @@ class SpotPool(Actor):
         if self.dry_run:
             self.log.info("dry_run.would_teardown", instances=sorted(pool.tracked))
             return
-        from controller.teardown import teardown_fleet
+        from controller.cloud.teardown import teardown_fleet
 
         if pool.profile.down_before_teardown:  # nodes leave Grid Engine before they go
             pool.announce_down(LostReason.TEARDOWN)

@@ -5,7 +5,7 @@
 
 Each batch trace (Parallel Workloads Archive, first 21 days) is replayed in virtual time through
 a small discrete-event model of a Grid Engine cluster, once per policy, and the table gives what
-the cluster cost and how long its jobs waited. `controller.queue_policy` claims to beat
+the cluster cost and how long its jobs waited. `controller.policy.queue_policy` claims to beat
 StarCluster's `loadbalance` on both; this measures it.
 
 How the comparison is kept honest:
@@ -21,9 +21,9 @@ How the comparison is kept honest:
   time. A big job can starve behind small ones, as on a real cluster without reservations, for
   every policy alike.
 - Policies see what the real sensor would: a QueueSample built from the model as
-  `controller.sge.queue_sample` builds it from qstat (pending jobs and slots, running jobs, the
-  oldest pending job's wait, busy and idle exec hosts: ready nodes only, a booting node is not
-  an exec host yet), and the nodes with their launch time and readiness. Removals must be
+  `controller.gridengine.sge.queue_sample` builds it from qstat (pending jobs and slots, running
+  jobs, the oldest pending job's wait, busy and idle exec hosts: ready nodes only, a booting node
+  is not an exec host yet), and the nodes with their launch time and readiness. Removals must be
   idle nodes (both policies promise it; a busy one is an error here, not skipped).
 - Sizes: the slots per node (`--slots`) are chosen so a node is an ordinary EC2 size and
   max_nodes x slots is the machine the trace came from, so its load is servable as it was:
@@ -36,7 +36,7 @@ How the comparison is kept honest:
   `spot_price`). Only ratios matter: node-hours are printed too.
 - ours: `QueuePolicy` as the controller builds it for a cluster (min 0, max as above,
   node_slots, `--idle` 300 s), polled every `--poll` 30 s (the default poll_interval).
-- starcluster: `controller.starcluster_queue.StarClusterQueuePolicy` at StarCluster 0.95's
+- starcluster: `controller.policy.starcluster_queue.StarClusterQueuePolicy` at StarCluster 0.95's
   defaults (poll 60 s, wait_time 900 s, 1 node per pass, stabilization 180 s, kill_after 45);
   its master is left out (it would cost both the same), so min_nodes is 0 workers.
   kill_after keeps idle nodes to minute 45 of their hour, right under hourly billing, waste
@@ -65,9 +65,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from controller.messages import QueueSample
-from controller.policy import PolicyDecision
-from controller.queue_policy import Node, QueueInput, QueuePolicy
-from controller.starcluster_queue import StarClusterQueuePolicy
+from controller.policy.band import PolicyDecision
+from controller.policy.queue_policy import Node, QueueInput, QueuePolicy
+from controller.policy.starcluster_queue import StarClusterQueuePolicy
 
 TRACES = (  # file, processors of the machine it came from, default slots per node
     ("kth_sp2_1996_first21d.csv", 100, 4),

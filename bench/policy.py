@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/policy.py [--traces DIR] [--peak 40] [--boot 90] [--seed 1] [--spread 4]
 
-For each shared web trace it replays every policy through `controller.simulate` and prints cost
-(and its ratio to the oracle's), the SPEC RG elasticity metrics and the launches.
+For each shared web trace it replays every policy through `controller.simulation.replay` and
+prints cost (and its ratio to the oracle's), the SPEC RG elasticity metrics and the launches.
 
 How the comparison is kept honest:
 
@@ -49,9 +49,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.config import Config, LoadRow, LoadTableSection
-from controller.policy import band_for
-from controller.simulate import (
+from controller.config.schema import Config, LoadRow, LoadTableSection
+from controller.policy.band import band_for
+from controller.simulation.replay import (
     SimReport,
     Trace,
     demand_of,

@@ -13,13 +13,22 @@ ClusterNodeSetup finishes those deregistrations; FirewallKeeper deletes the node
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import time
 
 import structlog
 
-from controller.cloud import Cloud
-from controller.config import ClusterSection, Config
-from controller.runtime import Actor, Bus, Runtime
+from controller.cloud.port import Cloud
+from controller.config.reader import ConfigError, load_config
+from controller.config.reload import reload_problems
+from controller.config.schema import ClusterSection, Config
+from controller.runtime import sdnotify
+from controller.runtime.actor import Actor
+from controller.runtime.bus import Bus
+from controller.runtime.daemon import DaemonError, drop_privileges
+from controller.runtime.supervisor import Runtime
 
 log = structlog.get_logger("controller")
 
@@ -40,16 +49,13 @@ def have_aws_credentials() -> bool:
 async def open_cloud(config: Config, *, dry_run: bool) -> Cloud:
     """Real EC2 (or the configured emulator); a dry run with no credentials gets SimCloud."""
     if config.aws.endpoint_url or have_aws_credentials():
-        from controller.ec2cloud import make_ec2_cloud
+        from controller.cloud.ec2cloud import make_ec2_cloud
 
         cloud = make_ec2_cloud(config)
         await cloud.open()
         return cloud
     if dry_run:
-        import asyncio
-        import time
-
-        from controller.simcloud import SimCloud
+        from controller.cloud.simcloud import SimCloud
 
         log.warning("cloud.simulated", reason="no AWS credentials: dry run on the simulated cloud")
         loop = asyncio.get_running_loop()
@@ -65,7 +71,7 @@ async def master_address(
 ) -> str:
     """The head's address the instances' group admits (`subnet`: where they launch, "" = the
     default VPC), logged once with where it came from and why."""
-    from controller.master_address import MasterAddressError, discover_master_ip
+    from controller.cloud.master_address import MasterAddressError, discover_master_ip
 
     subnet = config.slave.subnet if subnet is None else subnet
     try:
@@ -89,8 +95,8 @@ def build_actors(
     from actors.renderfarm_writer import RenderfarmWriter
     from actors.slave_health import SlaveHealth
     from actors.spot_pool import SpotPool
-    from controller.policy import make_policy
-    from controller.stats import Stats
+    from actors.stats import Stats
+    from controller.policy.factory import make_policy
 
     actors: list[Actor] = [
         Stats(config=config, bus=bus, dry_run=dry_run),
@@ -107,7 +113,8 @@ def build_actors(
         LoadSampler(config=config, bus=bus),
     ]
     if config.scaling.interruption_queue:
-        from actors.interruption_watcher import InterruptionWatcher, sqs_client_factory
+        from actors.interruption_watcher import InterruptionWatcher
+        from controller.cloud.sqs import sqs_client_factory
 
         actors.append(
             InterruptionWatcher(
@@ -163,11 +170,11 @@ def build_cluster_actors(
     from actors.firewall_keeper import FirewallKeeper
     from actors.queue_sampler import QueueSampler
     from actors.spot_pool import SpotPool
-    from controller.node_plugins import PluginError, cluster_plugins, sge_plugin
-    from controller.pool_profile import NodeProfile
-    from controller.queue_policy import QueuePolicy
-    from controller.sge_client import SgeClient
-    from controller.stats import Stats
+    from actors.stats import Stats
+    from controller.config.plugins import PluginError, cluster_plugins, sge_plugin
+    from controller.gridengine.sge_client import SgeClient
+    from controller.policy.pool_profile import NodeProfile
+    from controller.policy.queue_policy import QueuePolicy
 
     where = f"[cluster.{cluster.name}]"
     try:
@@ -227,8 +234,6 @@ async def run_controller(
 ) -> int:
     """Run until SIGTERM/SIGINT; 0 after a clean teardown, 1 after repeated actor crashes.
     With `cluster`, run that batch cluster's nodes instead of the render farm."""
-    from controller import sdnotify
-
     section = find_cluster(config, cluster) if cluster is not None else None
     bus = Bus()
     cloud = await open_cloud(config, dry_run=dry_run)
@@ -268,16 +273,9 @@ async def run_controller(
 
 def _install_reload_handler(config: Config, actors: list[Actor]) -> None:
     """SIGHUP re-reads the config file; only a valid, restart-free change is applied."""
-    import asyncio
-    import signal
-
     current = [config]
 
     def reload() -> None:
-        from controller import sdnotify
-        from controller.config import ConfigError, load_config
-        from controller.reload import reload_problems
-
         sdnotify.reloading()
         try:
             try:
@@ -305,8 +303,6 @@ def _install_reload_handler(config: Config, actors: list[Actor]) -> None:
 
 def _drop_privileges(user: str, runtime: Runtime) -> None:
     """--user: leave root once every actor is set up (the stats port is bound by then)."""
-    from controller.daemon import DaemonError, drop_privileges
-
     try:
         drop_privileges(user)
         log.info("privileges.dropped", user=user)

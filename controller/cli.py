@@ -2,7 +2,8 @@
 
 Each sub-command lives in its own module and is imported only when used, so `controller --help`
 and `check-config` stay fast and work without the cloud libraries being touched.
-Exit codes follow SPEC.md: 0 success, 1 unreachable (status), 2 bad input.
+Exit codes follow SPEC.md (controller.commands.exit_codes): 0 success, 1 unreachable (status)
+or fleet left (teardown), 2 bad input; 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -10,10 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-
-EXIT_OK = 0
-EXIT_UNREACHABLE = 1
-EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:

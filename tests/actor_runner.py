@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from controller.runtime import EOI, Actor, Bus, Mailbox, Runtime
+from controller.runtime.actor import Actor
+from controller.runtime.bus import EOI, Bus, Mailbox
+from controller.runtime.supervisor import Runtime
 
 T = TypeVar("T")
 

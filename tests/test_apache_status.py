@@ -6,11 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.apache_status import (
-    RateTracker,
-    StatusParseError,
-    parse_server_status,
-)
+from controller.gbrowse.apache_status import RateTracker, StatusParseError, parse_server_status
 
 # Apache 2.4.71 (mpm_event) right after start: bare server name first, Uptime 0, no ReqPerSec.
 JUST_STARTED = """127.0.0.1

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from controller.simulate import Trace
+from controller.simulation.replay import Trace
 from tests.bench_scripts import load_bench
 
 bench = load_bench("policy")

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from controller.policy import PolicyDecision
-from controller.queue_policy import QueueInput, QueuePolicy
-from controller.starcluster_queue import StarClusterQueuePolicy
+from controller.policy.band import PolicyDecision
+from controller.policy.queue_policy import QueueInput, QueuePolicy
+from controller.policy.starcluster_queue import StarClusterQueuePolicy
 from tests.bench_scripts import load_bench
 
 bench = load_bench("cluster")

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from actors.cluster_node_setup import ClusterNodeSetup
-from controller.config import Config, parse_config
+from controller.config.reader import parse_config
+from controller.config.schema import Config
 from controller.messages import (
     ActorStateChanged,
     InstanceDown,
@@ -27,7 +28,8 @@ from controller.messages import (
     NodeSetupFailed,
     Role,
 )
-from controller.runtime import Bus, Runtime
+from controller.runtime.bus import Bus
+from controller.runtime.supervisor import Runtime
 from tests.actor_runner import drain, listen, next_of, running
 from tests.harness.net import free_port
 from tests.harness.sshd import Sshd

@@ -9,15 +9,9 @@ from pathlib import Path
 import pytest
 
 from controller.cli import main
-from controller.config import (
-    ClusterSection,
-    Config,
-    ConfigError,
-    LoadRow,
-    load_config,
-    parse_config,
-    render_toml,
-)
+from controller.config.reader import ConfigError, load_config, parse_config
+from controller.config.render import render_toml
+from controller.config.schema import ClusterSection, Config, LoadRow
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 
@@ -469,7 +463,7 @@ def test_render_round_trips_a_full_config_and_hides_the_token():
 
 def test_sqs_endpoint_is_its_own_key_and_changing_it_needs_a_restart(write):
     """EC2's endpoint (often a VPC endpoint for EC2) serves no SQS: the queue has its own key."""
-    from controller.reload import reload_problems
+    from controller.config.reload import reload_problems
 
     path = write(
         '[aws]\nendpoint_url = "https://vpce-1a2b-ec2.us-east-1.vpce.amazonaws.com"\n'

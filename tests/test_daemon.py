@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.daemon import DaemonError, PidFile, kill_daemon, read_pid
+from controller.runtime.daemon import DaemonError, PidFile, kill_daemon, read_pid
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ DAEMON = textwrap.dedent(
     """
     import os, signal, sys, time
     sys.path.insert(0, {root!r})
-    from controller.daemon import daemonize
+    from controller.runtime.daemon import daemonize
 
     pidfile, logfile, ignore_term = sys.argv[1], sys.argv[2], sys.argv[3] == "ignore"
     lock = daemonize(logfile=logfile, pidfile=pidfile)
@@ -189,7 +189,7 @@ def test_pidfile_held_by_this_process_refuses_a_child(tmp_path: Path):
     path = tmp_path / "c.pid"
     code = f"import sys; sys.path.insert(0, {str(ROOT)!r})\n" + textwrap.dedent(
         f"""
-        from controller.daemon import DaemonError, PidFile
+        from controller.runtime.daemon import DaemonError, PidFile
         try:
             PidFile({str(path)!r}).acquire()
         except DaemonError as exc:
@@ -237,7 +237,7 @@ def test_unwritable_logfile_fails_the_start_with_the_reason(daemons: Daemons, tm
 
 def run_python(code: str) -> subprocess.CompletedProcess:
     prelude = f"import os, sys; sys.path.insert(0, {str(ROOT)!r})\n"
-    prelude += "from controller.daemon import DaemonError, drop_privileges\n"
+    prelude += "from controller.runtime.daemon import DaemonError, drop_privileges\n"
     return subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(code)],
         capture_output=True,
@@ -277,6 +277,6 @@ def test_drop_privileges_to_a_user():
 
 def test_drop_privileges_unknown_user():
     with pytest.raises(DaemonError, match="no such user 'no-such-user-x'"):
-        from controller.daemon import drop_privileges
+        from controller.runtime.daemon import drop_privileges
 
         drop_privileges("no-such-user-x")

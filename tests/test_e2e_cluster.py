@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from controller.cli import main
-from controller.sge import list_names
+from controller.gridengine.sge import list_names
 from tests.harness.e2e import (
     FLEET,
     Controller,

@@ -18,23 +18,14 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.instances import StateReason
 
-from controller.cloud import (
-    SPOT_INTERRUPTION_REASON,
-    IngressRule,
-    InstanceState,
-    LaunchSpec,
-)
-from controller.config import AwsSection, Config, SlaveSection
-from controller.ec2cloud import (
-    DATA_DEVICES,
-    DEPENDENCY_TIMEOUT,
-    Ec2Cloud,
-    launch_params,
-    make_ec2_cloud,
-)
-from controller.ec2errors import CODE_KINDS, classify, kind_of
+from controller.cloud.ec2_groups import DEPENDENCY_TIMEOUT
+from controller.cloud.ec2_shapes import DATA_DEVICES, launch_params
+from controller.cloud.ec2cloud import Ec2Cloud, make_ec2_cloud
+from controller.cloud.ec2errors import CODE_KINDS, classify, kind_of
+from controller.cloud.port import SPOT_INTERRUPTION_REASON, IngressRule, InstanceState, LaunchSpec
+from controller.config.schema import AwsSection, Config, SlaveSection
+from controller.gbrowse.userdata import render_slave_user_data
 from controller.messages import ErrorKind, InstanceId, Role
-from controller.userdata import render_slave_user_data
 from tests.harness.fault_proxy import FaultProxy
 from tests.harness.moto_server import MotoEc2
 

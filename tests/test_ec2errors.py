@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 import pytest
 from botocore.exceptions import ClientError
 
-from controller.cloud import LaunchSpec
-from controller.ec2cloud import Ec2Cloud
-from controller.ec2errors import classify, kind_of
+from controller.cloud.ec2cloud import Ec2Cloud
+from controller.cloud.ec2errors import classify, kind_of
+from controller.cloud.port import LaunchSpec
 from controller.messages import ErrorKind, Role
 from tests.harness.fault_proxy import FaultProxy
 from tests.harness.moto_server import MotoEc2

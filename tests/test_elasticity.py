@@ -2,7 +2,7 @@
 
 import pytest
 
-from controller.elasticity import (
+from controller.simulation.elasticity import (
     instability,
     metrics,
     over_accuracy,

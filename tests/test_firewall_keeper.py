@@ -13,19 +13,14 @@ from dataclasses import replace
 import pytest
 import structlog.testing
 
-from actors.firewall_keeper import (
-    DRY_RUN_GROUP_ID,
-    FirewallError,
-    FirewallKeeper,
-    ports_not_admitted,
-    rule_drift,
-    wanted_rules,
-)
-from controller.cloud import IngressRule
-from controller.config import ClusterSection, Config, ControllerSection, SlaveSection
-from controller.ec2cloud import DEPENDENCY_TIMEOUT, Ec2Cloud
+from actors.firewall_keeper import DRY_RUN_GROUP_ID, FirewallError, FirewallKeeper
+from controller.cloud.ec2_groups import DEPENDENCY_TIMEOUT
+from controller.cloud.ec2cloud import Ec2Cloud
+from controller.cloud.firewall_rules import ports_not_admitted, rule_drift, wanted_rules
+from controller.cloud.port import IngressRule
+from controller.config.schema import ClusterSection, Config, ControllerSection, SlaveSection
 from controller.messages import ErrorKind, ProviderErrorSeen, SecurityGroupReady
-from controller.runtime import Bus
+from controller.runtime.bus import Bus
 from tests.actor_runner import listen, next_of, running
 from tests.harness.fault_proxy import FaultProxy
 from tests.harness.moto_server import MotoEc2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from controller.fleetstate import DECISIONS_KEPT, SERIES_SPAN_SECONDS, FleetState
 from controller.messages import (
     ActorStateChanged,
     Decision,
@@ -21,6 +20,7 @@ from controller.messages import (
     SlaveReady,
     SlaveView,
 )
+from controller.status.fleetstate import DECISIONS_KEPT, SERIES_SPAN_SECONDS, FleetState
 from tests import synthetic_fleet
 
 A, B = InstanceId("i-aaaa"), InstanceId("i-bbbb")

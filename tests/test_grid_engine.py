@@ -15,7 +15,10 @@ import pytest
 
 from actors.cluster_node_setup import ClusterNodeSetup
 from actors.queue_sampler import QueueSampler
-from controller.config import Config, parse_config
+from controller.config.reader import parse_config
+from controller.config.schema import Config
+from controller.gridengine.sge import format_memory, list_names
+from controller.gridengine.sge_client import SgeClient, SgeError
 from controller.messages import (
     InstanceDown,
     InstanceId,
@@ -27,9 +30,7 @@ from controller.messages import (
     Role,
     SensorLost,
 )
-from controller.runtime import Bus
-from controller.sge import format_memory, list_names
-from controller.sge_client import SgeClient, SgeError
+from controller.runtime.bus import Bus
 from tests.actor_runner import listen, next_of, running
 from tests.harness.gridengine import MASTER_MEMORY, GridEngine, grid_engine  # noqa: F401
 from tests.harness.sshd import Sshd

@@ -3,8 +3,8 @@
 The call scan reads controller/ and actors/ for aiobotocore client calls (`.run_instances(`,
 bound methods like `.revoke_security_group_ingress`, paginators named "describe_instances") of
 the services the controller uses, and maps them to IAM actions with botocore's operation names.
-It is generic on purpose: a new call anywhere without a rule in controller.iam.RULES fails here,
-and so does a rule that no code needs.
+It is generic on purpose: a new call anywhere without a rule in controller.cloud.iam.RULES fails
+here, and so does a rule that no code needs.
 """
 
 from __future__ import annotations
@@ -21,15 +21,7 @@ import botocore.session
 import pytest
 from botocore import xform_name
 
-from controller.config import (
-    ClusterSection,
-    Config,
-    ControllerSection,
-    ScalingSection,
-    SlaveSection,
-    VolumeSection,
-)
-from controller.iam import (
+from controller.cloud.iam import (
     IAM_ACTION_OF_OPERATION,
     IMPLIED_ACTIONS,
     RULES,
@@ -39,6 +31,14 @@ from controller.iam import (
     kms_key_arn,
     kms_statements,
     queue_arn,
+)
+from controller.config.schema import (
+    ClusterSection,
+    Config,
+    ControllerSection,
+    ScalingSection,
+    SlaveSection,
+    VolumeSection,
 )
 from tests.harness.moto_server import MotoServer
 
@@ -113,12 +113,12 @@ def test_every_call_the_code_makes_is_granted_by_the_full_policy():
     called = called_actions()
     assert "ec2:RunInstances" in called and "ec2:DescribeInstances" in called  # the scan works
     missing = {a: files for a, files in called.items() if a not in granted_actions(FULL)}
-    assert not missing, f"add these to controller.iam.RULES: {missing}"
+    assert not missing, f"add these to controller.cloud.iam.RULES: {missing}"
 
 
 def test_no_granted_action_is_unused():
     unused = granted_actions(FULL) - set(called_actions()) - set(IMPLIED_ACTIONS)
-    assert not unused, f"nothing calls these, remove them from controller.iam.RULES: {unused}"
+    assert not unused, f"nothing calls these, remove them from controller.cloud.iam.RULES: {unused}"
 
 
 def test_no_wildcard_actions_and_no_iam_but_the_spot_role():

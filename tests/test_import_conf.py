@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.cli import main
-from controller.config import ConfigError, LoadRow, parse_config
-from controller.import_conf import convert_aws_balancer_conf
+from controller.config.reader import ConfigError, parse_config
+from controller.config.schema import LoadRow
+from controller.gbrowse.import_conf import convert_aws_balancer_conf
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "aws_balancer.conf"
 

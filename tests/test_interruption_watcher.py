@@ -15,15 +15,13 @@ import pytest
 import structlog.testing
 from aiohttp import web
 
-from actors.interruption_watcher import (
-    InterruptionWatcher,
-    queue_region,
-    sqs_client_factory,
-)
-from controller.config import AwsSection, Config, ScalingSection, SlaveSection
-from controller.interruption_events import EventError, EventKind, parse_event
+from actors.interruption_watcher import InterruptionWatcher
+from controller.cloud.interruption_events import EventError, EventKind, parse_event
+from controller.cloud.sqs import queue_region, sqs_client_factory
+from controller.config.schema import AwsSection, Config, ScalingSection, SlaveSection
 from controller.messages import InterruptionWarning
-from controller.runtime import EOI, Bus, Mailbox, Runtime
+from controller.runtime.bus import EOI, Bus, Mailbox
+from controller.runtime.supervisor import Runtime
 from tests.harness.moto_server import MotoEc2
 
 ACCOUNT = "123456789012"

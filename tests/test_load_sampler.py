@@ -13,9 +13,9 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 from actors.load_sampler import LoadSampler
-from controller.config import Config, MasterSection
+from controller.config.schema import Config, MasterSection
 from controller.messages import LoadSample, SensorLost
-from controller.runtime import Bus, Mailbox
+from controller.runtime.bus import Bus, Mailbox
 from tests.actor_runner import listen, next_of, running
 from tests.harness.apache import Apache
 

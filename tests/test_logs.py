@@ -10,7 +10,7 @@ import logging
 import pytest
 import structlog
 
-from controller.logs import configure_logging, is_secret_key, mask_secrets, reset_logging
+from controller.runtime.logs import configure_logging, is_secret_key, mask_secrets, reset_logging
 
 ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"

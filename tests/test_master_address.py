@@ -12,13 +12,13 @@ import structlog.testing
 from aiohttp import web
 
 from controller.app import StartupError, master_address
-from controller.config import Config, MasterSection, SlaveSection
-from controller.ec2cloud import Ec2Cloud
-from controller.master_address import (
+from controller.cloud.ec2cloud import Ec2Cloud
+from controller.cloud.master_address import (
     MasterAddressError,
     choose_metadata_address,
     discover_master_ip,
 )
+from controller.config.schema import Config, MasterSection, SlaveSection
 from tests.harness.moto_server import MotoEc2
 from tests.harness.net import free_port
 

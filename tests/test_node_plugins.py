@@ -8,21 +8,31 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import PluginSection, VolumeSection, parse_config
-from controller.node_plugins import (
+from controller.config.plugins import (
     CommandsPlugin,
     MotdPlugin,
-    NodeInfo,
     PluginError,
     ProfilePlugin,
     SgePlugin,
     StopServicesPlugin,
     cluster_plugins,
-    node_memory,
     parse_plugin,
     sge_plugin,
 )
-from controller.node_volumes import device_name, volume_commands
+from controller.config.reader import parse_config
+from controller.config.schema import PluginSection, VolumeSection
+from controller.gridengine.node_plugins import (
+    NodeInfo,
+    consumable_line,
+    deregister_commands,
+    memory_command,
+    motd_markers,
+    node_memory,
+    profile_script,
+    register_commands,
+    remote_commands,
+)
+from controller.gridengine.node_volumes import device_name, volume_commands
 
 NODE = NodeInfo(instance_id="i-0123", address="10.0.1.23", hostname="ip-10-0-1-23")
 
@@ -50,7 +60,7 @@ def test_profile_puts_the_segway_build_on_the_paths(tmp_path: Path):
     path = tmp_path / "profile.d" / "segway.sh"
     p = plugin("profile", "segway-env", path=str(path), base="/segway-build", python_version="2.6")
     assert isinstance(p, ProfilePlugin)
-    run_all(p.remote_commands(NODE))
+    run_all(remote_commands(p, NODE))
     assert path.stat().st_mode & 0o777 == 0o644
     env = sh(
         f". {path}; echo $ARCH; echo $ARCHHOME; echo $PATH; echo $PYTHONPATH;"
@@ -68,9 +78,9 @@ def test_profile_puts_the_segway_build_on_the_paths(tmp_path: Path):
 def test_profile_options_arch_and_env(tmp_path: Path):
     path = tmp_path / "tools.sh"
     p = plugin("profile", path=str(path), base="/opt/tools", arch="", env=("SEGWAY_CLUSTER=sge",))
-    script = p.script()
+    script = profile_script(p)
     assert "ARCH" not in script and "PYTHONPATH" not in script
-    run_all(p.remote_commands(NODE))
+    run_all(remote_commands(p, NODE))
     out = sh(
         f"LD_LIBRARY_PATH=/x; . {path}; echo $PATH; echo $LD_LIBRARY_PATH; echo $SEGWAY_CLUSTER"
     )
@@ -83,17 +93,17 @@ def test_profile_options_arch_and_env(tmp_path: Path):
 def test_profile_default_path_is_named_after_the_plugin():
     p = plugin("profile", "segway-env", base="/segway-build")
     assert p.path == "/etc/profile.d/segway-env.sh"
-    (command,) = p.remote_commands(NODE)
+    (command,) = remote_commands(p, NODE)
     assert command.command.endswith(
         "mv -f /etc/profile.d/segway-env.sh.controller-tmp /etc/profile.d/segway-env.sh"
     )
-    assert command.input == p.script()
+    assert command.input == profile_script(p)
 
 
 def test_rewriting_the_profile_replaces_it(tmp_path: Path):
     path = tmp_path / "p.sh"
     path.write_text("old\n")
-    run_all(plugin("profile", path=str(path), base="/b").remote_commands(NODE))
+    run_all(remote_commands(plugin("profile", path=str(path), base="/b"), NODE))
     assert "old" not in path.read_text()
     assert not (tmp_path / "p.sh.controller-tmp").exists()
 
@@ -109,21 +119,22 @@ def test_motd_block_is_appended_once(tmp_path: Path):
     )
     assert isinstance(p, MotdPlugin)
     for _ in range(2):
-        run_all(p.remote_commands(NODE))
+        run_all(remote_commands(p, NODE))
     text = path.read_text()
     assert text.startswith("Welcome\n")
     assert text.count("=== Segway COMPUTE node ip-10-0-1-23 ===") == 1
-    assert text.count(p.begin) == 1 and text.count(p.end) == 1
+    begin, end = motd_markers(p)
+    assert text.count(begin) == 1 and text.count(end) == 1
     other = plugin("motd", "other", path=str(path), text="second block")
-    run_all(other.remote_commands(NODE))
-    run_all(p.remote_commands(NODE))
+    run_all(remote_commands(other, NODE))
+    run_all(remote_commands(p, NODE))
     text = path.read_text()
     assert text.count("Segway COMPUTE") == 1 and text.count("second block") == 1
 
 
 def test_motd_creates_a_missing_file(tmp_path: Path):
     path = tmp_path / "etc" / "motd.tail"
-    run_all(plugin("motd", path=str(path), text="hello $address").remote_commands(NODE))
+    run_all(remote_commands(plugin("motd", path=str(path), text="hello $address"), NODE))
     assert "hello 10.0.1.23\n" in path.read_text()
 
 
@@ -137,14 +148,14 @@ def test_motd_default_path():
 def test_stop_services_renders_one_command_each():
     p = plugin("stop-services", services=("apache2", "mysql"))
     assert isinstance(p, StopServicesPlugin)
-    commands = p.remote_commands(NODE)
+    commands = remote_commands(p, NODE)
     assert [c.what for c in commands] == ["stop service apache2", "stop service mysql"]
     assert "systemctl stop -- apache2" in commands[0].command
     assert "/etc/init.d/apache2 stop" in commands[0].command
 
 
 def test_stopping_a_service_the_node_lacks_is_reported_not_failed():
-    (command,) = plugin("stop-services", services=("no-such-service-xyz",)).remote_commands(NODE)
+    (command,) = remote_commands(plugin("stop-services", services=("no-such-service-xyz",)), NODE)
     result = sh(command.command)
     assert result.returncode == 0
     assert "no-such-service-xyz: no such service" in result.stdout
@@ -153,7 +164,7 @@ def test_stopping_a_service_the_node_lacks_is_reported_not_failed():
 def test_commands_are_run_verbatim():
     p = plugin("commands", commands=("echo one", "mkdir -p /tmp/x && echo two"))
     assert isinstance(p, CommandsPlugin)
-    assert [c.command for c in p.remote_commands(NODE)] == [
+    assert [c.command for c in remote_commands(p, NODE)] == [
         "echo one",
         "mkdir -p /tmp/x && echo two",
     ]
@@ -165,7 +176,7 @@ def test_commands_are_run_verbatim():
 def test_sge_registration_on_the_head():
     p = plugin("sge", "sge", queue="all.q")
     assert isinstance(p, SgePlugin)
-    commands = p.register_commands("ip-10-0-1-23", "4096M", head="master")
+    commands = register_commands(p, "ip-10-0-1-23", "4096M", head="master")
     argvs = [c.argv for c in commands]
     assert argvs == [
         ("qconf", "-ah", "ip-10-0-1-23"),
@@ -179,19 +190,19 @@ def test_sge_registration_on_the_head():
     assert "hostname              ip-10-0-1-23\n" in add.file_text
     assert "complex_values        mem_requested=4096M\n" in add.file_text
     assert add.ok_if == ("already exists",)
-    assert p.consumable_line == "mem_requested mem_requested MEMORY <= YES YES 0 0"
+    assert consumable_line(p) == "mem_requested mem_requested MEMORY <= YES YES 0 0"
 
 
 def test_sge_head_leaves_the_exec_queue_when_asked():
     p = plugin("sge", head_is_exec_host=False, submit_host=False, queue="segway.q")
-    first, *rest = p.register_commands("ip-10-0-1-23", "1G", head="master")
+    first, *rest = register_commands(p, "ip-10-0-1-23", "1G", head="master")
     assert first.argv == ("qconf", "-dattr", "queue", "hostlist", "master", "segway.q")
     assert "does not exist" in first.ok_if
     assert all(c.argv[1] != "-as" for c in rest)
 
 
 def test_sge_deregistration_tolerates_a_host_that_is_gone():
-    commands = plugin("sge").deregister_commands("ip-10-0-1-23")
+    commands = deregister_commands(plugin("sge"), "ip-10-0-1-23")
     assert [c.argv for c in commands] == [
         ("qmod", "-d", "all.q@ip-10-0-1-23"),
         ("qconf", "-dattr", "queue", "hostlist", "ip-10-0-1-23", "all.q"),
@@ -204,22 +215,22 @@ def test_sge_deregistration_tolerates_a_host_that_is_gone():
 
 def test_sge_node_side_starts_execd_once():
     p = plugin("sge", sge_root="/opt/sge6", cell="default", write_act_qmaster=True)
-    act, execd = p.remote_commands(NODE, head="master")
+    act, execd = remote_commands(p, NODE, head="master")
     assert "export SGE_ROOT=/opt/sge6 SGE_CELL=default" in execd.command
     assert execd.command.endswith("pgrep -x sge_execd >/dev/null || sge_execd")
     assert "master" in act.command and "act_qmaster" in act.command
-    assert plugin("sge", start_execd=False).remote_commands(NODE, head="m") == []
+    assert remote_commands(plugin("sge", start_execd=False), NODE, head="m") == []
 
 
 def test_sge_act_qmaster_is_written(tmp_path: Path):
     p = plugin("sge", sge_root=str(tmp_path), cell="c", write_act_qmaster=True, start_execd=False)
-    run_all(p.remote_commands(NODE, head="ip-10-0-0-1"))
+    run_all(remote_commands(p, NODE, head="ip-10-0-0-1"))
     assert (tmp_path / "c" / "common" / "act_qmaster").read_text() == "ip-10-0-0-1\n"
 
 
 def test_sge_node_memory_from_meminfo():
     p = plugin("sge")
-    result = sh(p.memory_command().command)
+    result = sh(memory_command().command)
     assert result.returncode == 0
     memory = node_memory(p, result.stdout)
     assert memory.endswith("M") and int(memory[:-1]) > 0

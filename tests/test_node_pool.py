@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from actors.spot_pool import SpotPool
-from controller.config import (
+from controller.cloud.sim_fleet import SimInstance
+from controller.cloud.simcloud import SimCloud
+from controller.config.schema import (
     ClusterSection,
     Config,
     ControllerSection,
@@ -36,10 +38,9 @@ from controller.messages import (
     SecurityGroupReady,
     SensorLost,
 )
-from controller.pool_profile import NodeProfile, node_user_data
-from controller.queue_policy import QueuePolicy
-from controller.runtime import Bus, Mailbox
-from controller.simcloud import SimCloud, SimInstance
+from controller.policy.pool_profile import NodeProfile, node_user_data
+from controller.policy.queue_policy import QueuePolicy
+from controller.runtime.bus import Bus, Mailbox
 from tests.actor_runner import listen, running
 
 pytestmark = [pytest.mark.timeout(30)]
@@ -257,7 +258,7 @@ def test_node_launch_keys_map_snapshots_in_volume_order_and_install_the_head_key
     config, section = cluster_config(spot_bid=0.26, subnet="subnet-1", availability_zone="z")
     keys = NodeProfile(config, section, head_public_key=KEY).launch_keys()
     # build -> /dev/sdf, data -> /dev/sdg (the shared NFS volume takes no device), as
-    # controller.node_volumes mounts them.
+    # controller.gridengine.node_volumes mounts them.
     assert keys.snapshots == ("snap-build", "snap-data")
     assert (keys.instance_types, keys.image_id, keys.spot_bid) == (
         ("m5.xlarge",),

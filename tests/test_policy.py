@@ -9,19 +9,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.baselines import GBrowsePolicy, StarClusterPolicy
-from controller.config import Config, LoadRow, LoadTableSection, ScalingSection
-from controller.policy import (
+from controller.config.schema import Config, LoadRow, LoadTableSection, ScalingSection
+from controller.policy.band import (
     BandPolicy,
     Member,
-    OursPolicy,
     PolicyInput,
     band_for,
     held_count,
-    make_policy,
     scale_out_count,
 )
-from controller.surge_forecast import SurgeForecaster
+from controller.policy.baselines import GBrowsePolicy, StarClusterPolicy
+from controller.policy.factory import make_policy
+from controller.policy.forecasting import OursPolicy
+from controller.policy.surge_forecast import SurgeForecaster
 
 SEED_ROWS = (  # the seed's default table
     LoadRow(rps=0.1, min_instances=0, max_instances=1),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from controller.config import ClusterSection, Config, ScalingSection
+from controller.config.schema import ClusterSection, Config, ScalingSection
 from controller.messages import QueueSample
-from controller.queue_policy import Node, QueueInput, QueuePolicy
+from controller.policy.queue_policy import Node, QueueInput, QueuePolicy
 
 
 def sample(pending_slots: int = 0, busy: tuple[str, ...] = (), idle: tuple[str, ...] = ()):

@@ -6,8 +6,8 @@ import signal
 import time
 from dataclasses import replace
 
-from controller.config import load_config
-from controller.reload import reload_problems
+from controller.config.reader import load_config
+from controller.config.reload import reload_problems
 from tests.harness.e2e import Controller, fleet_instances, healthy, listed, wait_until, write_config
 from tests.harness.render_farm import SteadyLoad
 

@@ -14,7 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from actors.renderfarm_writer import RenderfarmConfError, RenderfarmWriter
-from controller.config import Config, ControllerSection, MasterSection, SlaveSection
+from controller.config.schema import Config, ControllerSection, MasterSection, SlaveSection
 from controller.messages import (
     DrainSlave,
     InstanceDown,
@@ -24,7 +24,7 @@ from controller.messages import (
     SlaveLost,
     SlaveReady,
 )
-from controller.runtime import Bus
+from controller.runtime.bus import Bus
 from tests.actor_runner import drain, listen, next_of, running
 
 EMPTY = "[GENERAL]\nrenderfarm = 0\nremote renderer =\n"

@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from controller.backoff import FailureWindow, backoff_delay
 from controller.messages import ActorStateChanged, InstanceUp, LoadSample, SensorLost
-from controller.runtime import EOI, Actor, Bus, Mailbox, Runtime
+from controller.runtime.actor import Actor
+from controller.runtime.backoff import FailureWindow, backoff_delay
+from controller.runtime.bus import EOI, Bus, Mailbox
+from controller.runtime.supervisor import Runtime
 
 # A safety net: a broken runtime fails the test at fake t=1000 instead of hanging it.
 pytestmark = [pytest.mark.timeout(30)]

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from controller import sdnotify
-from controller.config import Config, StatsSection
-from controller.runtime import EOI, Actor, Bus, Runtime
-from controller.stats import Stats
+from actors.stats import Stats
+from controller.config.schema import Config, StatsSection
+from controller.runtime import sdnotify
+from controller.runtime.actor import Actor
+from controller.runtime.bus import EOI, Bus
+from controller.runtime.supervisor import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +89,7 @@ def test_no_socket_is_a_no_op(monkeypatch, tmp_path):
 
 def test_child_process_notifies(notify_socket, tmp_path):
     """As under systemd: the variable is inherited and the child's datagram arrives."""
-    code = "from controller import sdnotify; sdnotify.ready('up'); sdnotify.stopping()"
+    code = "from controller.runtime import sdnotify; sdnotify.ready('up'); sdnotify.stopping()"
     subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env={**os.environ}, check=True, timeout=30
     )

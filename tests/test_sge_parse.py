@@ -1,4 +1,5 @@
-"""controller.sge on real Grid Engine 8.1.9 output (captured from tests.harness.gridengine)."""
+"""controller.gridengine.sge on real Grid Engine 8.1.9 output (captured from
+tests.harness.gridengine)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.sge import (
+from controller.gridengine.sge import (
     SgeParseError,
     complex_names,
     count_tasks,

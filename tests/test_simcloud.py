@@ -7,10 +7,11 @@ import ipaddress
 
 import pytest
 
-from controller.cloud import SPOT_INTERRUPTION_REASON, IngressRule, InstanceState, LaunchSpec
-from controller.config import Config
+from controller.cloud.port import SPOT_INTERRUPTION_REASON, IngressRule, InstanceState, LaunchSpec
+from controller.cloud.sim_fleet import NOTICE_SECONDS
+from controller.cloud.simcloud import SimCloud
+from controller.config.schema import Config
 from controller.messages import ErrorKind, Role
-from controller.simcloud import NOTICE_SECONDS, SimCloud
 
 
 class Clock:

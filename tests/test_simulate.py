@@ -9,10 +9,10 @@ from importlib import resources
 
 import pytest
 
-from controller.baselines import oracle_plan
 from controller.cli import main
-from controller.config import Config, LoadRow, LoadTableSection
-from controller.simulate import (
+from controller.config.schema import Config, LoadRow, LoadTableSection
+from controller.policy.baselines import oracle_plan
+from controller.simulation.replay import (
     TIMELINE_HEADER,
     TraceError,
     capacity_table,
@@ -20,7 +20,7 @@ from controller.simulate import (
     simulate,
 )
 
-SHIPPED = str(resources.files("controller") / "data" / "sdsc_http_19950822_60s.csv")
+SHIPPED = str(resources.files("controller.simulation") / "data" / "sdsc_http_19950822_60s.csv")
 
 CONFIG = """
 [load_table]

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from actors.slave_health import SlaveHealth
-from controller.config import Config, MasterSection, ScalingSection, SlaveSection
+from controller.config.schema import Config, MasterSection, ScalingSection, SlaveSection
 from controller.messages import (
     DrainSlave,
     InstanceDown,
@@ -24,7 +24,7 @@ from controller.messages import (
     SlaveLost,
     SlaveReady,
 )
-from controller.runtime import Bus, Mailbox
+from controller.runtime.bus import Bus, Mailbox
 from tests.actor_runner import listen, next_of, running
 from tests.harness.fake_slave import FakeSlave
 from tests.harness.net import free_port

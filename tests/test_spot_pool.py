@@ -18,8 +18,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from actors.spot_pool import UNLIST_GRACE, SpotPool
-from controller.cloud import SPOT_INTERRUPTION_REASON, LaunchSpec
-from controller.config import (
+from controller.cloud.port import SPOT_INTERRUPTION_REASON, LaunchSpec
+from controller.cloud.sim_fleet import SimInstance
+from controller.cloud.simcloud import SimCloud
+from controller.config.schema import (
     Config,
     ControllerSection,
     LoadRow,
@@ -47,9 +49,8 @@ from controller.messages import (
     SlaveLost,
     SlaveReady,
 )
-from controller.policy import make_policy
-from controller.runtime import Bus, Mailbox
-from controller.simcloud import SimCloud, SimInstance
+from controller.policy.factory import make_policy
+from controller.runtime.bus import Bus, Mailbox
 from tests.actor_runner import listen, running
 
 # A broken pool fails the test at fake t=5000 instead of hanging it.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from controller.cloud import CLIENT_TOKEN_MAX, launch_token
+from controller.cloud.port import CLIENT_TOKEN_MAX, launch_token
 from controller.messages import ErrorKind, LostReason
 from tests.actor_runner import running
 from tests.test_spot_pool import Farm, config, events, now, one, until

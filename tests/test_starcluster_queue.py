@@ -1,12 +1,13 @@
-"""StarCluster 0.95's loadbalance rules (controller.starcluster_queue) on hand-built inputs."""
+"""StarCluster 0.95's loadbalance rules (controller.policy.starcluster_queue) on hand-built
+inputs."""
 
 from __future__ import annotations
 
 import pytest
 
 from controller.messages import QueueSample
-from controller.queue_policy import Node, QueueInput
-from controller.starcluster_queue import StarClusterQueuePolicy
+from controller.policy.queue_policy import Node, QueueInput
+from controller.policy.starcluster_queue import StarClusterQueuePolicy
 
 
 def sample(

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.config import Config, ScalingSection, StatsSection
-from controller.fleetstate import FleetState
+from actors.stats import Stats
+from controller.config.schema import Config, ScalingSection, StatsSection
 from controller.messages import (
     ActorStateChanged,
     Decision,
@@ -28,9 +28,12 @@ from controller.messages import (
     SlaveReady,
     SlaveView,
 )
-from controller.metrics import Metrics
-from controller.runtime import EOI, Actor, Bus, Runtime
-from controller.stats import Stats, StatsError, StatsServer, create_app, load_token
+from controller.runtime.actor import Actor
+from controller.runtime.bus import EOI, Bus
+from controller.runtime.supervisor import Runtime
+from controller.status.fleetstate import FleetState
+from controller.status.metrics import Metrics
+from controller.status.stats import StatsError, StatsServer, create_app, load_token
 from tests import synthetic_fleet
 
 TOKEN = "s3cret-token-value"

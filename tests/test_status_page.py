@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.fleetstate import FleetState
-from controller.metrics import Metrics
-from controller.stats import StatsServer, create_app
+from controller.status.fleetstate import FleetState
+from controller.status.metrics import Metrics
+from controller.status.stats import StatsServer, create_app
 from tests import synthetic_fleet
 
 SCREENSHOT_COPY = os.environ.get("STATUS_PAGE_SCREENSHOT", "")  # e.g. docs/status-page.png

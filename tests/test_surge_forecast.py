@@ -2,7 +2,7 @@
 
 import pytest
 
-from controller.surge_forecast import SurgeForecaster
+from controller.policy.surge_forecast import SurgeForecaster
 
 POLL = 30.0
 

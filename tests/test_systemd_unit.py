@@ -18,7 +18,7 @@ import pytest
 from actors.firewall_keeper import FirewallKeeper
 from actors.spot_pool import SpotPool
 from controller.cli import build_parser
-from controller.daemon import KILL_TIMEOUT_SECONDS
+from controller.runtime.daemon import KILL_TIMEOUT_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = ROOT / "systemd"
@@ -145,7 +145,7 @@ def test_exec_lines_are_real_commands():
 
 
 def test_path_unit_watches_the_default_renderfarm_conf():
-    from controller.config import MasterSection
+    from controller.config.schema import MasterSection
 
     path = unit_settings(UNITS / "controller-apache-reload.path")
     assert path["PathChanged"] == [MasterSection().renderfarm_conf]

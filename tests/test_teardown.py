@@ -1,4 +1,4 @@
-"""Fleet teardown (controller.teardown), `controller teardown`, and renderfarm.conf writing.
+"""Fleet teardown (controller.cloud.teardown), `controller teardown`, and renderfarm.conf writing.
 
 Against moto's EC2 server through the fault proxy, whose call log shows the order of the steps:
 moto would delete a group still in use, so the order is checked by what the code does.
@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from controller.cli import main
-from controller.cloud import LaunchSpec
-from controller.ec2cloud import Ec2Cloud
+from controller.cloud.ec2cloud import Ec2Cloud
+from controller.cloud.port import LaunchSpec
+from controller.cloud.teardown import teardown_fleet
+from controller.gbrowse.renderfarm import render_renderfarm, write_atomic
 from controller.messages import ErrorKind, Role
-from controller.renderfarm import render_renderfarm, write_atomic
-from controller.teardown import teardown_fleet
 from tests.harness.fault_proxy import FaultProxy
 from tests.harness.moto_server import MotoEc2
 

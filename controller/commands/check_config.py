@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from controller.cli import EXIT_BAD_INPUT, EXIT_OK
-from controller.config import ConfigError, load_config, render_toml
+from controller.commands.exit_codes import EXIT_BAD_INPUT, EXIT_OK
+from controller.config.reader import ConfigError, load_config
+from controller.config.render import render_toml
 
 
 def check_config(path: str) -> int:

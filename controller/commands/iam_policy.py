@@ -6,9 +6,9 @@ import json
 import sys
 from collections.abc import Sequence
 
-from controller.cli import EXIT_BAD_INPUT, EXIT_OK
-from controller.config import ConfigError, load_config
-from controller.iam import iam_policy
+from controller.cloud.iam import iam_policy
+from controller.commands.exit_codes import EXIT_BAD_INPUT, EXIT_OK
+from controller.config.reader import ConfigError, load_config
 
 
 def iam_policy_command(config_path: str, kms_keys: Sequence[str] = ()) -> int:

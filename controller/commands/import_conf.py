@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from controller.cli import EXIT_BAD_INPUT, EXIT_OK
-from controller.config import ConfigError
-from controller.import_conf import convert_aws_balancer_conf
+from controller.commands.exit_codes import EXIT_BAD_INPUT, EXIT_OK
+from controller.config.reader import ConfigError
+from controller.gbrowse.import_conf import convert_aws_balancer_conf
 
 
 def import_conf(path: str) -> int:

@@ -6,15 +6,15 @@ import argparse
 import asyncio
 import sys
 
-EXIT_BAD_INPUT = 2
+from controller.commands.exit_codes import EXIT_BAD_INPUT
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from controller.config import ConfigError, load_config
-    from controller.logs import configure_logging
+    from controller.config.reader import ConfigError, load_config
+    from controller.runtime.logs import configure_logging
 
     if args.kill:
-        from controller.daemon import kill_daemon
+        from controller.runtime.daemon import kill_daemon
 
         if not args.pidfile:
             print("controller run --kill: give --pidfile of the daemon to stop", file=sys.stderr)
@@ -41,12 +41,12 @@ def run_command(args: argparse.Namespace) -> int:
     pidfile = None
     try:
         if args.background:
-            from controller.daemon import daemonize
+            from controller.runtime.daemon import daemonize
 
             # Returns in the daemon only, holding the pidfile with the daemon's own PID.
             pidfile = daemonize(logfile=args.logfile, pidfile=args.pidfile)
         elif args.pidfile:
-            from controller.daemon import PidFile
+            from controller.runtime.daemon import PidFile
 
             pidfile = PidFile(args.pidfile)
             pidfile.acquire()

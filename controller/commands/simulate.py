@@ -11,12 +11,11 @@ import json
 import os
 import sys
 
-from controller.config import ConfigError, load_config
-from controller.policy import POLICY_NAMES
-from controller.simulate import SimResult, TraceError, read_trace, simulate, write_timeline
+from controller.commands.exit_codes import EXIT_BAD_INPUT, EXIT_OK
+from controller.config.reader import ConfigError, load_config
+from controller.policy.factory import POLICY_NAMES
+from controller.simulation.replay import SimResult, TraceError, read_trace, simulate, write_timeline
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
 ACTIONS_SHOWN = 8
 
 
@@ -37,7 +36,7 @@ def simulate_command(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     plot = getattr(args, "plot", None)
     if plot:
-        from controller.plot import PlotError, check_plot_path
+        from controller.simulation.plot import PlotError, check_plot_path
 
         try:
             check_plot_path(plot)
@@ -60,7 +59,7 @@ def simulate_command(args: argparse.Namespace) -> int:
             print(f"{args.timeline}: cannot write the timeline: {reason}", file=sys.stderr)
             return EXIT_BAD_INPUT
     if plot:
-        from controller.plot import PlotError, write_plot
+        from controller.simulation.plot import PlotError, write_plot
 
         try:
             write_plot(result, plot)

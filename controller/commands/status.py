@@ -8,7 +8,7 @@ import time
 import urllib.error
 import urllib.request
 
-from controller.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNREACHABLE
+from controller.commands.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNREACHABLE
 
 DEFAULT_URL = "http://127.0.0.1:8990"
 TIMEOUT_SECONDS = 10.0
@@ -18,8 +18,8 @@ def status_command(url: str | None = None, config_path: str | None = None) -> in
     """Print the summary and return 0; 1 with one line if the endpoint cannot be read."""
     token = ""
     if config_path:
-        from controller.config import ConfigError, load_config
-        from controller.stats import StatsError, load_token
+        from controller.config.reader import ConfigError, load_config
+        from controller.status.stats import StatsError, load_token
 
         try:
             config = load_config(config_path)

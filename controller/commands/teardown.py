@@ -3,7 +3,7 @@ SPEC.md's order.
 
 For a fleet whose controller is gone (or was never stopped cleanly): first renderfarm.conf goes
 back to its empty form (and the master reloads), so GBrowse stops sending work to slaves that are
-about to vanish; then controller.teardown cancels the spot requests, terminates the instances,
+about to vanish; then controller.cloud.teardown cancels the spot requests, terminates the instances,
 waits for them and deletes the fleet's security groups. Each step prints one line.
 
 With `--cluster NAME` (a batch cluster's fleet, which has no renderfarm.conf) the first step is
@@ -24,15 +24,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from controller.cloud import Cloud, InstanceState
-from controller.config import Config, ConfigError, load_config
+from controller.cloud.port import Cloud, InstanceState
+from controller.commands.exit_codes import EXIT_BAD_INPUT, EXIT_LEFT, EXIT_OK
+from controller.config.plugins import PluginError, SgePlugin, cluster_plugins, sge_plugin
+from controller.config.reader import ConfigError, load_config
+from controller.config.schema import Config
+from controller.gbrowse.renderfarm import render_renderfarm, write_atomic
 from controller.messages import Role
-from controller.node_plugins import PluginError, SgePlugin, cluster_plugins, sge_plugin
-from controller.renderfarm import render_renderfarm, write_atomic
 
-EXIT_OK = 0
-EXIT_LEFT = 1
-EXIT_BAD_INPUT = 2
 RELOAD_TIMEOUT = 60.0
 SGE_TIMEOUT = 20.0  # per Grid Engine call: an unreachable qmaster must not stall the teardown
 
@@ -80,8 +79,8 @@ def _cluster_sge_plugin(config: Config, name: str) -> SgePlugin | None:
 
 
 async def _teardown(config: Config, say: Callable[[str], None], plugin: SgePlugin | None):
-    from controller.ec2cloud import make_ec2_cloud
-    from controller.teardown import teardown_fleet
+    from controller.cloud.ec2cloud import make_ec2_cloud
+    from controller.cloud.teardown import teardown_fleet
 
     async with make_ec2_cloud(config) as cloud:
         sge_ok = True
@@ -101,9 +100,9 @@ async def deregister_fleet_nodes(
 ) -> bool:
     """Take every node of the fleet (found by its tags) out of the head's Grid Engine, one line
     each; True when each one is out (or never was in)."""
-    from controller.sge import ec2_hostname
-    from controller.sge_client import SgeClient, SgeError
-    from controller.sge_deregister import deregister_node
+    from controller.gridengine.sge import ec2_hostname
+    from controller.gridengine.sge_client import SgeClient, SgeError
+    from controller.gridengine.sge_deregister import deregister_node
 
     view = await cloud.describe_fleet(fleet)
     if view.error is not None:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.sge_client import SgeClient
+from controller.gridengine.sge_client import SgeClient
 from tests.harness import procs
 from tests.harness.net import ServerStartError, read_log
 

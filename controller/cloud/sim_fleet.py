@@ -1,0 +1,446 @@
+"""SimFleet: EC2's instances, spot requests, reclaims and billing in memory, on a clock it is given.
+
+It behaves like EC2 for the controller's purposes: a launch gets instances that boot for
+`boot_seconds` (plus or minus `boot_spread`), some launches are refused for capacity, some spot
+requests never fill, spot instances are reclaimed at random with the two-minute notice EC2 gives,
+and every instance is billed per second (one minute at least) from launch until it ends.
+
+Two users drive it. `controller run --dry-run` without AWS calls the async port methods of
+SimCloud (controller.cloud.simcloud, which adds them and security groups) with loop time as the
+clock. `simulate` steps virtual time itself and calls the synchronous core
+(`launch_now`, `terminate_now`, `booted`, `notices`, `cost`): per-call asyncio overhead would make
+a month of polls slow, and the decisions come from the same policy objects either way.
+
+Every random draw comes from one seeded generator, so a run is reproducible. Addresses are
+loopback (127.64.0.0/16): nothing probing a simulated slave can reach another machine.
+
+Tests script faults exactly with three knobs: `capacity_errors_for` (instance types always refused
+for capacity, e.g. to see the next type tried), `describe_fails` (DescribeInstances fails, to see
+the fleet hold) and `reclaim_at()` (spot reclaims one instance at a given time).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Self
+
+from controller.cloud.port import (
+    SPOT_INTERRUPTION_REASON,
+    CloudInstance,
+    FleetView,
+    InstanceState,
+    LaunchResult,
+    LaunchSpec,
+    OpResult,
+    ProviderError,
+    SpotRequest,
+)
+from controller.config.schema import Config
+from controller.messages import ErrorKind, InstanceId, RequestId, Role
+
+NOTICE_SECONDS = 120.0  # EC2's spot interruption warning comes two minutes ahead
+MIN_BILLED_SECONDS = 60.0  # per-second billing has a one-minute minimum
+KEEP_ENDED_SECONDS = 3600.0  # EC2 lists terminated instances for about an hour
+
+
+@dataclass(slots=True)
+class SimInstance:
+    """The simulator's own record of an instance (mutable; views are CloudInstance)."""
+
+    instance_id: str
+    fleet: str
+    role: Role
+    instance_type: str
+    zone: str
+    private_ip: str
+    launched_at: float
+    ready_at: float  # boot done: the readiness probe would pass from here on
+    interrupt_at: float | None  # spot reclaims it then; the notice comes NOTICE_SECONDS before
+    request_id: str
+    security_groups: tuple[str, ...] = ()
+    ended_at: float | None = None
+    state_reason: str | None = None
+
+
+@dataclass(slots=True)
+class SimRequest:
+    request_id: str
+    fleet: str
+    created_at: float
+    instance_type: str
+    zone: str
+    state: str = "open"  # open | active | cancelled
+    status_code: str = "capacity-not-available"
+    instance_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InterruptionNotice:
+    """A spot interruption warning: the instance is reclaimed at `action_at`."""
+
+    instance_id: InstanceId
+    notice_at: float
+    action_at: float
+
+
+@dataclass(slots=True)
+class SimCounters:
+    launched: int = 0
+    terminated: int = 0
+    interrupted: int = 0
+    capacity_errors: int = 0
+    unfilled: int = 0
+    cancelled: int = 0
+
+
+class SimFleet:
+    """An in-memory EC2 fleet on an injected clock (loop time or the simulator's virtual time)."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        boot_seconds: float = 90.0,
+        boot_spread: float = 0.2,
+        spot_price: float = 0.035,
+        unfilled_rate: float = 0.0,
+        capacity_error_rate: float = 0.0,
+        interruption_rate_per_hour: float = 0.0,
+        seed: int = 1,
+        zones: Sequence[str] = ("sim-1a", "sim-1b"),
+        wall_offset: float = 0.0,
+        capacity_errors_for: Collection[str] = (),
+        describe_fails: bool = False,
+        visibility_lag: float = 0.0,
+    ):
+        self.clock = clock
+        self.boot_seconds = boot_seconds
+        self.boot_spread = boot_spread
+        self.price = spot_price
+        self.unfilled_rate = unfilled_rate
+        self.capacity_error_rate = capacity_error_rate
+        self.interruption_rate_per_hour = interruption_rate_per_hour
+        self.zones = tuple(zones)
+        self.wall_offset = wall_offset  # added to clock() for EC2's epoch LaunchTime fields
+        # Scripted faults (tests may change them at any time): these instance types are always
+        # refused for capacity, and while describe_fails is set every describe_fleet fails.
+        self.capacity_errors_for: set[str] = set(capacity_errors_for)
+        self.describe_fails = describe_fails
+        # EC2's eventual consistency: for this long after its launch an instance is missing
+        # from describe_fleet and TerminateInstances does not know it (it goes on running).
+        self.visibility_lag = visibility_lag
+        # Scripted: TerminateInstances answers NotFound for these ids (a replica that lags)
+        # while they run on.
+        self.terminate_not_found: set[str] = set()
+        self.counters = SimCounters()
+        self._rng = random.Random(seed)
+        self._seq = 0
+        self._instances: dict[str, SimInstance] = {}
+        self._live: dict[str, SimInstance] = {}
+        self._interruptible: dict[str, SimInstance] = {}
+        self._requests: dict[str, SimRequest] = {}
+        self._open: dict[str, SimRequest] = {}  # requests not filled (unfilled_rate)
+        self._tokens: dict[str, LaunchResult] = {}
+        self._closed_seconds = 0.0
+        self._live_launch_sum = 0.0
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        *,
+        clock: Callable[[], float],
+        seed: int = 1,
+        wall_offset: float = 0.0,
+    ) -> Self:
+        """The cloud `[simulate]` describes; `wall_offset` turns clock() into epoch seconds."""
+        sim = config.simulate
+        return cls(
+            clock=clock,
+            boot_seconds=sim.boot_seconds,
+            boot_spread=sim.boot_spread,
+            spot_price=sim.spot_price,
+            unfilled_rate=sim.unfilled_rate,
+            capacity_error_rate=sim.capacity_error_rate,
+            interruption_rate_per_hour=sim.interruption_rate_per_hour,
+            seed=seed,
+            wall_offset=wall_offset,
+        )
+
+    # ---- the synchronous core ------------------------------------------------------------------
+
+    def _next_id(self, prefix: str) -> str:
+        self._seq += 1
+        return f"{prefix}-sim{self._seq:08x}"
+
+    def advance(self) -> None:
+        """Let spot reclaim the instances whose interruption time has come."""
+        now = self.clock()
+        if not self._interruptible:
+            return
+        due = [
+            i
+            for i in self._interruptible.values()
+            if i.interrupt_at is not None and i.interrupt_at <= now
+        ]
+        for inst in due:
+            del self._interruptible[inst.instance_id]
+            if inst.ended_at is None:
+                assert inst.interrupt_at is not None
+                self._end(inst, inst.interrupt_at, SPOT_INTERRUPTION_REASON)
+                self.counters.interrupted += 1
+
+    def launch_now(self, spec: LaunchSpec) -> LaunchResult:
+        """Launch `spec.count` spot instances now (some may stay unfilled requests)."""
+        self.advance()
+        now = self.clock()
+        if spec.client_token and spec.client_token in self._tokens:
+            return self._tokens[spec.client_token]
+        if spec.dry_run:
+            return LaunchResult(
+                error=sim_error(ErrorKind.DRY_RUN_OK, "DryRunOperation", "RunInstances")
+            )
+        if spec.count <= 0:
+            return LaunchResult()
+        if spec.max_price is not None and spec.max_price < self.price:
+            err = sim_error(
+                ErrorKind.PRICE,
+                "SpotMaxPriceTooLow",
+                "RunInstances",
+                f"max price {spec.max_price} is below the spot price {self.price}",
+                spec,
+            )
+            return LaunchResult(error=err)
+        refused = spec.instance_type in self.capacity_errors_for
+        if refused or (self.capacity_error_rate and self._rng.random() < self.capacity_error_rate):
+            self.counters.capacity_errors += 1
+            err = sim_error(
+                ErrorKind.CAPACITY,
+                "InsufficientInstanceCapacity",
+                "RunInstances",
+                f"no spot capacity for {spec.instance_type} (simulated)",
+                spec,
+            )
+            return LaunchResult(error=err)
+        made: list[CloudInstance] = []
+        for _ in range(spec.count):
+            zone = spec.zone or self._rng.choice(self.zones)
+            req = SimRequest(
+                request_id=self._next_id("sir"),
+                fleet=spec.fleet,
+                created_at=now,
+                instance_type=spec.instance_type,
+                zone=zone,
+            )
+            self._requests[req.request_id] = req
+            if self.unfilled_rate and self._rng.random() < self.unfilled_rate:
+                self.counters.unfilled += 1
+                self._open[req.request_id] = req
+                continue
+            inst = self._start(spec, req, now)
+            made.append(self._view(inst))
+        result = LaunchResult(instances=tuple(made))
+        if spec.client_token:
+            self._tokens[spec.client_token] = result
+        return result
+
+    def _start(self, spec: LaunchSpec, req: SimRequest, now: float) -> SimInstance:
+        spread = self._rng.uniform(-self.boot_spread, self.boot_spread)
+        boot = max(0.0, self.boot_seconds * (1.0 + spread))
+        interrupt_at = None
+        if self.interruption_rate_per_hour > 0:
+            interrupt_at = now + self._rng.expovariate(self.interruption_rate_per_hour / 3600.0)
+        n = self._seq
+        inst = SimInstance(
+            instance_id=self._next_id("i"),
+            fleet=spec.fleet,
+            role=spec.role,
+            instance_type=spec.instance_type,
+            zone=req.zone,
+            private_ip=f"127.64.{(n // 250) % 250}.{n % 250 + 1}",
+            launched_at=now,
+            ready_at=now + boot,
+            interrupt_at=interrupt_at,
+            request_id=req.request_id,
+            security_groups=spec.security_group_ids,
+        )
+        req.state, req.status_code, req.instance_id = "active", "fulfilled", inst.instance_id
+        self._instances[inst.instance_id] = inst
+        self._live[inst.instance_id] = inst
+        self._live_launch_sum += now
+        if interrupt_at is not None:
+            self._interruptible[inst.instance_id] = inst
+        self.counters.launched += 1
+        return inst
+
+    def _end(self, inst: SimInstance, at: float, reason: str) -> None:
+        inst.ended_at = at
+        inst.state_reason = reason
+        del self._live[inst.instance_id]
+        self._live_launch_sum -= inst.launched_at
+        self._closed_seconds += max(at - inst.launched_at, MIN_BILLED_SECONDS)
+        req = self._requests.get(inst.request_id)
+        if req is not None and req.state == "active":
+            req.state, req.status_code = "closed", "instance-terminated-by-user"
+
+    def terminate_now(self, ids: Sequence[str]) -> OpResult:
+        """Terminate the ids EC2 knows; the others come back in `not_found` (as Ec2Cloud
+        reports EC2's InvalidInstanceID.NotFound, id by id)."""
+        self.advance()
+        now = self.clock()
+        known = [
+            i
+            for i in ids
+            if i in self._instances
+            and self._visible(self._instances[i])
+            and i not in self.terminate_not_found
+        ]
+        unknown = tuple(i for i in ids if i not in known)
+        for iid in known:
+            inst = self._instances[iid]
+            if inst.ended_at is None:
+                self._end(inst, now, "Client.UserInitiatedShutdown")
+                self._interruptible.pop(iid, None)
+                self.counters.terminated += 1
+        return OpResult(not_found=unknown)
+
+    def _visible(self, inst: SimInstance) -> bool:
+        """Past EC2's lag after its launch (see `visibility_lag`)."""
+        return self.clock() >= inst.launched_at + self.visibility_lag
+
+    def end_now(self, instance_id: str, reason: str) -> None:
+        """EC2 ends this live instance by itself, with state reason `reason` (e.g. a launch
+        failing on a KMS key it may not use: Client.InternalError)."""
+        inst = self._live[instance_id]
+        self._interruptible.pop(instance_id, None)
+        self._end(inst, self.clock(), reason)
+
+    def cancel_now(self, ids: Sequence[str]) -> OpResult:
+        for rid in ids:
+            req = self._open.pop(rid, None)
+            if req is not None:
+                req.state, req.status_code = "cancelled", "canceled-before-fulfillment"
+                self.counters.cancelled += 1
+        return OpResult()
+
+    def booted(self, instance_id: str) -> bool:
+        """Would the readiness probe pass now (boot complete and not ended)?"""
+        inst = self._instances.get(instance_id)
+        now = self.clock()
+        return inst is not None and inst.ended_at is None and inst.ready_at <= now
+
+    def reclaim_at(self, instance_id: str, at: float) -> None:
+        """Make spot reclaim this live instance at `at` (its notice comes NOTICE_SECONDS before)."""
+        inst = self._live[instance_id]
+        inst.interrupt_at = at
+        self._interruptible[instance_id] = inst
+
+    def instance(self, instance_id: str) -> SimInstance | None:
+        return self._instances.get(instance_id)
+
+    def live(self) -> list[SimInstance]:
+        self.advance()
+        return list(self._live.values())
+
+    def open_requests(self) -> list[SimRequest]:
+        """Spot requests still open: they never fill here, until cancelled."""
+        return list(self._open.values())
+
+    def notices(self) -> tuple[InterruptionNotice, ...]:
+        """Interruption warnings in force now (what EventBridge would have delivered)."""
+        self.advance()
+        now = self.clock()
+        out = []
+        for inst in self._interruptible.values():
+            assert inst.interrupt_at is not None
+            if inst.ended_at is None and inst.interrupt_at - NOTICE_SECONDS <= now:
+                out.append(
+                    InterruptionNotice(
+                        instance_id=InstanceId(inst.instance_id),
+                        notice_at=inst.interrupt_at - NOTICE_SECONDS,
+                        action_at=inst.interrupt_at,
+                    )
+                )
+        return tuple(out)
+
+    def billed_count(self) -> int:
+        self.advance()
+        return len(self._live)
+
+    def billed_seconds(self) -> float:
+        """Instance-seconds billed so far (live instances up to now)."""
+        self.advance()
+        now = self.clock()
+        live = len(self._live) * now - self._live_launch_sum
+        return self._closed_seconds + live
+
+    def cost(self) -> float:
+        """Dollars billed so far."""
+        return self.billed_seconds() * self.price / 3600.0
+
+    def cost_per_hour(self) -> float:
+        return self.billed_count() * self.price
+
+    # ---- views ---------------------------------------------------------------------------------
+
+    def _view(self, inst: SimInstance) -> CloudInstance:
+        now = self.clock()
+        if inst.ended_at is not None:
+            state = InstanceState.TERMINATED
+        elif inst.ready_at <= now:
+            state = InstanceState.RUNNING
+        else:
+            state = InstanceState.PENDING
+        return CloudInstance(
+            instance_id=InstanceId(inst.instance_id),
+            state=state,
+            private_ip=inst.private_ip,
+            instance_type=inst.instance_type,
+            zone=inst.zone,
+            launched_at=inst.launched_at + self.wall_offset,
+            role=inst.role,
+            spot=True,
+            spot_request_id=RequestId(inst.request_id),
+            state_reason=inst.state_reason,
+        )
+
+    def fleet_view(self, fleet: str) -> FleetView:
+        self.advance()
+        now = self.clock()
+        instances = tuple(
+            self._view(i)
+            for i in self._instances.values()
+            if i.fleet == fleet
+            and (i.ended_at is None or now - i.ended_at < KEEP_ENDED_SECONDS)
+            and self._visible(i)
+        )
+        requests = tuple(
+            SpotRequest(
+                request_id=RequestId(r.request_id),
+                state=r.state,
+                status_code=r.status_code,
+                instance_id=InstanceId(r.instance_id) if r.instance_id else None,
+                created_at=r.created_at + self.wall_offset,
+                instance_type=r.instance_type,
+                zone=r.zone,
+            )
+            for r in self._requests.values()
+            if r.fleet == fleet and r.state in ("open", "active")
+        )
+        return FleetView(instances=instances, requests=requests)
+
+
+def sim_error(
+    kind: ErrorKind, code: str, operation: str, message: str = "", spec: LaunchSpec | None = None
+) -> ProviderError:
+    return ProviderError(
+        kind=kind,
+        code=code,
+        message=message
+        or ("Request would have succeeded" if kind is ErrorKind.DRY_RUN_OK else code),
+        operation=operation,
+        instance_type=spec.instance_type if spec else "",
+        zone=spec.zone if spec else "",
+    )

@@ -1,0 +1,8 @@
+"""Grid Engine's side of a batch cluster: its queue, its clients and how a node joins it.
+
+Owns: qstat's XML and qconf's files (sge, pure), the client that runs Grid Engine's commands
+(sge_client), the [plugin.X] kinds as commands (node_plugins), the [volume.X] mounts
+(node_volumes), the nodes' pinned SSH host keys (host_keys) and taking a node out of Grid Engine
+(sge_deregister).
+May import: controller.config, controller.messages.
+"""

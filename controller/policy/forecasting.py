@@ -1,0 +1,355 @@
+"""The forecasting policy: target tracking inside the load table's band on a forecast of the load
+one boot ahead, with a headroom learnt from its own errors (see OursPolicy).
+
+It is a BandPolicy (controller.policy.band): the band, the dwell, the hold on a lost sensor and the
+budget cap are the table policy's; only `target()`, the number of slaves wanted, is its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+
+from controller.config.schema import Config
+from controller.policy.band import BandPolicy, PolicyInput
+from controller.policy.forecast_errors import ErrorBook
+from controller.policy.surge_forecast import SurgeForecaster
+
+
+class OursPolicy(BandPolicy):
+    """Target tracking inside the band on a forecast of the load one boot ahead.
+
+    The wanted count is `ceil((level + headroom * max(level, capacity)) / slave_capacity_rps)`:
+
+    - level: the highest of the last poll's rate, the windowed rate and the highest rate of the
+      last `hold_seconds` (0 by default: the learnt headroom already covers a dip), and, with
+      `trend_seconds` > 0, the linear trend of that span extrapolated over the lead (off by
+      default: on the shared traces a sudden jump fits as a steep slope and over-launches);
+    - lead: the time until a slave launched now is serving, i.e. the next boot (learnt from the
+      slaves' own launch-to-ready times) plus one poll;
+    - headroom: learnt, not configured. Every level is later compared with the load one lead
+      after it; the headroom is the larger of two quantiles of those relative excesses:
+      - global: a quantile over `error_seconds`, steered by the service goal: the policy counts
+        the polls at which fewer slaves were ready than the load needed, and raises the
+        quantile while that share is above `under_target`, lowers it while below (within
+        [quantile_min, quantile_max]). A shortfall that even `quantile_max` (or the table's
+        max) could not have covered one lead earlier is not counted: it is a surge no global
+        headroom fixes, and chasing it would over-provision every hour;
+      - seasonal: for each period of `season_seconds` (a day by default), the excesses are also
+        filed under the phase (one poll wide) they were forecast at. At a phase where an excess
+        recurred, the `season_rank`-th largest of the last `season_periods` periods over this
+        phase and the next `season_width` ones applies: a surge that comes back at the same
+        time of day is launched for one lead before it arrives, and a phase where it came once
+        costs nothing.
+    - other forecasters: the same lead-ahead comparison is kept for the level now with errors
+      scaled by the square root of the level (counting noise: a small site's minutes), and for
+      an exponential mean of the load over `smooth_seconds` (15 min) with either scale. Where one
+      of them would have covered as many leads for `switch_margin` (10 %) less provision over
+      `error_seconds` (a noisy small site, where the level now chases noise and its headroom
+      compounds it), it sets the target instead; where a seasonal excess applies, the level now
+      does. For the
+      first `warmup_samples` errors (an hour of polls) the headroom is at least
+      `warmup_headroom`: too few errors say nothing yet of the noise.
+    - surges (`surges`, a `controller.policy.surge_forecast.SurgeForecaster`): loads that jump
+      several-fold at a few fixed minutes of the hour. Where a phase of the 2-hour period often
+      saw one start, and the chance of one there given the time since the last (counted over
+      two weeks) is at least 30 %, the slaves the largest recent surge needed are launched one
+      lead ahead, so that they are ready when it starts.
+
+    Scale-out is immediate. Scale-in is asymmetric: a fleet above the band's max waits the
+    band's `scale_in_after` (the seed's semantics); a surplus inside the band goes after
+    `shrink_after`, by default two polls: surges on the shared traces end as abruptly as they
+    start, and a slave the forecast asked for and the load did not confirm should not wait a
+    whole boot. It goes at once
+    - when a forecast surge did not come by the time its phase has passed: a false alarm costs
+      one lead of slaves, not a dwell more;
+    - when the load fell at each of the last `decline_polls` polls (a surge's decay).
+    Within `decay_seconds` of a surge's start, a falling load is the level as it is, without
+    the window (which would hold the surge's past for another window).
+    """
+
+    name = "ours"
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        hold_seconds: float = 0.0,
+        trend_seconds: float = 0.0,
+        error_seconds: float = 24 * 3600.0,
+        under_target: float = 0.0037,
+        quantile: float = 0.9,
+        quantile_min: float = 0.5,
+        quantile_max: float = 0.975,
+        quantile_gain: float = 0.002,
+        shrink_after: float | None = None,
+        season_seconds: tuple[float, ...] = (86400.0,),
+        season_periods: int = 7,
+        season_rank: int = 3,
+        season_width: int = 1,
+        surges: SurgeForecaster | None = None,
+        surge_shed: bool = True,
+        decline_polls: int = 3,
+        decay_seconds: float = 1200.0,
+        smooth_seconds: tuple[float, ...] = (900.0,),
+        error_scales: tuple[str, ...] = ("relative", "sqrt"),
+        warmup_samples: int = 120,
+        warmup_headroom: float = 1.0,
+        switch_margin: float = 0.1,
+    ):
+        poll = config.master.poll_interval
+        super().__init__(config, shrink_after=2 * poll if shrink_after is None else shrink_after)
+        self.capacity = config.simulate.slave_capacity_rps
+        self.poll = poll
+        self.boot = config.simulate.boot_seconds
+        self.hold_seconds = hold_seconds
+        self.trend_seconds = trend_seconds
+        self.error_seconds = error_seconds
+        self.under_target = under_target
+        self.quantile = quantile
+        self.quantile_min = quantile_min
+        self.quantile_max = quantile_max
+        self.quantile_gain = quantile_gain
+        self.season_seconds = season_seconds
+        self.season_periods = season_periods
+        self.season_rank = season_rank
+        self.season_width = season_width
+        self.headroom = 0.2  # until the first errors are known
+        self._samples: deque[tuple[float, float]] = deque()  # (now, load_rps)
+        self._book = ErrorBook(horizon=error_seconds, floor=self.capacity)
+        # the smoothed levels: time constant -> its mean so far (None before the first sample)
+        self._means: dict[float, float | None] = dict.fromkeys(smooth_seconds)
+        # the other forecasters, each (time constant or 0 for the level now, its error book)
+        self._others = [
+            (tau, ErrorBook(horizon=error_seconds, floor=self.capacity, scale=scale))
+            for tau in (0.0, *smooth_seconds)
+            for scale in error_scales
+            if (tau, scale) != (0.0, "relative")
+        ]
+        self._last_seen: float | None = None
+        self.estimator = "now"  # which level the target used last: "now" or "mean Ns"
+        self._seen_booting: dict[str, float] = {}
+        # (now, the most slaves any headroom or the band allowed then), back to one lead ago
+        self._reach: deque[tuple[float, int]] = deque()
+        # (period, phase slot) -> (period index, excess) of the last season_periods periods
+        self._season: dict[tuple[float, int], deque[tuple[int, float]]] = {}
+        # a surge is a jump of at least three slaves' worth (see SurgeForecaster for the rest)
+        if surges is None:
+            surges = SurgeForecaster(poll=poll, min_rise=3.0 * self.capacity)
+        self._surge = surges
+        self.surge_shed = surge_shed
+        self.decline_polls = decline_polls
+        self.decay_seconds = decay_seconds
+        self.warmup_samples = warmup_samples
+        self.warmup_headroom = warmup_headroom
+        self.switch_margin = switch_margin
+        self._forecast_since: float | None = None  # a surge forecast is on since
+        self._shed = False  # a forecast surge did not come: shed its slaves now
+
+    # -- learning ------------------------------------------------------------------------------
+
+    def observe(self, inp: PolicyInput) -> None:
+        self._learn_boot(inp)
+        if inp.load_rps is None:
+            return
+        now, rps = inp.now, inp.load_rps
+        self._samples.append((now, rps))
+        kept = self.poll * max(2, self.decline_polls)
+        horizon = now - max(self.trend_seconds, self.hold_seconds, kept)
+        while self._samples and self._samples[0][0] < horizon:
+            self._samples.popleft()
+        self._steer_quantile(inp)
+        self._score(now, rps)
+        self._surge.observe(now, rps)
+
+    def in_band_dwell(self) -> float:
+        return 0.0 if self._shed or self._declining() else self.shrink_after
+
+    def _declining(self) -> bool:
+        """The load fell at each of the last `decline_polls` polls: a surplus need not wait."""
+        n = self.decline_polls
+        loads = [r for _, r in self._samples][-n - 1 :]
+        return n > 0 and len(loads) == n + 1 and all(b < a for a, b in itertools.pairwise(loads))
+
+    def _decaying(self, now: float) -> bool:
+        """Falling within `decay_seconds` of a surge's start, once its first polls are past."""
+        start = self._surge.last_start
+        if start is None or not 2 * self.poll < now - start < self.decay_seconds:
+            return False
+        return len(self._samples) >= 2 and self._samples[-1][1] < self._samples[-2][1]
+
+    def surge_forecast(self, now: float) -> float:
+        """The peak of a surge due within one lead from now, or 0 if none is due."""
+        return self._surge.due(now, self.lead_seconds())
+
+    def _learn_boot(self, inp: PolicyInput) -> None:
+        """Boot time = launch to first seen ready (less half a poll of probe delay), averaged."""
+        for m in inp.members:
+            if not m.ready:
+                self._seen_booting.setdefault(m.instance_id, m.launched_at)
+            elif m.instance_id in self._seen_booting:
+                took = inp.now - self._seen_booting.pop(m.instance_id) - self.poll / 2
+                self.boot = max(0.0, 0.8 * self.boot + 0.2 * took)
+        if len(self._seen_booting) > 4 * len(inp.members) + 16:
+            live = {m.instance_id for m in inp.members}
+            self._seen_booting = {k: v for k, v in self._seen_booting.items() if k in live}
+
+    def _steer_quantile(self, inp: PolicyInput) -> None:
+        """Integral control of the global headroom quantile on the share of avoidable shortfalls.
+
+        A poll counts as short when fewer slaves are ready than the load needs, unless the need
+        exceeds what one lead ago either the band's max or the headroom at `quantile_max`
+        allowed: no global headroom could have launched those slaves in time.
+        """
+        assert inp.load_rps is not None
+        while len(self._reach) > 1 and self._reach[1][0] <= inp.now - self.lead_seconds():
+            self._reach.popleft()
+        if self.capacity <= 0:
+            return
+        needed = math.ceil(round(inp.load_rps / self.capacity, 9))
+        ready = sum(1 for m in inp.members if m.ready and not m.draining and not m.interrupted)
+        reachable = not self._reach or needed <= self._reach[0][1]
+        under = 1.0 if ready < needed and reachable else 0.0
+        q = self.quantile + self.quantile_gain * (under - self.under_target)
+        self.quantile = min(self.quantile_max, max(self.quantile_min, q))
+
+    def _score(self, now: float, rps: float) -> None:
+        """Compare the levels that fell due with the load now; set the headroom."""
+        for made, excess in self._book.score(now, rps):
+            self._file_seasonal(made, excess)
+        if len(self._book):
+            self.headroom = max(0.0, self._error_at(self.quantile))
+        dt = 0.0 if self._last_seen is None else now - self._last_seen
+        self._last_seen = now
+        for tau, mean in self._means.items():
+            pull = 1 - math.exp(-dt / tau)
+            self._means[tau] = rps if mean is None else mean + pull * (rps - mean)
+        for _, book in self._others:
+            book.score(now, rps)
+
+    def _error_at(self, quantile: float) -> float:
+        return self._book.at(quantile, self.headroom)
+
+    def _phase(self, period: float, t: float) -> tuple[int, int]:
+        """(period index, slot of the phase) of time t; slots are one poll wide."""
+        return int(t // period), int((t % period) // self.poll)
+
+    def _file_seasonal(self, made: float, excess: float) -> None:
+        """File an excess under the phase its level was made at, once per period (the worst)."""
+        for period in self.season_seconds:
+            index, slot = self._phase(period, made)
+            past = self._season.setdefault((period, slot), deque())
+            if past and past[-1][0] == index:
+                past[-1] = (index, max(past[-1][1], excess))
+            else:
+                past.append((index, excess))
+            while past and past[0][0] <= index - self.season_periods:
+                past.popleft()
+
+    def seasonal_headroom(self, now: float) -> float:
+        """The excess that recurs from this phase on (0 where it did not recur)."""
+        best = 0.0
+        for period in self.season_seconds:
+            index, slot = self._phase(period, now)
+            slots = max(1, round(period / self.poll))
+            worst: dict[int, float] = {}  # period index -> its worst excess over the slots
+            for s in range(slot, slot + self.season_width + 1):
+                for i, e in self._season.get((period, s % slots), ()):
+                    if i >= index - self.season_periods:
+                        worst[i] = max(worst.get(i, e), e)
+            if len(worst) >= self.season_rank:
+                best = max(best, sorted(worst.values(), reverse=True)[self.season_rank - 1])
+        return best
+
+    # -- forecasting ---------------------------------------------------------------------------
+
+    def lead_seconds(self) -> float:
+        return self.boot + self.poll
+
+    def level(self, inp: PolicyInput) -> float:
+        """The rate to provision for until a slave launched now would be serving."""
+        assert inp.load_rps is not None
+        now = inp.now
+        if self._decaying(now):
+            return inp.load_rps  # the window would hold the surge's past for another window
+        level = max(inp.load_rps, inp.window_rps or 0.0)
+        for t, r in reversed(self._samples):
+            if t < now - self.hold_seconds:
+                break
+            level = max(level, r)
+        slope = self._trend(now)
+        if slope > 0:
+            level = max(level, inp.load_rps + slope * self.lead_seconds())
+        return level
+
+    def _trend(self, now: float) -> float:
+        """Least-squares slope (rps per second) of the samples of the last trend_seconds."""
+        pts = [(t, r) for t, r in self._samples if t >= now - self.trend_seconds]
+        n = len(pts)
+        if self.trend_seconds <= 0 or n < 3:
+            return 0.0
+        mt = sum(t for t, _ in pts) / n
+        mr = sum(r for _, r in pts) / n
+        var = sum((t - mt) ** 2 for t, _ in pts)
+        if var <= 0:
+            return 0.0
+        return sum((t - mt) * (r - mr) for t, r in pts) / var
+
+    def _slaves(self, level: float, headroom: float) -> int:
+        want = level + max(0.0, headroom) * max(level, self.capacity)
+        return math.ceil(round(want / self.capacity, 9))
+
+    def _cheaper_forecaster(self) -> tuple[float, ErrorBook] | None:
+        """The other forecaster that would have covered as many leads as "now" for less, if any.
+
+        Each is judged on its own book: the mean provision its levels plus its headroom at the
+        current quantile asked for over `error_seconds`. Books with fewer than
+        `warmup_samples` errors are not judged yet.
+        """
+        best, choice = self._book.cover_cost(self.quantile) * (1 - self.switch_margin), None
+        for tau, book in self._others:
+            if len(book) >= self.warmup_samples and book.cover_cost(self.quantile) < best:
+                best, choice = book.cover_cost(self.quantile), (tau, book)
+        return choice
+
+    def target(self, inp: PolicyInput, band: tuple[int, int]) -> tuple[int, str]:
+        if self.capacity <= 0:
+            return band[0], "no slave capacity set: the band's min"
+        now_level = level = self.level(inp)
+        due = inp.now + self.lead_seconds()
+        self._book.add(inp.now, due, level)
+        for tau, book in self._others:
+            book.add(inp.now, due, self._means[tau] if tau else level)
+        season = self.seasonal_headroom(inp.now)
+        headroom = max(self.headroom, season)
+        if len(self._book) < self.warmup_samples:
+            headroom = max(headroom, self.warmup_headroom)  # too few errors to know the noise
+        want = level + headroom * max(level, self.capacity)
+        top = self._book.provision(level, self.quantile_max, self.headroom)
+        self.estimator = "now"
+        cheaper = self._cheaper_forecaster() if season <= 0 else None  # recurring: keep "now"
+        if cheaper is not None:
+            tau, book = cheaper
+            level = self._means[tau] if tau else now_level
+            self.estimator = (f"mean {tau:.0f}s" if tau else "now") + f", {book.scale} errors"
+            want = book.provision(level, self.quantile)
+            top = book.provision(level, self.quantile_max)
+        self._reach.append((inp.now, min(band[1], self._slaves(top, 0.0))))
+        n = self._slaves(want, 0.0)
+        note = f"level {level:.2f} rps ({self.estimator}), provision {want:.2f}"
+        surge = self.surge_forecast(inp.now)
+        self._shed = False
+        if surge > 0 and self._forecast_since is None:
+            self._forecast_since = inp.now
+        elif surge <= 0 and self._forecast_since is not None:
+            last = self._surge.last_start
+            came = last is not None and last >= self._forecast_since
+            self._shed = self.surge_shed and not came
+            self._forecast_since = None
+        if self._slaves(surge, 0.0) > n:
+            n = self._slaves(surge, 0.0)
+            note += f", surge of {surge:.2f} rps due"
+        if season > self.headroom:
+            note += " (recurs at this phase)"
+        return n, f"{note} -> {n}"

@@ -1,0 +1,178 @@
+"""Pure scaling decisions for a batch cluster: how many nodes the Grid Engine queue calls for.
+
+The node pool (actors.spot_pool with the node profile) calls `QueuePolicy.decide` each cycle
+with the latest QueueSample and its nodes; nothing here does I/O or reads a clock. The rules,
+meant to beat StarCluster's `loadbalance` (one node per pass, only after the oldest job waited
+300 s, then a 180 s stabilisation) on both wait and cost:
+
+- demand: the nodes running jobs now, plus `ceil(pending slots / node_slots)` for the jobs
+  waiting (held and error jobs do not count: a node would not start them). All of it is launched
+  in one cycle; booting and idle nodes and open requests count as already there, so a slow boot
+  never causes a second launch;
+- the result is clamped to [min_nodes, max_nodes]: launches never go above max, removals never
+  below min;
+- a node is idle while it runs no job and the cluster holds more nodes than the demand; once idle
+  for `idle_seconds` without a break it is removed (the longest idle first), so a node that
+  gets work, or is needed again by the queue, starts its idle clock afresh;
+- a cluster above max_nodes (max lowered by a reload, an adopted larger fleet) sheds the surplus
+  at once: nodes under a spot interruption warning first, then idle ones, then the youngest
+  booting; a busy node is never chosen;
+- a lost queue sensor (`sample is None`) holds: no removals, and launches only to get back to
+  the last desired count (replacing nodes that went away) and to min_nodes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from controller.config.schema import ClusterSection, Config
+from controller.messages import QueueSample
+from controller.policy.band import PolicyDecision
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Node:
+    instance_id: str
+    hostname: str  # the name Grid Engine knows it by (ip-10-0-1-23)
+    launched_at: float  # same clock as `now`
+    ready: bool  # set up over SSH and registered with Grid Engine
+    draining: bool = False  # being removed (not counted)
+    interrupted: bool = False  # spot interruption warning: counted as going away
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueInput:
+    now: float
+    sample: QueueSample | None  # None = the queue sensor is lost -> hold
+    nodes: tuple[Node, ...]
+    pending_requests: int = 0  # launches asked for that are not instances yet
+    cost_per_hour: float = 0.0
+    price_per_instance: float = 0.0
+
+
+class QueuePolicy:
+    name = "queue"
+
+    def __init__(
+        self,
+        *,
+        min_nodes: int,
+        max_nodes: int,
+        node_slots: int = 1,
+        idle_seconds: float = 300.0,
+        max_cost_per_hour: float | None = None,
+    ) -> None:
+        if node_slots < 1:
+            raise ValueError("node_slots must be at least 1")
+        self.band = (min_nodes, max_nodes)
+        self.node_slots = node_slots
+        self.idle_seconds = idle_seconds
+        self.max_cost_per_hour = max_cost_per_hour
+        self._idle_since: dict[str, float] = {}
+        self._last_desired: int | None = None
+
+    @classmethod
+    def for_cluster(cls, config: Config, cluster: ClusterSection) -> QueuePolicy:
+        return cls(
+            min_nodes=cluster.min_nodes,
+            max_nodes=cluster.max_nodes,
+            node_slots=cluster.node_slots,
+            idle_seconds=cluster.idle_seconds,
+            max_cost_per_hour=config.scaling.max_cost_per_hour,
+        )
+
+    def decide(self, inp: QueueInput) -> PolicyDecision:
+        held = [n for n in inp.nodes if not n.draining]
+        alive = [n for n in held if not n.interrupted]
+        held_count = len(held) + inp.pending_requests
+        serving = len(alive) + inp.pending_requests
+
+        if inp.sample is None:
+            self._idle_since.clear()
+            target = _clamp(
+                self._last_desired if self._last_desired is not None else held_count, self.band
+            )
+            launch = _budget_allows(inp, max(0, target - serving), self.max_cost_per_hour)
+            return PolicyDecision(
+                band=self.band,
+                desired=target,
+                launch=launch,
+                remove=(),
+                reason=f"queue sensor lost: holding {target} node(s)"
+                + (f", replacing {launch}" if launch else ""),
+            )
+
+        sample = inp.sample
+        busy_hosts = set(sample.busy_hosts)
+        busy = {n.instance_id for n in alive if n.ready and n.hostname in busy_hosts}
+        for_queue = math.ceil(sample.pending_slots / self.node_slots)
+        desired = _clamp(len(busy) + for_queue, self.band)
+        self._last_desired = desired
+        launch = _budget_allows(inp, max(0, desired - serving), self.max_cost_per_hour)
+
+        surplus = held_count - desired
+        self._track_idle(inp.now, held, busy, surplus > 0)
+        remove = self._choose_removals(inp.now, held, busy, surplus, held_count)
+        reason = (
+            f"{sample.pending_slots} pending slot(s), {len(busy)} busy node(s): "
+            f"want {desired} in [{self.band[0]}, {self.band[1]}]"
+        )
+        if launch:
+            reason += f", launch {launch}"
+        if remove:
+            reason += f", remove {len(remove)}"
+        elif surplus > 0:
+            reason += f", {surplus} surplus waiting out idle_seconds"
+        return PolicyDecision(
+            band=self.band, desired=desired, launch=launch, remove=remove, reason=reason
+        )
+
+    def _track_idle(self, now: float, held: list[Node], busy: set[str], surplus: bool) -> None:
+        """Start the idle clock of ready nodes running nothing while the cluster has more nodes
+        than it needs; stop it for everything else."""
+        idle_now = {n.instance_id for n in held if n.ready and n.instance_id not in busy}
+        if not surplus:
+            idle_now = set()
+        self._idle_since = {iid: self._idle_since.get(iid, now) for iid in sorted(idle_now)}
+
+    def _choose_removals(
+        self, now: float, held: list[Node], busy: set[str], surplus: int, held_count: int
+    ) -> tuple[str, ...]:
+        if surplus <= 0:
+            return ()
+        chosen: list[str] = []
+        over_max = held_count - self.band[1]
+        if over_max > 0:
+            candidates = [n for n in held if n.instance_id not in busy]
+            candidates.sort(
+                key=lambda n: (
+                    not n.interrupted,
+                    n.instance_id not in self._idle_since,
+                    self._idle_since.get(n.instance_id, 0.0),
+                    -n.launched_at,
+                    n.instance_id,
+                )
+            )
+            chosen = [n.instance_id for n in candidates[:over_max]]
+        long_idle = sorted(
+            (since, iid)
+            for iid, since in self._idle_since.items()
+            if now - since >= self.idle_seconds and iid not in chosen
+        )
+        chosen += [iid for _, iid in long_idle[: surplus - len(chosen)]]
+        for iid in chosen:
+            self._idle_since.pop(iid, None)
+        return tuple(chosen)
+
+
+def _clamp(n: int, band: tuple[int, int]) -> int:
+    return max(band[0], min(band[1], n))
+
+
+def _budget_allows(inp: QueueInput, launch: int, max_cost_per_hour: float | None) -> int:
+    """How many of `launch` fit under [scaling] max_cost_per_hour (all when there is no cap)."""
+    if max_cost_per_hour is None or launch <= 0 or inp.price_per_instance <= 0:
+        return launch
+    room = math.floor((max_cost_per_hour - inp.cost_per_hour) / inp.price_per_instance + 1e-9)
+    return max(0, min(launch, room))

@@ -1,0 +1,7 @@
+"""`controller simulate`: a load trace replayed against the simulated cloud, and its report.
+
+Owns: the replay and its report (replay), the fleet reconciler's executor on SimCloud
+(fleet_executor), the elasticity measures (elasticity, pure), the plots (plot) and the shipped
+trace (data/).
+May import: controller.policy, controller.cloud, controller.config, controller.messages.
+"""

@@ -1,0 +1,99 @@
+"""Prometheus metrics, read from the FleetState at scrape time.
+
+Gauges and counters are not kept twice: a collector builds them from the FleetState whenever
+/metrics is scraped, so they can never disagree with /status. Only the decision latency needs
+its own accumulation (a Histogram). Each `Metrics` owns a fresh CollectorRegistry, never the
+process-global one, so several apps (tests) can live in one process.
+
+decision_latency_seconds: there is no latency field on Decision, so Stats observes, for every
+Decision that read a load sample, the time from that LoadSample's `at` to the Decision's `at`
+(both loop time). Other callers may call `observe_decision_latency` directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from controller.status.fleetstate import FleetState
+
+PREFIX = "controller_"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class Metrics:
+    def __init__(self, state: FleetState, clock: Callable[[], float]) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_StateCollector(state, clock))
+        self.decision_latency = Histogram(
+            f"{PREFIX}decision_latency_seconds",
+            "Seconds from the load sample a decision read to the decision.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_decision_latency(self, seconds: float) -> None:
+        self.decision_latency.observe(max(0.0, seconds))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _StateCollector(Collector):
+    def __init__(self, state: FleetState, clock: Callable[[], float]) -> None:
+        self._state = state
+        self._clock = clock
+
+    def describe(self) -> list[Metric]:
+        return []  # unknown until collected: names are checked at collect time instead
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._state
+        band_min, band_max = s.band if s.band is not None else (None, None)
+        yield _gauge("load_rps", "Latest measured load (requests/sec).", s.load)
+        yield _gauge("band_min", "Minimum slaves the load table asks for.", band_min)
+        yield _gauge("band_max", "Maximum slaves the load table allows.", band_max)
+        yield _gauge("desired", "Slaves the policy wants.", s.desired)
+        yield _gauge("ready", "Slaves that pass the readiness probe.", s.ready)
+        yield _gauge(
+            "pending", "Open spot requests and instances still booting.", s.pending_requests
+        )
+        yield _gauge("cost_per_hour", "Fleet cost in dollars per hour.", s.cost_per_hour)
+        yield _gauge("sensor_ok", "1 while the load source answers.", int(s.sensor_ok))
+        yield _counter("spend_dollars", "Dollars spent since start.", s.spend(self._clock()))
+        yield _counter("launches", "Instances that came up (launched or adopted).", s.launches)
+        yield _counter("terminations", "Instances that left the fleet.", s.terminations)
+        yield _counter(
+            "interruptions", "Instances spot reclaimed or warned about.", s.interruptions
+        )
+
+        errors = CounterMetricFamily(f"{PREFIX}ec2_errors", "EC2 errors by kind.", labels=["kind"])
+        for kind, count in sorted(s.ec2_errors.items()):
+            errors.add_metric([kind], count)
+        yield errors
+
+        restarts = CounterMetricFamily(
+            f"{PREFIX}actor_restarts", "Actor restarts after a crash.", labels=["actor"]
+        )
+        running = GaugeMetricFamily(
+            f"{PREFIX}actor_running", "1 while the actor runs.", labels=["actor"]
+        )
+        for name, status in sorted(s.actors.items()):
+            restarts.add_metric([name], s.actor_restarts_total[name])
+            running.add_metric([name], int(status.state == "running"))
+        yield restarts
+        yield running
+
+
+def _gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(f"{PREFIX}{name}", doc)
+    family.add_metric([], float("nan") if value is None else value)
+    return family
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{PREFIX}{name}", doc, value=value)
