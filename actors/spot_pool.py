@@ -19,24 +19,21 @@ from controller.cloud.port import Cloud
 from controller.config.schema import Config
 from controller.messages import LostReason
 from controller.policy.band import Policy
-from controller.policy.pool_profile import PoolProfile, SlaveProfile
-from controller.policy.queue_policy import QueuePolicy
-from controller.policy.reconciler import (
-    UNLIST_GRACE,
+from controller.policy.fleet_plans import (
     CancelCall,
     CloudCall,
     DescribeFleet,
-    FleetReconciler,
     LaunchCall,
     Plan,
     PriceCall,
     Publish,
     TerminateCall,
 )
+from controller.policy.pool_profile import PoolProfile, SlaveProfile
+from controller.policy.queue_policy import QueuePolicy
+from controller.policy.reconciler import FleetReconciler
 from controller.runtime.actor import Actor
 from controller.runtime.bus import EOI, Bus
-
-__all__ = ["UNLIST_GRACE", "SpotPool"]
 
 
 class SpotPool(Actor):

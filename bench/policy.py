@@ -51,14 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from controller.config.schema import Config, LoadRow, LoadTableSection
 from controller.policy.band import band_for
-from controller.simulation.replay import (
-    SimReport,
-    Trace,
-    demand_of,
-    read_trace,
-    simulate,
-    table_short_pct,
-)
+from controller.simulation.replay import simulate
+from controller.simulation.report import SimReport, table_short_pct
+from controller.simulation.trace import Trace, demand_of, read_trace
 
 DAY = 86400.0
 TRACES = (  # file, window (seconds from the file's t=0) or None for all

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from controller.simulation.replay import Trace
+from controller.simulation.trace import Trace
 from tests.bench_scripts import load_bench
 
 bench = load_bench("policy")

@@ -12,13 +12,9 @@ import pytest
 from controller.cli import main
 from controller.config.schema import Config, LoadRow, LoadTableSection
 from controller.policy.baselines import oracle_plan
-from controller.simulation.replay import (
-    TIMELINE_HEADER,
-    TraceError,
-    capacity_table,
-    read_trace,
-    simulate,
-)
+from controller.simulation.replay import simulate
+from controller.simulation.report import TIMELINE_HEADER, capacity_table
+from controller.simulation.trace import TraceError, read_trace
 
 SHIPPED = str(resources.files("controller.simulation") / "data" / "sdsc_http_19950822_60s.csv")
 

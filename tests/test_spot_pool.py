@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from actors.spot_pool import UNLIST_GRACE, SpotPool
+from actors.spot_pool import SpotPool
 from controller.cloud.port import SPOT_INTERRUPTION_REASON, LaunchSpec
 from controller.cloud.sim_fleet import SimInstance
 from controller.cloud.simcloud import SimCloud
@@ -50,6 +50,7 @@ from controller.messages import (
     SlaveReady,
 )
 from controller.policy.factory import make_policy
+from controller.policy.fleet_plans import UNLIST_GRACE
 from controller.runtime.bus import Bus, Mailbox
 from tests.actor_runner import listen, running
 

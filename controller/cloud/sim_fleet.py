@@ -340,6 +340,10 @@ class SimFleet:
     def instance(self, instance_id: str) -> SimInstance | None:
         return self._instances.get(instance_id)
 
+    def instances(self, fleet: str) -> list[SimInstance]:
+        """Every instance of the fleet ever launched, ended ones too, in launch order."""
+        return [i for i in self._instances.values() if i.fleet == fleet]
+
     def live(self) -> list[SimInstance]:
         self.advance()
         return list(self._live.values())

@@ -14,7 +14,9 @@ import sys
 from controller.commands.exit_codes import EXIT_BAD_INPUT, EXIT_OK
 from controller.config.reader import ConfigError, load_config
 from controller.policy.factory import POLICY_NAMES
-from controller.simulation.replay import SimResult, TraceError, read_trace, simulate, write_timeline
+from controller.simulation.replay import simulate
+from controller.simulation.report import SimResult, write_timeline
+from controller.simulation.trace import TraceError, read_trace
 
 ACTIONS_SHOWN = 8
 

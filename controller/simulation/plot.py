@@ -13,7 +13,8 @@ import math
 import os
 from collections.abc import Sequence
 
-from controller.simulation.replay import SimResult, demand_of
+from controller.simulation.report import SimResult
+from controller.simulation.trace import demand_of
 
 PLOT_SUFFIXES = (".html", ".htm", ".svg", ".png")
 WIDTH, HEIGHT = 1100, 420

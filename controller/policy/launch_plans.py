@@ -1,0 +1,180 @@
+"""Launching: which instance type and zone, cooldowns after capacity errors, the bid and prices
+(FleetReconciler's).
+
+Types are tried in order; a capacity error cools its (type, zone) for capacity_cooldown and the
+next type is asked in the same cycle. With every type cooling, one launch still probes the type
+that cools soonest after each of STARVED_BACKOFF. A price above the bid waits, as GBrowse's
+balancer does. A launch that EC2 ends while it starts for a reason of its own making (a KMS key,
+a snapshot, an image that shuts down) pauses its type the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.cloud.port import LaunchSpec, ProviderError, launch_token
+from controller.messages import ErrorKind
+from controller.policy.fleet_plans import (
+    PRICE_REFRESH_SECONDS,
+    STARVED_BACKOFF,
+    LaunchCall,
+    Plan,
+    PriceCall,
+    Tracked,
+    outcome,
+)
+from controller.policy.lifecycle import Phase
+
+
+class LaunchPlans:
+    """FleetReconciler's part that launches (it owns the state these methods use)."""
+
+    tracked: dict[Any, Tracked]
+
+    def _launch(self, count: int) -> Plan:
+        if self.group_id is None:
+            self.note("warning", "launch.waiting", reason="no security group yet")
+            return
+        keys = self.keys
+        if not keys.image_id:
+            self.note("error", "launch.refused", reason=f"{keys.image_key} is empty: set an AMI id")
+            return
+        zone = keys.availability_zone
+        types = [t for t in keys.instance_types if not self._cooling(t, zone)]
+        if not types:
+            if self.now() < self.starved_until:
+                self.note("warning", "launch.no_type_available", types=keys.instance_types)
+                return
+            # Every type is cooling down: rather than wait out capacity_cooldown with nothing to
+            # fall back on, probe the type that cools soonest, on a growing backoff.
+            types = [min(keys.instance_types, key=lambda t: self.cooldowns.get((t, zone), 0.0))]
+            self.starved_until = (
+                self.now() + STARVED_BACKOFF[min(self.starved_tries, len(STARVED_BACKOFF) - 1)]
+            )
+            self.starved_tries += 1
+            self.note("info", "launch.probing_capacity", instance_type=types[0])
+        for instance_type in types:
+            bid = keys.spot_bid
+            if bid is not None:
+                price = yield PriceCall(instance_type, zone or self._any_zone())
+                if price is not None and price > bid:
+                    self.note(
+                        "info",
+                        "launch.waiting_for_price",
+                        instance_type=instance_type,
+                        spot_price=price,
+                        spot_bid=bid,
+                    )
+                    continue
+            spec = LaunchSpec(
+                fleet=self.fleet,
+                role=self.role,
+                image_id=keys.image_id,
+                instance_type=instance_type,
+                count=count,
+                client_token=launch_token(self.fleet),
+                zone=zone,
+                subnet=keys.subnet,
+                security_group_ids=(self.group_id,) if self.group_id != "sg-dryrun" else (),
+                key_name=keys.key_name,
+                user_data=keys.user_data,
+                max_price=bid,
+                snapshots=keys.snapshots,
+                dry_run=self.dry_run,
+            )
+            result = yield LaunchCall(spec)
+            if self.dry_run:
+                self.note(
+                    "info",
+                    "dry_run.would_launch",
+                    count=count,
+                    instance_type=instance_type,
+                    check=outcome(result.error),
+                )
+                return
+            if result.error is not None and not result.instances:
+                self._provider_error(result.error)
+                if result.error.kind is ErrorKind.CAPACITY:
+                    self._cool_down(instance_type, zone)
+                    continue  # the next type in the list
+                return
+            self.starved_tries = 0
+            for inst in result.instances:
+                if inst.instance_id not in self.tracked:
+                    self._adopt(inst).confirmed = False
+            self.note(
+                "info",
+                "instances.launched",
+                count=len(result.instances),
+                instance_type=instance_type,
+                instance_ids=[i.instance_id for i in result.instances],
+            )
+            return
+        self.note("warning", "launch.no_type_available", types=keys.instance_types)
+
+    # ---- prices and cooldowns --------------------------------------------------------------
+
+    def _cool_down(self, instance_type: str, zone: str) -> None:
+        """Skip this type for capacity_cooldown. The key is the zone launches ask for: with no
+        `availability_zone` EC2 picks the zone, so the failure in `zone` cools the whole type."""
+        key = (instance_type, self.keys.availability_zone)
+        self.cooldowns[key] = self.now() + self.config.scaling.capacity_cooldown
+        self.note("info", "capacity.cooldown", instance_type=instance_type, zone=zone or "any")
+
+    def _launch_failed(self, t: Tracked, state_reason: str) -> None:
+        """EC2 ended a booting instance for a reason of the launch's making: launching the same
+        again would fail the same way (and bill a minute each time), so its type pauses."""
+        self.note(
+            "error",
+            "launch.failed_on_start",
+            instance_id=t.instance_id,
+            instance_type=t.instance_type,
+            state_reason=state_reason,
+            hint="check the image, its snapshots and their KMS keys, and the instance's limits",
+        )
+        self._provider_error(
+            ProviderError(
+                kind=ErrorKind.INVALID,
+                code=state_reason,
+                message=f"{t.instance_id} ended while starting ({state_reason}): "
+                f"{t.instance_type} paused for capacity_cooldown",
+                operation="RunInstances",
+                instance_type=t.instance_type,
+                zone=t.zone,
+            )
+        )
+        self._cool_down(t.instance_type, t.zone)
+
+    def _cooling(self, instance_type: str, zone: str) -> bool:
+        until = self.cooldowns.get((instance_type, zone))
+        return until is not None and until > self.now()
+
+    def _any_zone(self) -> str:
+        return next((t.zone for t in self.tracked.values() if t.zone), "")
+
+    def _refresh_prices(self) -> Plan:
+        keys = {(t.instance_type, t.zone) for t in self.tracked.values()}
+        keys.add((self.keys.instance_types[0], self._any_zone()))
+        for key in keys:
+            cached = self.prices.get(key)
+            if cached is not None and self.now() - cached[1] < PRICE_REFRESH_SECONDS:
+                continue
+            price = yield PriceCall(*key)
+            if price is not None:
+                self.prices[key] = (price, self.now())
+
+    def _price(self, instance_type: str, zone: str) -> float:
+        cached = self.prices.get((instance_type, zone))
+        return cached[0] if cached else 0.0
+
+    def _price_for_next_launch(self) -> float:
+        return self._price(self.keys.instance_types[0], self._any_zone())
+
+    def _cost_per_hour(self) -> float:
+        return sum(
+            self._price(t.instance_type, t.zone)
+            for t in self.tracked.values()
+            if t.phase is not Phase.GONE
+        )
+
+    # ---- reporting -------------------------------------------------------------------------

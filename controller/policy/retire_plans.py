@@ -1,0 +1,154 @@
+"""Taking instances out: drains, terminations and abandoned spot requests (FleetReconciler's).
+
+A slave in service leaves renderfarm.conf first (DrainSlave); its drain delay runs from the
+rewrite that no longer lists it (RenderfarmWritten), or UNLIST_GRACE later if that never comes, so
+a broken writer never leaks an instance. Then TerminateInstances; "not found" about an instance
+launched moments ago is EC2's lag, so it is asked again; one asked to end that a describe still
+shows alive TERMINATE_RESEND_SECONDS later is asked again too. A spot request left open past
+request_timeout is cancelled and its type and zone cool down.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from urllib.parse import urlsplit
+
+from controller.cloud.port import FleetView
+from controller.messages import LostReason
+from controller.policy.fleet_plans import (
+    NOT_FOUND_RETRY_SECONDS,
+    UNLIST_GRACE,
+    CancelCall,
+    Plan,
+    TerminateCall,
+    Tracked,
+    outcome,
+)
+from controller.policy.lifecycle import Phase
+
+
+class RetirePlans:
+    """FleetReconciler's part that retires instances (it owns the state these methods use)."""
+
+    tracked: dict[Any, Tracked]
+
+    def _drain(self, t: Tracked, reason: LostReason, delay: float | None) -> None:
+        """Take it out of service now (a slave leaves renderfarm.conf, a node Grid Engine);
+        terminate it after `delay` (default: the profile's drain)."""
+        if t.phase in (Phase.DRAINING, Phase.TERMINATING, Phase.GONE):
+            return
+        in_service = delay is None and t.phase is Phase.READY
+        if delay is None:
+            # Never in service: nothing to drain. In service: let work in flight finish.
+            delay = self.profile.drain_seconds() if in_service else 0.0
+        self._move(t, Phase.DRAINING)
+        t.drain_until = self.now() + delay
+        if in_service and self.profile.drain_after_unlisting:
+            # the delay runs once GBrowse stops sending it renders (see _unlisted)
+            t.unlist_delay = delay
+            t.drain_until += UNLIST_GRACE
+        t.down_reason = reason
+        self.publish(
+            self.profile.drain_type(
+                at=self.now(), instance_id=t.instance_id, address=t.address, reason=reason
+            )
+        )
+        self.note(
+            "info",
+            f"{self.role}.draining",
+            instance_id=t.instance_id,
+            reason=str(reason),
+            delay=delay,
+        )
+
+    def _unlisted(self, urls: tuple[str, ...]) -> None:
+        """renderfarm.conf was rewritten (and Apache reloaded): the drain delay of each drained
+        slave it no longer lists runs from now."""
+        listed = {urlsplit(url).hostname for url in urls}
+        for t in self.tracked.values():
+            if t.unlist_delay is None or t.address in listed or t.drain_until is None:
+                continue
+            t.drain_until = min(t.drain_until, self.now() + t.unlist_delay)
+            t.unlist_delay = None
+            self.note(
+                "info", f"{self.role}.unlisted", instance_id=t.instance_id, until=t.drain_until
+            )
+
+    def next_drain_due(self) -> float:
+        """When the next drained instance is due to go (inf when none is). One whose termination
+        was tried and failed (or is a dry run) is retried with the next cycle, not before."""
+        return min(
+            (
+                t.drain_until
+                for t in self.tracked.values()
+                if t.phase is Phase.DRAINING
+                and t.drain_until is not None
+                and t.drain_until > self._terminate_tried_at
+            ),
+            default=math.inf,
+        )
+
+    def terminate_due(self) -> Plan:
+        now = self._terminate_tried_at = self.now()
+        due = [
+            t
+            for t in self.tracked.values()
+            if t.phase is Phase.DRAINING and t.drain_until is not None and t.drain_until <= now
+        ]
+        # A launch that never became ready within request_timeout is abandoned.
+        stuck = [t for t in self.tracked.values() if t.phase is Phase.BOOTING and now > t.ready_by]
+        for t in stuck:
+            self.note("warning", "instance.boot_timeout", instance_id=t.instance_id)
+            self._cool_down(t.instance_type, t.zone)
+            self._move(t, Phase.DRAINING)
+            t.down_reason = LostReason.UNREACHABLE  # it never answered the readiness probe
+        due += stuck
+        # Asked to terminate a while ago and still alive: ask again.
+        again = [t for t in self.tracked.values() if t.phase is Phase.TERMINATING and t.resend]
+        for t in again:
+            self.note("warning", "instance.terminate_again", instance_id=t.instance_id)
+        due += again
+        if not due:
+            return
+        ids = [t.instance_id for t in due]
+        result = yield TerminateCall(tuple(ids), dry_run=self.dry_run)
+        if self.dry_run:
+            self.note(
+                "info", "dry_run.would_terminate", instance_ids=ids, check=outcome(result.error)
+            )
+            return
+        if not result.ok:
+            assert result.error is not None
+            self._provider_error(result.error)
+            return
+        unknown = set(result.not_found)
+        taken = []
+        for t in due:
+            if t.instance_id in unknown and not t.confirmed and not self._visibility_passed(t):
+                # EC2 does not know it yet, so it goes on running: ask again shortly.
+                self.note("info", "instance.terminate_not_found_yet", instance_id=t.instance_id)
+                t.drain_until = now + NOT_FOUND_RETRY_SECONDS
+                continue
+            self._move(t, Phase.TERMINATING)
+            t.terminate_sent_at, t.resend = now, False
+            taken.append(t.instance_id)
+        if taken:
+            self.note("info", "instances.terminating", instance_ids=taken)
+
+    def _expire_requests(self, view: FleetView) -> Plan:
+        """Cancel spot requests left open past request_timeout; their type/zone cools down."""
+        now_wall = self.wall_clock()
+        timeout = self.config.scaling.request_timeout
+        stale = [
+            r for r in view.requests if r.state == "open" and now_wall - r.created_at > timeout
+        ]
+        if not stale:
+            return
+        for r in stale:
+            self._cool_down(r.instance_type, r.zone)
+        ids = [r.request_id for r in stale]
+        result = yield CancelCall(tuple(ids), dry_run=self.dry_run)
+        self.note("warning", "requests.cancelled_unfilled", request_ids=ids, ok=result.ok)
+        if result.ok and not self.dry_run:
+            self.pending_requests = max(0, self.pending_requests - len(ids))

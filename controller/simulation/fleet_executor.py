@@ -1,0 +1,281 @@
+"""The daemon's controller, executed on SimCloud in virtual time.
+
+`controller simulate` runs the very fleet reconciler SpotPool runs
+(controller.policy.reconciler): the same plans, the same launches with type fallback and
+cooldowns, drains that wait for renderfarm.conf, terminations, cancelled requests. This module
+is only the executor: it makes the cloud calls the plans yield on SimCloud's synchronous core,
+and stands in for the other actors with the rules they follow in the daemon:
+
+- LoadSampler: every poll_interval from the start (its own schedule, which urgent cycles do not
+  move), the rate over the last poll and over `window_seconds` of the requests the trace has
+  delivered so far; the pool decides on the newest sample;
+- SlaveHealth: a slave announced up (InstanceUp, once the describe shows it running) passes the
+  readiness probe if it has booted: SlaveReady, after the cycle, as the actor's answer arrives;
+- RenderfarmWriter: every DrainSlave is a rewrite that no longer lists the slave (RenderfarmWritten,
+  after the cycle), so its drain delay runs from there (the daemon's writer settles for a second
+  first);
+- InterruptionWatcher: each spot interruption warning arrives at its notice time and wakes the
+  pool at once, as the warning does in the daemon;
+- FirewallKeeper: the group is ready from the start.
+
+The loop is SpotPool.run's: a cycle every poll_interval, at once when a message is urgent, and
+terminations exactly when a drain ends.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from controller.cloud.sim_fleet import NOTICE_SECONDS
+from controller.cloud.simcloud import SimCloud
+from controller.config.schema import Config
+from controller.messages import (
+    Decision,
+    DrainSlave,
+    InstanceId,
+    InstanceUp,
+    InterruptionWarning,
+    LoadSample,
+    RenderfarmWritten,
+    SecurityGroupReady,
+    SlaveReady,
+)
+from controller.policy.fleet_plans import (
+    CancelCall,
+    CloudCall,
+    DescribeFleet,
+    LaunchCall,
+    Plan,
+    PriceCall,
+    Publish,
+    TerminateCall,
+)
+from controller.policy.lifecycle import Phase
+from controller.policy.pool_profile import SlaveProfile
+from controller.policy.reconciler import FleetReconciler
+
+SIM_GROUP = "sg-simulated"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FleetRecord:
+    """What a controller did to a simulated fleet: enough to tell two controllers apart."""
+
+    decisions: tuple[
+        tuple[float, int, int, tuple[str, ...], str], ...
+    ]  # at, desired, launch, remove, reason
+    unlisted: tuple[tuple[float, str, str], ...]  # DrainSlave: at, instance, reason
+    # every instance launched: id, type, zone, launched at, ended at, EC2's state reason
+    instances: tuple[tuple[str, str, str, float, float | None, str | None], ...]
+    capacity_errors: int
+    unfilled: int
+    cancelled: int
+
+
+def record_of(
+    cloud: SimCloud, fleet: str, decisions: Sequence[Decision], drains: Sequence[DrainSlave]
+) -> FleetRecord:
+    """The record of a run from its SimCloud and the Decisions and DrainSlaves it published."""
+    return FleetRecord(
+        decisions=tuple((d.at, d.desired, d.launch, tuple(d.remove), d.reason) for d in decisions),
+        unlisted=tuple((d.at, d.instance_id, str(d.reason)) for d in drains),
+        instances=tuple(
+            sorted(
+                (i.instance_id, i.instance_type, i.zone, i.launched_at, i.ended_at, i.state_reason)
+                for i in cloud.instances(fleet)
+            )
+        ),
+        capacity_errors=cloud.counters.capacity_errors,
+        unfilled=cloud.counters.unfilled,
+        cancelled=cloud.counters.cancelled,
+    )
+
+
+class FleetExecutor:
+    """One fleet: the reconciler, SimCloud, and the other actors' stand-ins (module docstring).
+
+    `rate(a, b)` is the load the sensor would measure between virtual times a and b; `on_change`
+    is called (with the time) just before anything that can change the serving set.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        policy: Any,
+        cloud: SimCloud,
+        clock: Callable[[], float],
+        set_clock: Callable[[float], None],
+        rate: Callable[[float, float], float],
+        on_change: Callable[[float], None] = lambda t: None,
+    ) -> None:
+        self.config = config
+        self.cloud = cloud
+        self.now = clock
+        self._set_clock = set_clock
+        self.rate = rate
+        self.on_change = on_change
+        self.pool = FleetReconciler(
+            config=config,
+            policy=policy,
+            profile=SlaveProfile(config),
+            clock=clock,
+            wall_clock=lambda: clock() + cloud.wall_offset,
+        )
+        self.ports = config.slave.ports
+        self.next_cycle = clock()
+        self.next_sample = clock()
+        self.answers: list[Any] = []  # the other actors' answers, handled after the plan
+        self.notices: list[tuple[float, str]] = []  # (notice time, instance id), a heap
+        self._noticed: set[str] = set()
+        self.warned: set[str] = set()  # instances that got a spot interruption warning
+        self.desired = 0
+        self.decisions: list[Decision] = []
+        self.drains: list[DrainSlave] = []
+        self.polls = 0
+        self.pool.handle(SecurityGroupReady(at=clock(), group_id=SIM_GROUP, created=True))
+        self._execute(self.pool.adopt())  # SpotPool.setup
+
+    # -- what is serving -------------------------------------------------------------------------
+
+    def serving(self) -> int:
+        """Slaves listed in renderfarm.conf and alive: the supply the elasticity metrics count."""
+        return sum(1 for t in self._listed() if self.cloud.booted(t.instance_id))
+
+    def _listed(self) -> Iterator[Any]:
+        return (t for t in self.pool.tracked.values() if t.phase is Phase.READY)
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def run_until(self, until: float) -> None:
+        """Execute everything due before `until` (exclusive), then stand at `until`."""
+        pool = self.pool
+        while True:
+            wake = min(
+                self.next_cycle, pool.next_drain_due(), self._next_notice(), self.next_sample
+            )
+            if wake >= until:
+                break
+            self._set_clock(max(wake, self.now()))
+            self._sample()
+            self._deliver_notices()
+            if pool.urgent or self.now() >= self.next_cycle:
+                pool.urgent = False
+                self._cycle()
+                self.next_cycle = self.now() + self.config.master.poll_interval
+            elif pool.next_drain_due() <= self.now():
+                self.on_change(self.now())
+                self._execute(pool.terminate_due())
+        self._set_clock(until)
+
+    def _sample(self) -> None:
+        now = self.now()
+        if now < self.next_sample:
+            return
+        poll, window = self.config.master.poll_interval, self.config.master.window_seconds
+        t = self.next_sample
+        self.pool.handle(
+            LoadSample(at=t, rps=self.rate(t - poll, t), window_rps=self.rate(t - window, t))
+        )
+        self.next_sample = t + poll
+
+    def _cycle(self) -> None:
+        self.polls += 1
+        self.on_change(self.now())
+        self._execute(self.pool.reconcile())
+
+    def _next_notice(self) -> float:
+        self._schedule_notices()
+        return self.notices[0][0] if self.notices else math.inf
+
+    def _schedule_notices(self) -> None:
+        for t in self.pool.tracked.values():
+            iid = t.instance_id
+            if iid in self._noticed:
+                continue
+            inst = self.cloud.instance(iid)
+            if inst is not None and inst.interrupt_at is not None:
+                self._noticed.add(iid)
+                at = max(inst.launched_at, inst.interrupt_at - NOTICE_SECONDS)
+                heapq.heappush(self.notices, (at, iid))
+
+    def _deliver_notices(self) -> None:
+        now = self.now()
+        while self.notices and self.notices[0][0] <= now:
+            _, iid = heapq.heappop(self.notices)
+            self.warned.add(iid)
+            self.on_change(now)
+            self.pool.handle(
+                InterruptionWarning(at=now, instance_id=InstanceId(iid), kind="interruption")
+            )
+            self._deliver()
+
+    # -- executing plans ---------------------------------------------------------------------------
+
+    def _execute(self, plan: Plan) -> None:
+        result: Any = None
+        try:
+            while True:
+                call = plan.send(result)
+                self._deliver()
+                result = self._call(call)
+        except StopIteration:
+            pass
+        self._deliver()
+        answers, self.answers = self.answers, []
+        for answer in answers:
+            self.on_change(self.now())
+            self.pool.handle(self.handle_answer(answer))
+            self._deliver()
+
+    def _call(self, call: CloudCall) -> Any:
+        cloud = self.cloud
+        match call:
+            case DescribeFleet():
+                return cloud.fleet_view(self.config.controller.fleet)
+            case LaunchCall(spec=spec):
+                return cloud.launch_now(spec)
+            case TerminateCall(ids=ids):
+                return cloud.terminate_now(ids)
+            case CancelCall(ids=ids):
+                return cloud.cancel_now(ids)
+            case PriceCall():
+                return cloud.price
+        raise TypeError(f"not a cloud call: {call!r}")
+
+    def _deliver(self) -> None:
+        """What the pool said: the other actors' answers wait until its plan is done."""
+        for item in self.pool.take_outbox():
+            if not isinstance(item, Publish):
+                continue
+            match item.message:
+                case InstanceUp(instance_id=iid, address=address) if self.cloud.booted(iid):
+                    self.answers.append(SlaveReady(at=self.now(), instance_id=iid, address=address))
+                case DrainSlave() as drain:
+                    self.drains.append(drain)
+                    self.answers.append(_Unlisted())
+                case Decision() as decision:
+                    self.desired = decision.desired
+                    self.decisions.append(decision)
+
+    def handle_answer(self, answer: Any) -> Any:
+        """The message an answer stands for, made when it is handled (RenderfarmWritten lists
+        what is listed then)."""
+        if isinstance(answer, _Unlisted):
+            urls = tuple(
+                f"http://{t.address}:{port}" for t in self._listed() for port in self.ports
+            )
+            return RenderfarmWritten(at=self.now(), addresses=urls, reloaded=True)
+        return answer
+
+    def record(self) -> FleetRecord:
+        return record_of(self.cloud, self.config.controller.fleet, self.decisions, self.drains)
+
+
+class _Unlisted:
+    """RenderfarmWriter's rewrite after a DrainSlave (its RenderfarmWritten is made when
+    handled)."""
