@@ -119,7 +119,7 @@ class ClusterNodeSetup(Actor):
         self._deregistered: set[InstanceId] = set()
         bus.subscribe(self.inbox, InstanceUp, InstanceDown)
 
-    # --- lifecycle ------------------------------------------------------------------------------
+    # lifecycle
 
     async def setup(self) -> None:
         """Check the plugins and the key before any node arrives: a config mistake stops the
@@ -189,7 +189,7 @@ class ClusterNodeSetup(Actor):
             if running is task:
                 del self._setups[iid]
 
-    # --- set up one node -------------------------------------------------------------------------
+    # set up one node
 
     async def _set_up(self, up: InstanceUp) -> None:
         started = self.clock()
@@ -374,7 +374,7 @@ class ClusterNodeSetup(Actor):
                 step, f"adding the {plugin.consumable} consumable on the head: {exc}"
             ) from None
 
-    # --- take one node out -----------------------------------------------------------------------
+    # take one node out
 
     async def _remove(self, down: InstanceDown, setup: asyncio.Task[None] | None) -> None:
         log = self.log.bind(instance_id=down.instance_id, address=down.address)

@@ -126,7 +126,7 @@ class FirewallKeeper(Actor):
     def subnet_key(self) -> str:
         return f"[cluster.{self.cluster.name}] subnet" if self.cluster else "[slave] subnet"
 
-    # ---- lifecycle --------------------------------------------------------------------------
+    # lifecycle
 
     def reconfigure(self, config: Config) -> None:
         """SIGHUP: on_exit and intervals apply from now; the group's rules do not change."""
@@ -176,7 +176,7 @@ class FirewallKeeper(Actor):
         else:
             self.log.info("security_group.deleted", group_id=self.group_id)
 
-    # ---- one cycle --------------------------------------------------------------------------
+    # one cycle
 
     async def reconcile(self) -> None:
         """Read the group and bring it back to what it should be (owned) or warn (the user's)."""
@@ -292,7 +292,7 @@ class FirewallKeeper(Actor):
         if adopted is not None:
             await self._repair(adopted)
 
-    # ---- finding the group ------------------------------------------------------------------
+    # finding the group
 
     async def _configured_group(self, configured: str) -> SecurityGroup:
         where = f"{self.config.path}: " if self.config.path else ""
@@ -381,7 +381,7 @@ class FirewallKeeper(Actor):
     def wanted_ports(self) -> list[int]:
         return sorted({rule.port for rule in self.wanted})
 
-    # ---- reporting --------------------------------------------------------------------------
+    # reporting
 
     def _provider_error(self, event: str, error: ProviderError) -> None:
         """Log and publish; the next cycle tries again."""

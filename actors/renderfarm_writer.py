@@ -79,7 +79,7 @@ class RenderfarmWriter(Actor):
         self._flush_at: float | None = None  # loop time the file is due to be rewritten
         bus.subscribe(self.inbox, SlaveReady, SlaveLost, DrainSlave, InstanceDown)
 
-    # ---- lifecycle -------------------------------------------------------------------------
+    # lifecycle
 
     def reconfigure(self, config: Config) -> None:
         """SIGHUP: a new reload command and on_exit apply from the next change."""
@@ -119,7 +119,7 @@ class RenderfarmWriter(Actor):
         elif self._flush_at is not None:
             await self.flush()
 
-    # ---- state -----------------------------------------------------------------------------
+    # state
 
     def apply(self, msg: object) -> bool:
         """Update the listed set from one message; True if it changed."""
@@ -145,7 +145,7 @@ class RenderfarmWriter(Actor):
         addresses = sorted(set(self._listed.values()), key=_address_key)
         return [_url(address, port) for address in addresses for port in self.ports]
 
-    # ---- effects ---------------------------------------------------------------------------
+    # effects
 
     async def flush(self) -> bool:
         """Write the file from the listed set, reload if it changed; False if the write failed

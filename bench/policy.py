@@ -85,13 +85,13 @@ def bench_config(trace: Trace, peak: int, boot: float) -> Config:
     return dataclasses.replace(
         base,
         load_table=bench_table(capacity, 2 * peak),
-        simulate=dataclasses.replace(base.simulate, slave_capacity_rps=capacity, boot_seconds=boot),
+        scaling=dataclasses.replace(base.scaling, slave_capacity_rps=capacity, boot_seconds=boot),
     )
 
 
 def tight_config(cfg: Config, peak: int) -> Config:
     """The same config under the seed's spread (max = min + 2): GBrowse's cheapest table."""
-    table = bench_table(cfg.simulate.slave_capacity_rps, 2 * peak, lambda low: low + 2)
+    table = bench_table(cfg.scaling.slave_capacity_rps, 2 * peak, lambda low: low + 2)
     return dataclasses.replace(cfg, load_table=table)
 
 
@@ -106,9 +106,9 @@ def table_tau_u_bound(trace: Trace, cfg: Config) -> float:
     sees is the rate over the poll before it, as in the replay.
     """
     poll = cfg.master.poll_interval
-    boot_min = cfg.simulate.boot_seconds * (1 - cfg.simulate.boot_spread)
+    boot_min = cfg.scaling.boot_seconds * (1 - cfg.simulate.boot_spread)
     reach = cfg.scaling.scale_in_after + poll
-    cap, rows, b = cfg.simulate.slave_capacity_rps, cfg.load_table.rows, trace.bucket_seconds
+    cap, rows, b = cfg.scaling.slave_capacity_rps, cfg.load_table.rows, trace.bucket_seconds
     cum = [0.0]
     for r in trace.rps:
         cum.append(cum[-1] + r * b)
@@ -146,7 +146,7 @@ def half_hour_reference(trace: Trace, cfg: Config, tau_u: float = GOAL_TAU_U) ->
     jumps from minute to minute more than any forecast can know, even this fleet costs well
     above the oracle, which follows every minute.
     """
-    cap, b = cfg.simulate.slave_capacity_rps, trace.bucket_seconds
+    cap, b = cfg.scaling.slave_capacity_rps, trace.bucket_seconds
     per = max(1, round(1800 / b))
     demand = [demand_of(r, cap) for r in trace.rps]
     windows = [sorted(demand[i : i + per], reverse=True) for i in range(0, len(demand), per)]
@@ -229,7 +229,7 @@ def known_rate_bound(
     the fleet: where it is above 1.25x the oracle, no causal policy meets the goal.
     """
     b = trace.bucket_seconds
-    per_slave = cfg.simulate.slave_capacity_rps * b  # requests one slave serves in a bucket
+    per_slave = cfg.scaling.slave_capacity_rps * b  # requests one slave serves in a bucket
     counts = [r * b for r in trace.rps]
     n = len(counts)
     k = max(1, round(rate_seconds / b))
@@ -306,12 +306,12 @@ def main(argv: list[str] | None = None) -> int:
             trace = trace.window(*window)
         cfg = bench_config(trace, args.peak, args.boot)
         hours = (trace.end - trace.start) / 3600.0
-        demand = [min(args.peak, int(-(-r // cfg.simulate.slave_capacity_rps))) for r in trace.rps]
+        demand = [min(args.peak, int(-(-r // cfg.scaling.slave_capacity_rps))) for r in trace.rps]
         short = table_short_pct(trace=trace, config=cfg, demand=demand)
         print()
         print(
             f"{name}: {len(trace.rps)} buckets of {trace.bucket_seconds:g} s ({hours:.0f} h), "
-            f"peak {max(trace.rps):.1f} rps, capacity {cfg.simulate.slave_capacity_rps:.4g} "
+            f"peak {max(trace.rps):.1f} rps, capacity {cfg.scaling.slave_capacity_rps:.4g} "
             f"rps/slave, table_short {short:.1f} %"
         )
         print(

@@ -1,9 +1,9 @@
 """Wiring: which actors run, in which order, against which cloud. No business logic here.
 
-Start order is dependency order, so the runtime's reverse-order stop is the teardown SPEC.md asks
-for: the load sampler stops first, RenderfarmWriter empties renderfarm.conf and reloads, SpotPool
-cancels requests and terminates and waits, FirewallKeeper deletes the group, Stats goes last so
-/status shows the teardown until the end.
+Start order is dependency order, so the runtime's reverse-order stop is the teardown
+../shared/SPEC.md asks for: the load sampler stops first, RenderfarmWriter empties renderfarm.conf
+and reloads, SpotPool cancels requests and terminates and waits, FirewallKeeper deletes the group,
+Stats goes last so /status shows the teardown until the end.
 
 A batch cluster (`run --cluster NAME`) runs the same SpotPool with the node profile. Its stop
 order: QueueSampler stops polling; the node pool announces every node down (ClusterNodeSetup,
@@ -235,6 +235,7 @@ async def run_controller(
     """Run until SIGTERM/SIGINT; 0 after a clean teardown, 1 after repeated actor crashes.
     With `cluster`, run that batch cluster's nodes instead of the render farm."""
     section = find_cluster(config, cluster) if cluster is not None else None
+    _log_notes(config)
     bus = Bus()
     cloud = await open_cloud(config, dry_run=dry_run)
     try:
@@ -271,6 +272,12 @@ async def run_controller(
         await cloud.close()
 
 
+def _log_notes(config: Config) -> None:
+    """What the config should change (a key in its old place): a warning each, at every load."""
+    for line in config.notes:
+        log.warning("config.note", note=line)
+
+
 def _install_reload_handler(config: Config, actors: list[Actor]) -> None:
     """SIGHUP re-reads the config file; only a valid, restart-free change is applied."""
     current = [config]
@@ -295,6 +302,7 @@ def _install_reload_handler(config: Config, actors: list[Actor]) -> None:
                     reconfigure(new)
             current[0] = new
             log.info("config.reloaded", path=new.path)
+            _log_notes(new)
         finally:
             sdnotify.notify("READY=1")
 

@@ -2,8 +2,8 @@
 
 Each sub-command lives in its own module and is imported only when used, so `controller --help`
 and `check-config` stay fast and work without the cloud libraries being touched.
-Exit codes follow SPEC.md (controller.commands.exit_codes): 0 success, 1 unreachable (status)
-or fleet left (teardown), 2 bad input; 130 after Ctrl-C.
+Exit codes follow ../shared/SPEC.md (controller.commands.exit_codes): 0 success, 1 unreachable
+(status) or fleet left (teardown), 2 bad input; 130 after Ctrl-C.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ class ErrorKind(enum.StrEnum):
     DRY_RUN_OK = "dry-run-ok"  # DryRunOperation: the call would have succeeded
 
 
-# ---- load ------------------------------------------------------------------------------------
+# load
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,7 +82,7 @@ class QueueSample:
     source: str = "sge"
 
 
-# ---- fleet -----------------------------------------------------------------------------------
+# fleet
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,7 +182,7 @@ class SecurityGroupReady:
     created: bool  # True: owned by the controller and deleted at teardown
 
 
-# ---- decisions and errors (for Stats and logs) -----------------------------------------------
+# decisions and errors (for Stats and logs)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,7 +201,7 @@ class FleetObserved:
     """SpotPool's view of the fleet after each reconcile."""
 
     at: float
-    slaves: tuple[SlaveView, ...]
+    members: tuple[SlaveView, ...]  # the pool's instances: render slaves or cluster nodes
     pending_requests: int
     cost_per_hour: float
 

@@ -151,7 +151,7 @@ def events(wall_start: float = 1_700_000_000.0) -> list[object]:
         out.append(
             FleetObserved(
                 at=t + 0.07,
-                slaves=views,
+                members=views,
                 pending_requests=len(booting),
                 cost_per_hour=PRICE * (len(slaves) + len(booting)),
             )

@@ -111,7 +111,7 @@ def test_garbled_pages_are_refused_with_a_reason(body: str, message: str) -> Non
         parse_server_status(body)
 
 
-# ---- rates ------------------------------------------------------------------------------------
+# rates
 
 
 def test_the_first_sample_is_only_a_baseline() -> None:

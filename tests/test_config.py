@@ -11,7 +11,7 @@ import pytest
 from controller.cli import main
 from controller.config.reader import ConfigError, load_config, parse_config
 from controller.config.render import render_toml
-from controller.config.schema import ClusterSection, Config, LoadRow
+from controller.config.schema import ClusterSection, Config, LoadRow, ScalingSection
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 
@@ -374,6 +374,72 @@ def test_repo_config_validates_and_round_trips(capsys):
     assert [c.name for c in config.clusters] == ["smallcluster"]
     assert [v.name for v in config.volumes] == ["segway-data"]
     assert [p.name for p in config.plugins] == ["segway-env", "sge"]
+    # The example documents the code's defaults for the policy's model of a slave.
+    assert config.scaling.slave_capacity_rps == ScalingSection().slave_capacity_rps == 2.0
+    assert config.scaling.boot_seconds == ScalingSection().boot_seconds == 90.0
+
+
+def scaling_and_simulate(out: str) -> tuple[dict, dict]:
+    resolved = tomllib.loads(out)
+    return resolved["scaling"], resolved["simulate"]
+
+
+def test_the_slave_model_is_read_from_scaling(capsys, write):
+    path = write("[scaling]\nslave_capacity_rps = 0.5\nboot_seconds = 60\n")
+    rc, out, err = check(capsys, path)
+    assert (rc, err) == (0, [])
+    config = load_config(path)
+    assert (config.scaling.slave_capacity_rps, config.scaling.boot_seconds) == (0.5, 60.0)
+    assert config.notes == ()
+    scaling, simulate = scaling_and_simulate(out)
+    assert (scaling["slave_capacity_rps"], scaling["boot_seconds"]) == (0.5, 60.0)
+    assert "slave_capacity_rps" not in simulate and "boot_seconds" not in simulate
+    assert parse_config(tomllib.loads(out), str(path)) == config
+
+
+def test_the_old_simulate_place_is_read_with_one_line_saying_to_move(capsys, write):
+    path = write("[simulate]\nslave_capacity_rps = 0.5\nboot_seconds = 60\nspot_price = 0.04\n")
+    rc, out, err = check(capsys, path)
+    note = (
+        f"{path}: simulate: move slave_capacity_rps and boot_seconds to [scaling], where the "
+        "daemon's policy reads them ([simulate] is still read for now)"
+    )
+    assert (rc, err) == (0, [note])
+    config = load_config(path)
+    assert (config.scaling.slave_capacity_rps, config.scaling.boot_seconds) == (0.5, 60.0)
+    assert config.simulate.spot_price == 0.04
+    assert config.notes == (note,)
+    # check-config prints them in their new place, which reads back equal and without the note.
+    scaling, _ = scaling_and_simulate(out)
+    assert (scaling["slave_capacity_rps"], scaling["boot_seconds"]) == (0.5, 60.0)
+    again = parse_config(tomllib.loads(out), str(path))
+    assert again == config
+    assert again.notes == ()
+
+
+def test_where_both_places_differ_scaling_wins_and_the_line_says_so(capsys, write):
+    path = write(
+        "[scaling]\nslave_capacity_rps = 1.5\nboot_seconds = 60\n"
+        "[simulate]\nslave_capacity_rps = 0.5\nboot_seconds = 60\n"
+    )
+    rc, _, err = check(capsys, path)
+    assert (rc, err) == (
+        0,
+        [
+            f"{path}: simulate: move slave_capacity_rps and boot_seconds to [scaling], where the "
+            "daemon's policy reads them ([simulate] is still read for now); "
+            "simulate.slave_capacity_rps = 0.5 differs from scaling.slave_capacity_rps = 1.5: "
+            "[scaling]'s is used"
+        ],
+    )
+    config = load_config(path)
+    assert (config.scaling.slave_capacity_rps, config.scaling.boot_seconds) == (1.5, 60.0)
+
+
+def test_a_bad_value_in_the_old_place_is_named_there(capsys, write):
+    rc, _, err = check(capsys, write("[simulate]\nboot_seconds = -1\n"))
+    assert rc == 2
+    assert len(err) == 1 and err[0].endswith(": simulate.boot_seconds: must be >= 0 (got -1)")
 
 
 def test_empty_config_is_all_defaults():
@@ -432,7 +498,14 @@ def test_render_round_trips_a_full_config_and_hides_the_token():
         "controller": {"fleet": "render-farm.2", "on_exit": "leave"},
         "master": {"reload_command": [], "external_ip": "203.0.113.7", "poll_interval": 12.5},
         "load_table": {"rows": [[0.25, 0, 1], [4, 2, 10]]},
-        "scaling": {"policy": "gbrowse", "max_cost_per_hour": 2, "interruption_queue": ""},
+        "scaling": {
+            "policy": "gbrowse",
+            "max_cost_per_hour": 2,
+            "interruption_queue": "",
+            "slave_capacity_rps": 0.75,
+            "boot_seconds": 45,
+        },
+        "simulate": {"boot_spread": 0.1, "spot_price": 0.02},
         "slave": {
             "instance_types": ["m5.large", "m5a.large"],
             "spot_bid": 0.1,

@@ -1,4 +1,4 @@
-"""The GBrowse render farm end to end, through the contract only (SPEC.md).
+"""The GBrowse render farm end to end, through the contract only (../shared/SPEC.md).
 
 The controller runs as a real `controller run -c CONFIG` process against moto's EC2 server, a real
 Apache with mod_status driven by a steady load, and a render farm stand-in that answers 403 on

@@ -90,7 +90,7 @@ def launch_raw(moto: MotoEc2, fleet: str, count: int = 1) -> list[str]:
     return ids
 
 
-# ---- launch ---------------------------------------------------------------------------------
+# launch
 
 
 async def test_launch_into_loopback_subnet_tags_instance_and_volumes(
@@ -305,7 +305,7 @@ async def test_server_error_is_unavailable(
     assert result.error is not None and result.error.kind is ErrorKind.UNAVAILABLE
 
 
-# ---- the fleet ------------------------------------------------------------------------------
+# the fleet
 
 
 async def test_describe_fleet_reads_only_its_fleet_one_call_per_page(
@@ -436,7 +436,7 @@ async def test_spot_price_is_a_float(cloud: Ec2Cloud, moto_ec2: MotoEc2) -> None
     assert isinstance(anywhere, float) and anywhere <= in_zone
 
 
-# ---- security groups ------------------------------------------------------------------------
+# security groups
 
 
 async def test_security_group_lifecycle(cloud: Ec2Cloud, moto_ec2: MotoEc2) -> None:
@@ -551,7 +551,7 @@ async def test_subnet_vpc_default_and_unknown(cloud: Ec2Cloud, moto_ec2: MotoEc2
     assert await cloud.subnet_vpc("subnet-00000000000000000") is None
 
 
-# ---- credentials and construction -----------------------------------------------------------
+# credentials and construction
 
 
 async def test_seed_credentials_are_the_fallback(
@@ -601,7 +601,7 @@ async def test_unopened_cloud_says_how_to_open_it() -> None:
         await Ec2Cloud("us-east-1").describe_fleet(FLEET)
 
 
-# ---- pure parts -----------------------------------------------------------------------------
+# pure parts
 
 
 def test_launch_params_spot_options_and_devices() -> None:
@@ -702,7 +702,7 @@ def test_every_error_kind_but_none_is_reachable_from_the_table() -> None:
     assert set(CODE_KINDS.values()) == set(ErrorKind)
 
 
-# ---- user data ------------------------------------------------------------------------------
+# user data
 
 
 def test_user_data_is_valid_bash_and_starts_one_slave_per_port(tmp_path) -> None:

@@ -98,7 +98,7 @@ def open_to_world(moto: MotoEc2, group_id: str) -> None:
     )
 
 
-# ---- pure rules --------------------------------------------------------------------------------
+# pure rules
 
 
 def test_wanted_rules_are_master_only_and_ssh_when_keyed() -> None:
@@ -127,7 +127,7 @@ def test_ports_not_admitted_reads_ranges_and_all_traffic() -> None:
     assert ports_not_admitted(everything, "192.0.2.1", ports) == []
 
 
-# ---- against moto -----------------------------------------------------------------------------
+# against moto
 
 
 async def test_creates_the_fleet_group_tagged_and_open_to_the_master_only(
@@ -148,8 +148,8 @@ async def test_creates_the_fleet_group_tagged_and_open_to_the_master_only(
 
 
 async def test_cluster_nodes_group_is_tagged_role_node(moto_ec2: MotoEc2, cloud: Ec2Cloud) -> None:
-    """SPEC: every security group it creates carries controller:role=<slave|node>; a batch
-    cluster's group (controller-<fleet>-nodes) is the nodes', so role=node."""
+    """../shared/SPEC.md: every security group it creates carries controller:role=<slave|node>;
+    a batch cluster's group (controller-<fleet>-nodes) is the nodes', so role=node."""
     cluster = ClusterSection(name="small", subnet=moto_ec2.subnet_id)
     config = replace(make_config(moto_ec2), clusters=(cluster,))
     await keeper(config, cloud, cluster=cluster).setup()
@@ -420,7 +420,7 @@ async def test_default_vpc_when_no_subnet(moto_ec2: MotoEc2, cloud: Ec2Cloud) ->
     assert made["VpcId"] == default_vpc
 
 
-# ---- a group EC2 does not know yet (eventual consistency) ---------------------------------------
+# a group EC2 does not know yet (eventual consistency)
 # Real EC2 may answer InvalidGroup.NotFound to AuthorizeSecurityGroupIngress for a group it has
 # just created; the fault proxy plays that. The retry delays are shortened (the defaults wait
 # seconds between tries): looptime cannot fake the clock while real sockets are in use.

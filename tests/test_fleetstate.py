@@ -49,7 +49,7 @@ def decision(at, desired=1, band=(0, 2), launch=0, remove=(), load=0.5, reason="
 
 
 def fleet(at, *views, cost=0.0, pending=0):
-    return FleetObserved(at=at, slaves=views, pending_requests=pending, cost_per_hour=cost)
+    return FleetObserved(at=at, members=views, pending_requests=pending, cost_per_hour=cost)
 
 
 def test_empty_state_snapshot_has_every_field_the_spec_names():
@@ -132,10 +132,10 @@ def test_slaves_follow_fleet_observed_and_probe_verdicts():
         SlaveLost(at=50.0, instance_id=A, address="10.0.0.6", reason=LostReason.UNREACHABLE)
     )
     assert state.ready == 0
-    assert state.slave_views()[0].state == "lost (unreachable)"
+    assert state.member_views()[0].state == "lost (unreachable)"
     # Gone from the pool's view: gone from the page, and its verdict forgotten.
     state.apply(fleet(60.0, view(B, state="running", healthy=True)))
-    assert [v.instance_id for v in state.slave_views()] == [B]
+    assert [v.instance_id for v in state.member_views()] == [B]
     assert A not in state.health and state.ready == 1
 
 
@@ -143,7 +143,7 @@ def test_draining_state_survives_a_ready_verdict():
     state = FleetState()
     state.apply(SlaveReady(at=1.0, instance_id=A, address="x"))
     state.apply(fleet(2.0, view(A, state="draining")))
-    assert state.slave_views()[0].state == "draining"
+    assert state.member_views()[0].state == "draining"
 
 
 def test_spend_integrates_cost_over_time():

@@ -69,7 +69,7 @@ def state_change_event(instance_id: str, state: str) -> dict:
     }
 
 
-# ---- pure parsing ------------------------------------------------------------------------------
+# pure parsing
 
 
 def test_parse_interruption_warning() -> None:
@@ -123,7 +123,7 @@ def test_queue_region() -> None:
     assert queue_region("http://127.0.0.1:5000/123456789012/q") == ""
 
 
-# ---- against moto's SQS ------------------------------------------------------------------------
+# against moto's SQS
 
 
 @dataclass
@@ -282,7 +282,7 @@ async def test_seed_credentials_are_the_fallback_for_the_queue_too(
     moto_ec2: MotoEc2, start_watcher, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only GBrowse's EC2_ACCESS_KEY/EC2_SECRET_KEY set: the SQS client uses them, as EC2's does
-    (SPEC: the AWS chain, plus those variables as a fallback)."""
+    (../shared/SPEC.md: the AWS chain, plus those variables as a fallback)."""
     queue_url = moto_ec2.sqs_client().create_queue(QueueName="interruptions")["QueueUrl"]
     send(moto_ec2, queue_url, json.dumps(interruption_event("i-0seedkeys")))
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
@@ -297,7 +297,7 @@ async def test_seed_credentials_are_the_fallback_for_the_queue_too(
     assert not [e for e in logs if e["event"] == "interruption.queue_failed"]
 
 
-# ---- which endpoint the queue is read at ---------------------------------------------------------
+# which endpoint the queue is read at
 
 
 @dataclass

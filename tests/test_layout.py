@@ -24,9 +24,7 @@ def line_count(path: Path) -> int:
 
 def test_no_source_file_is_over_the_limit():
     long = {
-        str(p.relative_to(ROOT)): line_count(p)
-        for p in source_files()
-        if line_count(p) > MAX_LINES
+        str(p.relative_to(ROOT)): line_count(p) for p in source_files() if line_count(p) > MAX_LINES
     }
     assert not long, f"over {MAX_LINES} lines, split by job: {long}"
 

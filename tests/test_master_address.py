@@ -279,7 +279,7 @@ def test_address_rule() -> None:
         )
 
 
-# ---- through app.master_address, the slaves' VPC from moto's EC2 -------------------------------
+# through app.master_address, the slaves' VPC from moto's EC2
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ def run_all(commands) -> None:
         assert result.returncode == 0, f"{command.what}: {result.stderr}"
 
 
-# --- profile ----------------------------------------------------------------------------------
+# profile
 
 
 def test_profile_puts_the_segway_build_on_the_paths(tmp_path: Path):
@@ -108,7 +108,7 @@ def test_rewriting_the_profile_replaces_it(tmp_path: Path):
     assert not (tmp_path / "p.sh.controller-tmp").exists()
 
 
-# --- motd -------------------------------------------------------------------------------------
+# motd
 
 
 def test_motd_block_is_appended_once(tmp_path: Path):
@@ -142,7 +142,7 @@ def test_motd_default_path():
     assert plugin("motd", text="x").path == "/etc/motd.tail"
 
 
-# --- stop-services and commands ---------------------------------------------------------------
+# stop-services and commands
 
 
 def test_stop_services_renders_one_command_each():
@@ -170,7 +170,7 @@ def test_commands_are_run_verbatim():
     ]
 
 
-# --- sge --------------------------------------------------------------------------------------
+# sge
 
 
 def test_sge_registration_on_the_head():
@@ -239,7 +239,7 @@ def test_sge_node_memory_from_meminfo():
         node_memory(p, "")
 
 
-# --- option errors ------------------------------------------------------------------------------
+# option errors
 
 
 @pytest.mark.parametrize(
@@ -303,7 +303,7 @@ def test_cluster_plugins_report_every_bad_plugin():
     ]
 
 
-# --- volumes ------------------------------------------------------------------------------------
+# volumes
 
 
 def test_volume_devices_follow_the_clusters_order():

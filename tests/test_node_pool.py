@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from actors.spot_pool import SpotPool
-from controller.cloud.sim_fleet import SimInstance
+from controller.cloud.sim_records import SimInstance
 from controller.cloud.simcloud import SimCloud
 from controller.config.schema import (
     ClusterSection,
@@ -254,21 +254,21 @@ async def test_a_reload_resizes_the_running_cluster() -> None:
         assert [n.instance_id for n in c.live()] == [nodes[0].instance_id]
 
 
-def test_node_launch_keys_map_snapshots_in_volume_order_and_install_the_head_key() -> None:
+def test_node_launch_settings_map_snapshots_in_volume_order_and_install_the_head_key() -> None:
     config, section = cluster_config(spot_bid=0.26, subnet="subnet-1", availability_zone="z")
-    keys = NodeProfile(config, section, head_public_key=KEY).launch_keys()
+    launch = NodeProfile(config, section, head_public_key=KEY).launch_settings()
     # build -> /dev/sdf, data -> /dev/sdg (the shared NFS volume takes no device), as
     # controller.gridengine.node_volumes mounts them.
-    assert keys.snapshots == ("snap-build", "snap-data")
-    assert (keys.instance_types, keys.image_id, keys.spot_bid) == (
+    assert launch.snapshots == ("snap-build", "snap-data")
+    assert (launch.instance_types, launch.image_id, launch.spot_bid) == (
         ("m5.xlarge",),
         "ami-0123456789abcdef0",
         0.26,
     )
-    assert (keys.subnet, keys.availability_zone, keys.key_name) == ("subnet-1", "z", "")
-    assert keys.user_data == node_user_data(KEY, "root")
-    assert keys.user_data.startswith("#!/bin/sh\n")
-    assert f"'{KEY}'" in keys.user_data and "authorized_keys" in keys.user_data
-    assert NodeProfile(config, section).launch_keys().user_data == ""
+    assert (launch.subnet, launch.availability_zone, launch.key_name) == ("subnet-1", "z", "")
+    assert launch.user_data == node_user_data(KEY, "root")
+    assert launch.user_data.startswith("#!/bin/sh\n")
+    assert f"'{KEY}'" in launch.user_data and "authorized_keys" in launch.user_data
+    assert NodeProfile(config, section).launch_settings().user_data == ""
     with pytest.raises(ValueError, match="one OpenSSH public key line"):
         node_user_data(KEY + "\n" + KEY)

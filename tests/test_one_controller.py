@@ -26,7 +26,7 @@ import pytest
 
 from actors.renderfarm_writer import RenderfarmWriter
 from actors.spot_pool import SpotPool
-from controller.cloud.sim_fleet import NOTICE_SECONDS
+from controller.cloud.sim_records import NOTICE_SECONDS
 from controller.cloud.simcloud import SimCloud
 from controller.config.schema import (
     Config,
@@ -85,13 +85,13 @@ def farm_config() -> Config:
             drain_seconds=20.0,
             request_timeout=100.0,
             capacity_cooldown=200.0,
+            slave_capacity_rps=1.0,
+            boot_seconds=40.0,
         ),
         slave=SlaveSection(
             instance_types=("m5.large", "c5.large"), image_id="ami-0123456789abcdef0"
         ),
         simulate=SimulateSection(
-            slave_capacity_rps=1.0,
-            boot_seconds=40.0,
             boot_spread=0.2,
             capacity_error_rate=0.15,
             unfilled_rate=0.1,

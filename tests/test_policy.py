@@ -20,7 +20,8 @@ from controller.policy.band import (
 )
 from controller.policy.baselines import GBrowsePolicy, StarClusterPolicy
 from controller.policy.factory import make_policy
-from controller.policy.forecasting import OursPolicy
+from controller.policy.forecast_settings import ForecastSettings
+from controller.policy.forecasting import ForecastPolicy
 from controller.policy.surge_forecast import SurgeForecaster
 
 SEED_ROWS = (  # the seed's default table
@@ -46,7 +47,7 @@ def snapshot(now: float, load: float | None, members=(), **kw) -> PolicyInput:
     return PolicyInput(now=now, load_rps=load, window_rps=load, members=tuple(members), **kw)
 
 
-# ---- the band ----------------------------------------------------------------------------------
+# the band
 
 
 @pytest.mark.parametrize(
@@ -100,10 +101,10 @@ def test_a_lost_slave_inside_the_band_is_replaced():
     assert d.launch == 1
 
 
-# ---- dwell and removal -------------------------------------------------------------------------
+# dwell and removal
 
 
-@pytest.mark.parametrize("make", [BandPolicy, OursPolicy])
+@pytest.mark.parametrize("make", [BandPolicy, ForecastPolicy])
 def test_no_scale_in_before_the_dwell_and_yes_after(make):
     policy = make(config(scale_in_after=300))
     fleet = [member("a", 0), member("b", 10), member("c", 20)]
@@ -145,10 +146,10 @@ def test_never_below_min_when_removing():
     assert d.remove == ("i5", "i4")
 
 
-# ---- sensor lost, budget -----------------------------------------------------------------------
+# sensor lost, budget
 
 
-@pytest.mark.parametrize("make", [BandPolicy, OursPolicy])
+@pytest.mark.parametrize("make", [BandPolicy, ForecastPolicy])
 def test_a_lost_sensor_holds(make):
     policy = make(config(scale_in_after=60))
     fleet = [member("a"), member("b"), member("c"), member("d")]
@@ -173,7 +174,7 @@ def test_the_dwell_restarts_after_a_sensor_outage():
     assert len(policy.decide(snapshot(700, 0.05, fleet)).remove) == 3
 
 
-@pytest.mark.parametrize("make", [BandPolicy, OursPolicy])
+@pytest.mark.parametrize("make", [BandPolicy, ForecastPolicy])
 def test_budget_caps_launches(make):
     rows = (LoadRow(rps=0.0, min_instances=4, max_instances=6),)
     policy = make(config(rows, max_cost_per_hour=0.1))
@@ -190,26 +191,26 @@ def test_no_budget_no_cap():
     assert d.launch == 4
 
 
-# ---- ours --------------------------------------------------------------------------------------
+# ours
 
 
 def wide_config(capacity=2.0, **scaling) -> Config:
     rows = (LoadRow(rps=0.0, min_instances=0, max_instances=100),)
     cfg = config(rows, **scaling)
     return dataclasses.replace(
-        cfg, simulate=dataclasses.replace(cfg.simulate, slave_capacity_rps=capacity)
+        cfg, scaling=dataclasses.replace(cfg.scaling, slave_capacity_rps=capacity)
     )
 
 
 def test_ours_tracks_the_load_inside_the_band():
-    policy = OursPolicy(wide_config())
+    policy = ForecastPolicy(wide_config())
     d = policy.decide(snapshot(0, 10.0, ()))
     assert d.desired >= 5  # ceil(10 / 2) plus headroom
     assert d.launch == d.desired
 
 
 def test_ours_launches_ahead_of_a_rising_load():
-    policy = OursPolicy(wide_config())
+    policy = ForecastPolicy(wide_config())
     desired = []
     for k in range(20):
         fleet = [member(f"i{j}") for j in range(desired[-1] if desired else 0)]
@@ -221,12 +222,14 @@ def test_ours_launches_ahead_of_a_rising_load():
 
 def test_ours_is_clamped_by_the_band():
     rows = (LoadRow(rps=0.0, min_instances=1, max_instances=3),)
-    policy = OursPolicy(dataclasses.replace(wide_config(), load_table=LoadTableSection(rows=rows)))
+    policy = ForecastPolicy(
+        dataclasses.replace(wide_config(), load_table=LoadTableSection(rows=rows))
+    )
     d = policy.decide(snapshot(0, 100.0, ()))
     assert (d.band, d.desired, d.launch) == ((1, 3), 3, 3)
 
 
-# ---- bounds, as a property ---------------------------------------------------------------------
+# bounds, as a property
 
 
 @st.composite
@@ -258,7 +261,9 @@ step = st.tuples(
     steps=st.lists(step, min_size=1, max_size=25),
 )
 def test_never_above_max_nor_below_min(rows, name, steps):
-    cfg = dataclasses.replace(config(rows, scale_in_after=60), simulate=wide_config().simulate)
+    cfg = config(
+        rows, scale_in_after=60, slave_capacity_rps=wide_config().scaling.slave_capacity_rps
+    )
     policy = make_policy(name, cfg)
     for k, (load, n, pending, draining, warned) in enumerate(steps):
         fleet = [
@@ -287,7 +292,7 @@ def test_never_above_max_nor_below_min(rows, name, steps):
             assert held_count(inp) + d.launch - len(d.remove) >= low
 
 
-# ---- baselines ---------------------------------------------------------------------------------
+# baselines
 
 
 def test_gbrowse_has_no_dwell_and_drops_pending_ones_first():
@@ -326,7 +331,9 @@ def test_unknown_policy_is_refused():
 def test_ours_sheds_an_in_band_surplus_after_two_polls_not_the_band_dwell():
     # Changed with the seasonal forecast: the in-band dwell was one lead (120 s); a surplus the
     # forecast asked for and the load did not confirm now goes after two polls (60 s).
-    policy = OursPolicy(wide_config(scale_in_after=300), warmup_samples=0)  # band [0, 100]
+    policy = ForecastPolicy(  # band [0, 100]
+        wide_config(scale_in_after=300), settings=ForecastSettings(warmup_samples=0)
+    )
     fleet = [member(f"i{k}", k) for k in range(10)]
     for now in (0, 30):
         d = policy.decide(snapshot(now, 4.0, fleet))  # 2 slaves' worth, plus headroom
@@ -345,22 +352,22 @@ def test_table_policy_keeps_one_dwell_for_both():
 def test_ours_headroom_ignores_shortfalls_the_table_forbade():
     """A need above the band's max cannot be met by headroom: it must not raise the quantile."""
     capped = (LoadRow(rps=0.0, min_instances=0, max_instances=2),)
-    wide = OursPolicy(wide_config(capacity=1.0))
-    tight = OursPolicy(
+    wide = ForecastPolicy(wide_config(capacity=1.0))
+    tight = ForecastPolicy(
         dataclasses.replace(wide_config(capacity=1.0), load_table=LoadTableSection(rows=capped))
     )
     for now in range(0, 600, 30):
         wide.decide(snapshot(now, 10.0, ()))  # nothing ready, 10 needed: short
         tight.decide(snapshot(now, 10.0, ()))
-    assert wide.quantile > 0.9 + 10 * wide.quantile_gain
+    assert wide.quantile > 0.9 + 10 * wide.settings.quantile_gain
     # only the first poll counted, before any band had been seen
-    assert tight.quantile <= 0.9 + tight.quantile_gain
+    assert tight.quantile <= 0.9 + tight.settings.quantile_gain
 
 
-# ---- ours: the forecast ------------------------------------------------------------------------
+# ours: the forecast
 
 
-def replay(policy: OursPolicy, loads, start: float = 0.0) -> list[int]:
+def replay(policy: ForecastPolicy, loads, start: float = 0.0) -> list[int]:
     """Feed one load per 30 s poll with a ready fleet of the last desired size; the desireds."""
     desired, size = [], 0
     for k, load in enumerate(loads):
@@ -377,8 +384,14 @@ def hour_with_surge(surge: bool) -> list[float]:
 
 def test_ours_launches_ahead_of_a_surge_that_recurs_at_the_same_phase():
     """Seasonal profile: a surge seen at this phase in 2 of the last periods is launched for."""
-    recurring = OursPolicy(wide_config(capacity=1.0), season_seconds=(3600.0,), season_rank=2)
-    once = OursPolicy(wide_config(capacity=1.0), season_seconds=(3600.0,), season_rank=2)
+    recurring = ForecastPolicy(
+        wide_config(capacity=1.0),
+        settings=ForecastSettings(season_seconds=(3600.0,), season_rank=2),
+    )
+    once = ForecastPolicy(
+        wide_config(capacity=1.0),
+        settings=ForecastSettings(season_seconds=(3600.0,), season_rank=2),
+    )
     for hour, (a, b) in enumerate([(True, True), (True, False), (True, False)]):
         replay(recurring, hour_with_surge(a), start=3600.0 * hour)
         replay(once, hour_with_surge(b), start=3600.0 * hour)
@@ -392,8 +405,10 @@ def test_ours_launches_ahead_of_a_surge_that_recurs_at_the_same_phase():
 
 def test_ours_headroom_ignores_shortfalls_no_headroom_would_have_covered():
     """A jump beyond every excess seen one lead ago must not push the global quantile up."""
-    jumped = OursPolicy(wide_config(capacity=1.0), season_seconds=())
-    starved = OursPolicy(wide_config(capacity=1.0), season_seconds=())
+    jumped = ForecastPolicy(wide_config(capacity=1.0), settings=ForecastSettings(season_seconds=()))
+    starved = ForecastPolicy(
+        wide_config(capacity=1.0), settings=ForecastSettings(season_seconds=())
+    )
     for policy in (jumped, starved):
         replay(policy, [10.0] * 40)  # a steady load: every excess is 0
     before = jumped.quantile
@@ -406,8 +421,10 @@ def test_ours_headroom_ignores_shortfalls_no_headroom_would_have_covered():
 
 def test_ours_trend_is_off_by_default_and_extrapolates_when_set():
     ramp = [10.0 + 2.0 * k for k in range(8)]
-    plain = OursPolicy(wide_config(capacity=1.0))
-    trended = OursPolicy(wide_config(capacity=1.0), trend_seconds=600.0)
+    plain = ForecastPolicy(wide_config(capacity=1.0))
+    trended = ForecastPolicy(
+        wide_config(capacity=1.0), settings=ForecastSettings(trend_seconds=600.0)
+    )
     replay(plain, ramp)
     replay(trended, ramp)
     inp = snapshot(240.0, 26.0, ())
@@ -422,9 +439,11 @@ def two_hours(surge: bool) -> list[float]:
 
 def test_ours_launches_ahead_of_a_surge_at_its_learnt_phase_and_gap():
     """Surge phase: surges every 2 h at minute 32 are launched for one lead before they start."""
-    learnt = OursPolicy(wide_config(capacity=1.0), season_seconds=())
+    learnt = ForecastPolicy(wide_config(capacity=1.0), settings=ForecastSettings(season_seconds=()))
     never = SurgeForecaster(poll=30.0, min_rise=3.0, share=2.0)  # no phase has 200 % of them
-    off = OursPolicy(wide_config(capacity=1.0), season_seconds=(), surges=never)
+    off = ForecastPolicy(
+        wide_config(capacity=1.0), settings=ForecastSettings(season_seconds=()), surges=never
+    )
     for period in range(5):
         replay(learnt, two_hours(True), start=7200.0 * period)
         replay(off, two_hours(True), start=7200.0 * period)
@@ -438,7 +457,7 @@ def test_ours_launches_ahead_of_a_surge_at_its_learnt_phase_and_gap():
 def test_ours_sheds_a_forecast_surge_that_did_not_come_at_once():
     """A false alarm's slaves go the poll after its phase, not after the in-band dwell."""
 
-    def removals_after_false_alarm(policy: OursPolicy) -> list[int]:
+    def removals_after_false_alarm(policy: ForecastPolicy) -> list[int]:
         for period in range(5):
             replay(policy, two_hours(True), start=7200.0 * period)
         size, removed = 0, []
@@ -449,23 +468,30 @@ def test_ours_sheds_a_forecast_surge_that_did_not_come_at_once():
             removed.append(len(d.remove))
         return removed
 
-    shed = removals_after_false_alarm(OursPolicy(wide_config(capacity=1.0), season_seconds=()))
+    shed = removals_after_false_alarm(
+        ForecastPolicy(wide_config(capacity=1.0), settings=ForecastSettings(season_seconds=()))
+    )
     kept = removals_after_false_alarm(
-        OursPolicy(wide_config(capacity=1.0), season_seconds=(), surge_shed=False)
+        ForecastPolicy(
+            wide_config(capacity=1.0),
+            settings=ForecastSettings(season_seconds=(), surge_shed=False),
+        )
     )
     assert shed[65] >= 20  # the surge was due at poll 64 and did not come
     assert kept[65] == 0 and kept[66] == 0 and sum(kept[67:]) >= 20  # two polls later
 
 
 def test_ours_starts_with_a_wide_headroom_until_it_has_seen_the_noise():
-    policy = OursPolicy(wide_config(capacity=1.0), warmup_samples=10, warmup_headroom=1.0)
+    policy = ForecastPolicy(
+        wide_config(capacity=1.0), settings=ForecastSettings(warmup_samples=10, warmup_headroom=1.0)
+    )
     assert policy.decide(snapshot(0, 10.0, ())).desired == 20  # 10 rps + 100 %
     for k in range(1, 20):  # a steady load: its errors are 0 once a lead has passed
         d = policy.decide(snapshot(30 * k, 10.0, ()))
     assert d.desired == 10
 
 
-def noisy_run(policy: OursPolicy, polls: int = 400) -> list[int]:
+def noisy_run(policy: ForecastPolicy, polls: int = 400) -> list[int]:
     """5 or 15 rps at random each poll (mean 10): counting noise on a small site."""
     desired, rng = [], random.Random(7)
     for k in range(polls):
@@ -477,8 +503,11 @@ def noisy_run(policy: OursPolicy, polls: int = 400) -> list[int]:
 
 def test_ours_tracks_the_mean_where_the_level_now_only_chases_noise():
     cfg = wide_config(capacity=1.0)
-    plain = OursPolicy(cfg, smooth_seconds=(), error_scales=("relative",), season_seconds=())
-    smoothed = OursPolicy(cfg, season_seconds=())
+    plain = ForecastPolicy(
+        cfg,
+        settings=ForecastSettings(smooth_seconds=(), error_scales=("relative",), season_seconds=()),
+    )
+    smoothed = ForecastPolicy(cfg, settings=ForecastSettings(season_seconds=()))
     late_plain, late_smoothed = noisy_run(plain)[200:], noisy_run(smoothed)[200:]
     assert smoothed.estimator.startswith("mean 900s")
     assert plain.estimator == "now"
@@ -487,7 +516,7 @@ def test_ours_tracks_the_mean_where_the_level_now_only_chases_noise():
     assert sum(late_smoothed) < sum(late_plain)
 
 
-def fleet_replay(policy: OursPolicy, loads) -> list[int]:
+def fleet_replay(policy: ForecastPolicy, loads) -> list[int]:
     """Feed one load per 30 s poll to a fleet that grows and shrinks as decided; its sizes."""
     size, sizes = 0, []
     for k, load in enumerate(loads):
@@ -501,8 +530,13 @@ def fleet_replay(policy: OursPolicy, loads) -> list[int]:
 def test_ours_follows_a_surge_down_without_waiting_the_dwell():
     surge = [10.0] * 150 + [40.0] * 6 + [34.0, 28.0, 22.0, 16.0, 10.0] + [10.0] * 10
     cfg = wide_config(capacity=1.0)
-    quick = fleet_replay(OursPolicy(cfg, season_seconds=()), surge)
-    slow = fleet_replay(OursPolicy(cfg, season_seconds=(), decline_polls=0, decay_seconds=0), surge)
+    quick = fleet_replay(ForecastPolicy(cfg, settings=ForecastSettings(season_seconds=())), surge)
+    slow = fleet_replay(
+        ForecastPolicy(
+            cfg, settings=ForecastSettings(season_seconds=(), decline_polls=0, decay_seconds=0)
+        ),
+        surge,
+    )
     assert quick[150:156] == slow[150:156] == [40] * 6
     # 40, 34, 28, 22: three falls in a row, so the surplus goes at once, down to the load as it
     # is (the window would still say 31); without the rule it waits two polls and the window

@@ -8,7 +8,7 @@ import ipaddress
 import pytest
 
 from controller.cloud.port import SPOT_INTERRUPTION_REASON, IngressRule, InstanceState, LaunchSpec
-from controller.cloud.sim_fleet import NOTICE_SECONDS
+from controller.cloud.sim_records import NOTICE_SECONDS
 from controller.cloud.simcloud import SimCloud
 from controller.config.schema import Config
 from controller.messages import ErrorKind, Role
@@ -197,7 +197,9 @@ async def test_from_config_uses_the_simulate_section_and_wall_offset():
     clock = Clock()
     base = Config()
     cfg = dataclasses.replace(
-        base, simulate=dataclasses.replace(base.simulate, boot_seconds=30, boot_spread=0.0)
+        base,
+        scaling=dataclasses.replace(base.scaling, boot_seconds=30),
+        simulate=dataclasses.replace(base.simulate, boot_spread=0.0),
     )
     sim = SimCloud.from_config(cfg, clock=clock, wall_offset=1.7e9)
     [inst] = (await sim.launch(spec())).instances

@@ -22,9 +22,11 @@ CONFIG = """
 [load_table]
 rows = [[0.0, 0, 40]]
 
-[simulate]
+[scaling]
 slave_capacity_rps = 0.1
 boot_seconds = 90
+
+[simulate]
 spot_price = 0.035
 """
 
@@ -36,8 +38,9 @@ def write(path, text: str) -> str:
 
 def sim_config(capacity: float = 1.0, top: int = 30, **simulate_kw) -> Config:
     cfg = Config(load_table=capacity_table(capacity, top, spare=0.0, least_spare=2))
-    sim = dataclasses.replace(cfg.simulate, slave_capacity_rps=capacity, **simulate_kw)
-    return dataclasses.replace(cfg, simulate=sim)
+    scaling = dataclasses.replace(cfg.scaling, slave_capacity_rps=capacity)
+    sim = dataclasses.replace(cfg.simulate, **simulate_kw)
+    return dataclasses.replace(cfg, scaling=scaling, simulate=sim)
 
 
 def ramp_trace(tmp_path) -> str:
@@ -47,7 +50,7 @@ def ramp_trace(tmp_path) -> str:
     return write(tmp_path / "ramp.csv", "\n".join(lines) + "\n")
 
 
-# ---- traces ----------------------------------------------------------------------------------
+# traces
 
 
 def test_the_shipped_trace_reads():
@@ -85,7 +88,7 @@ def test_an_unreadable_trace_is_named(tmp_path):
         read_trace(str(tmp_path / "absent.csv"))
 
 
-# ---- the oracle --------------------------------------------------------------------------------
+# the oracle
 
 
 def test_oracle_plan_by_hand():
@@ -111,7 +114,7 @@ def test_oracle_is_never_under_provisioned(tmp_path):
     assert shipped.elasticity.tau_u == 0.0
 
 
-# ---- the replay ------------------------------------------------------------------------------
+# the replay
 
 
 def test_ours_beats_gbrowse_on_a_ramp(tmp_path):
@@ -158,7 +161,7 @@ def test_the_table_limits_are_reported(tmp_path):
     assert report.peak_billed <= 4
 
 
-# ---- the command -----------------------------------------------------------------------------
+# the command
 
 
 def test_simulate_cli_json_and_timeline(tmp_path, capsys):

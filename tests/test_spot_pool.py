@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from actors.spot_pool import SpotPool
 from controller.cloud.port import SPOT_INTERRUPTION_REASON, LaunchSpec
-from controller.cloud.sim_fleet import SimInstance
+from controller.cloud.sim_records import SimInstance
 from controller.cloud.simcloud import SimCloud
 from controller.config.schema import (
     Config,
@@ -128,7 +128,7 @@ class Farm:
             wall_clock=lambda: loop.time() + WALL,
         )
 
-    # -- what the other actors would publish --
+    # what the other actors would publish
 
     def load(self, rps: float) -> None:
         self.bus.publish(LoadSample(at=now(), rps=rps, window_rps=rps))
@@ -141,7 +141,7 @@ class Farm:
             iid = InstanceId(inst.instance_id)
             self.bus.publish(SlaveReady(at=now(), instance_id=iid, address=inst.private_ip))
 
-    # -- what SpotPool published, and what SimCloud holds --
+    # what SpotPool published, and what SimCloud holds
 
     async def seen(self, *kinds: type) -> list[Any]:
         """Every message of `kinds` SpotPool published so far (all of them without kinds)."""
@@ -182,7 +182,7 @@ def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [e for e in logs if e["event"] == name]
 
 
-# ---- (1) adoption --------------------------------------------------------------------------
+# (1) adoption
 
 
 @looptime
@@ -230,7 +230,7 @@ async def test_a_restart_adopts_the_tagged_fleet_and_launches_nothing_twice() ->
         assert [d.at for d in decisions] == [1000 + 10 * n for n in range(31)]
         assert {(d.launch, d.remove, d.desired) for d in decisions} == {(0, (), 2)}
         fleet = (await farm.seen(FleetObserved))[-1]
-        assert {(s.instance_id, s.state, s.instance_type, s.zone) for s in fleet.slaves} == {
+        assert {(s.instance_id, s.state, s.instance_type, s.zone) for s in fleet.members} == {
             (old.instance_id, "ready", "c5.large", "sim-1b"),
             (booting.instance_id, "ready", "c5.large", "sim-1b"),
         }
@@ -239,7 +239,7 @@ async def test_a_restart_adopts_the_tagged_fleet_and_launches_nothing_twice() ->
         assert await farm.downs() == await farm.drains() == []
 
 
-# ---- (2) launches wait for the security group ----------------------------------------------
+# (2) launches wait for the security group
 
 
 @looptime
@@ -283,7 +283,7 @@ async def test_messages_waiting_at_a_cycle_are_all_read_before_it_decides() -> N
         assert one(farm.launched()).launched_at == 0
 
 
-# ---- (3) capacity errors: next type now, first type again after the cooldown ---------------
+# (3) capacity errors: next type now, first type again after the cooldown
 
 
 @looptime
@@ -338,7 +338,7 @@ async def test_every_type_refused_probes_capacity_on_a_growing_backoff() -> None
     assert [(i.instance_type, i.launched_at) for i in farm.launched()] == [("c5.large", 220)]
 
 
-# ---- (4) spot price above the bid ------------------------------------------------------------
+# (4) spot price above the bid
 
 
 @looptime
@@ -365,7 +365,7 @@ async def test_a_spot_price_above_the_bid_waits_and_launches_once_it_drops() -> 
     assert await farm.errors() == []  # waiting is not an error: EC2 was never asked
 
 
-# ---- (5) boot timeout ----------------------------------------------------------------------
+# (5) boot timeout
 
 
 @pytest.mark.parametrize("zone", ["", "sim-1a"])
@@ -409,7 +409,7 @@ async def test_an_unfilled_spot_request_is_cancelled_and_the_next_type_tried() -
     assert farm.launched() == []
 
 
-# ---- (6) scale-in --------------------------------------------------------------------------
+# (6) scale-in
 
 
 @looptime
@@ -444,7 +444,7 @@ async def test_scale_in_drains_first_and_terminates_after_the_drain_period() -> 
         await until(155)
         assert await farm.downs() == [(150, slave.instance_id, LostReason.SCALE_IN)]
         assert len(farm.launched()) == 1
-        assert (await farm.seen(FleetObserved))[-1].slaves == ()
+        assert (await farm.seen(FleetObserved))[-1].members == ()
 
 
 async def scaled_in_at_110(farm: Farm) -> SimInstance:
@@ -491,7 +491,7 @@ async def test_a_drain_never_confirmed_still_ends_after_a_grace() -> None:
         assert slave.ended_at == 110 + 30 + UNLIST_GRACE
 
 
-# ---- (7) a lost slave ----------------------------------------------------------------------
+# (7) a lost slave
 
 
 @looptime
@@ -520,7 +520,7 @@ async def test_a_lost_slave_is_drained_and_terminated_at_once_and_replaced() -> 
         assert await farm.ups() == [(10, iid), (35, replacement.instance_id)]
 
 
-# ---- (8) interruption warnings -------------------------------------------------------------
+# (8) interruption warnings
 
 
 @looptime
@@ -577,7 +577,7 @@ async def test_a_rebalance_recommendation_launches_a_replacement_without_drainin
         assert len(farm.launched()) == 2
 
 
-# ---- (9) spot reclaims an instance ---------------------------------------------------------
+# (9) spot reclaims an instance
 
 
 @looptime
@@ -599,7 +599,7 @@ async def test_an_interrupted_instance_is_reported_and_replaced() -> None:
         assert await farm.drains() == []
 
 
-# ---- (10) a failed describe holds the fleet ------------------------------------------------
+# (10) a failed describe holds the fleet
 
 
 @looptime
@@ -629,7 +629,7 @@ async def test_a_failed_describe_holds_the_fleet() -> None:
         assert farm.launched()[-1].launched_at == 110
 
 
-# ---- (11) a lost load sensor holds the fleet -----------------------------------------------
+# (11) a lost load sensor holds the fleet
 
 
 @looptime
@@ -659,7 +659,7 @@ async def test_a_lost_sensor_never_scales_in() -> None:
         assert {(t, r) for t, _, r in await farm.drains()} == {(370, LostReason.SCALE_IN)}
 
 
-# ---- (12) stop: teardown, leave, dry run ---------------------------------------------------
+# (12) stop: teardown, leave, dry run
 
 
 @looptime

@@ -124,7 +124,7 @@ def publish_story(bus: Bus) -> None:
     bus.publish(
         FleetObserved(
             at=now,
-            slaves=(
+            members=(
                 SlaveView(
                     instance_id=a,
                     address="127.0.20.5",
@@ -309,7 +309,7 @@ async def test_status_page_data_of_a_long_story():
     assert {"t", "load", "desired", "ready", "cost"} <= set(doc["series"][0])
 
 
-# ---- controller status ---------------------------------------------------------------------
+# controller status
 
 
 async def status(capsys, url=None, config_path=None) -> tuple[int, str, str]:

@@ -85,7 +85,7 @@ def group_ids(moto: MotoEc2) -> set[str]:
     return {g["GroupId"] for g in moto.client().describe_security_groups()["SecurityGroups"]}
 
 
-# ---- teardown_fleet -------------------------------------------------------------------------
+# teardown_fleet
 
 
 async def test_teardown_ends_launches_ec2_does_not_show_yet(
@@ -234,7 +234,7 @@ async def test_dry_run_teardown_changes_nothing(
     assert group in group_ids(moto_ec2)
 
 
-# ---- controller teardown --------------------------------------------------------------------
+# controller teardown
 
 
 def write_config(tmp_path: Path, moto: MotoEc2, renderfarm: Path, *, fleet: str = FLEET) -> Path:
@@ -340,7 +340,7 @@ def test_teardown_command_bad_config_exits_2(
     assert str(config) in err and "no_such_key" in err
 
 
-# ---- renderfarm.conf ------------------------------------------------------------------------
+# renderfarm.conf
 
 
 def test_render_renderfarm_formats() -> None:

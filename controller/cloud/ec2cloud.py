@@ -149,7 +149,7 @@ class Ec2Cloud(Ec2SecurityGroups):
             raise RuntimeError("Ec2Cloud is not open: use `async with` or Ec2Cloud.create()")
         return self._launch_client
 
-    # ---- the fleet --------------------------------------------------------------------------
+    # the fleet
 
     async def describe_fleet(self, fleet: str) -> FleetView:
         """All instances (terminated ones too) and spot requests tagged with the fleet."""
@@ -284,7 +284,7 @@ class Ec2Cloud(Ec2SecurityGroups):
                 latest[key] = (when, price)
         return min((price for _, price in latest.values()), default=None)
 
-    # ---- helpers ----------------------------------------------------------------------------
+    # helpers
 
     async def _paginate(self, method: str, key: str, **params: Any):
         """Items of every page of a paginated Describe call (botocore follows NextToken)."""

@@ -21,9 +21,9 @@ the fleet hold) and `reclaim_at()` (spot reclaims one instance at a given time).
 
 from __future__ import annotations
 
+import collections
 import random
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from typing import Self
 
 from controller.cloud.port import (
@@ -34,65 +34,20 @@ from controller.cloud.port import (
     LaunchResult,
     LaunchSpec,
     OpResult,
-    ProviderError,
     SpotRequest,
 )
+from controller.cloud.sim_records import (
+    KEEP_ENDED_SECONDS,
+    MIN_BILLED_SECONDS,
+    NOTICE_SECONDS,
+    InterruptionNotice,
+    SimCounters,
+    SimInstance,
+    SimRequest,
+    sim_error,
+)
 from controller.config.schema import Config
-from controller.messages import ErrorKind, InstanceId, RequestId, Role
-
-NOTICE_SECONDS = 120.0  # EC2's spot interruption warning comes two minutes ahead
-MIN_BILLED_SECONDS = 60.0  # per-second billing has a one-minute minimum
-KEEP_ENDED_SECONDS = 3600.0  # EC2 lists terminated instances for about an hour
-
-
-@dataclass(slots=True)
-class SimInstance:
-    """The simulator's own record of an instance (mutable; views are CloudInstance)."""
-
-    instance_id: str
-    fleet: str
-    role: Role
-    instance_type: str
-    zone: str
-    private_ip: str
-    launched_at: float
-    ready_at: float  # boot done: the readiness probe would pass from here on
-    interrupt_at: float | None  # spot reclaims it then; the notice comes NOTICE_SECONDS before
-    request_id: str
-    security_groups: tuple[str, ...] = ()
-    ended_at: float | None = None
-    state_reason: str | None = None
-
-
-@dataclass(slots=True)
-class SimRequest:
-    request_id: str
-    fleet: str
-    created_at: float
-    instance_type: str
-    zone: str
-    state: str = "open"  # open | active | cancelled
-    status_code: str = "capacity-not-available"
-    instance_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class InterruptionNotice:
-    """A spot interruption warning: the instance is reclaimed at `action_at`."""
-
-    instance_id: InstanceId
-    notice_at: float
-    action_at: float
-
-
-@dataclass(slots=True)
-class SimCounters:
-    launched: int = 0
-    terminated: int = 0
-    interrupted: int = 0
-    capacity_errors: int = 0
-    unfilled: int = 0
-    cancelled: int = 0
+from controller.messages import ErrorKind, InstanceId, RequestId
 
 
 class SimFleet:
@@ -139,6 +94,9 @@ class SimFleet:
         self._seq = 0
         self._instances: dict[str, SimInstance] = {}
         self._live: dict[str, SimInstance] = {}
+        # ended instances in the order they ended, kept while EC2 would still list them
+        self._ended: collections.deque[SimInstance] = collections.deque()
+        self._views: dict[str, CloudInstance] = {}
         self._interruptible: dict[str, SimInstance] = {}
         self._requests: dict[str, SimRequest] = {}
         self._open: dict[str, SimRequest] = {}  # requests not filled (unfilled_rate)
@@ -159,7 +117,7 @@ class SimFleet:
         sim = config.simulate
         return cls(
             clock=clock,
-            boot_seconds=sim.boot_seconds,
+            boot_seconds=config.scaling.boot_seconds,
             boot_spread=sim.boot_spread,
             spot_price=sim.spot_price,
             unfilled_rate=sim.unfilled_rate,
@@ -169,7 +127,7 @@ class SimFleet:
             wall_offset=wall_offset,
         )
 
-    # ---- the synchronous core ------------------------------------------------------------------
+    # the synchronous core
 
     def _next_id(self, prefix: str) -> str:
         self._seq += 1
@@ -279,6 +237,7 @@ class SimFleet:
         inst.ended_at = at
         inst.state_reason = reason
         del self._live[inst.instance_id]
+        self._ended.append(inst)
         self._live_launch_sum -= inst.launched_at
         self._closed_seconds += max(at - inst.launched_at, MIN_BILLED_SECONDS)
         req = self._requests.get(inst.request_id)
@@ -387,7 +346,7 @@ class SimFleet:
     def cost_per_hour(self) -> float:
         return self.billed_count() * self.price
 
-    # ---- views ---------------------------------------------------------------------------------
+    # views
 
     def _view(self, inst: SimInstance) -> CloudInstance:
         now = self.clock()
@@ -397,7 +356,10 @@ class SimFleet:
             state = InstanceState.RUNNING
         else:
             state = InstanceState.PENDING
-        return CloudInstance(
+        cached = self._views.get(inst.instance_id)
+        if cached is not None and cached.state is state:
+            return cached  # an instance's view changes only with its state
+        view = self._views[inst.instance_id] = CloudInstance(
             instance_id=InstanceId(inst.instance_id),
             state=state,
             private_ip=inst.private_ip,
@@ -409,17 +371,25 @@ class SimFleet:
             spot_request_id=RequestId(inst.request_id),
             state_reason=inst.state_reason,
         )
+        return view
+
+    def _current_requests(self) -> list[SimRequest]:
+        """Open requests, and the active ones of live instances (what describe lists)."""
+        active = (self._requests.get(i.request_id) for i in self._live.values())
+        return [*self._open.values(), *(r for r in active if r is not None and r.state == "active")]
 
     def fleet_view(self, fleet: str) -> FleetView:
         self.advance()
         now = self.clock()
-        instances = tuple(
-            self._view(i)
-            for i in self._instances.values()
-            if i.fleet == fleet
-            and (i.ended_at is None or now - i.ended_at < KEEP_ENDED_SECONDS)
-            and self._visible(i)
+        ended = self._ended
+        while ended and now - (ended[0].ended_at or now) >= KEEP_ENDED_SECONDS:
+            ended.popleft()
+        # live and recently ended only (not every instance ever), in launch order as EC2 lists
+        shown = sorted(
+            (i for i in (*self._live.values(), *ended) if i.fleet == fleet and self._visible(i)),
+            key=lambda i: i.instance_id,  # i-sim<seq, zero-padded>
         )
+        instances = tuple(self._view(i) for i in shown)
         requests = tuple(
             SpotRequest(
                 request_id=RequestId(r.request_id),
@@ -430,21 +400,7 @@ class SimFleet:
                 instance_type=r.instance_type,
                 zone=r.zone,
             )
-            for r in self._requests.values()
-            if r.fleet == fleet and r.state in ("open", "active")
+            for r in self._current_requests()
+            if r.fleet == fleet
         )
         return FleetView(instances=instances, requests=requests)
-
-
-def sim_error(
-    kind: ErrorKind, code: str, operation: str, message: str = "", spec: LaunchSpec | None = None
-) -> ProviderError:
-    return ProviderError(
-        kind=kind,
-        code=code,
-        message=message
-        or ("Request would have succeeded" if kind is ErrorKind.DRY_RUN_OK else code),
-        operation=operation,
-        instance_type=spec.instance_type if spec else "",
-        zone=spec.zone if spec else "",
-    )

@@ -20,7 +20,8 @@ from controller.cloud.port import (
     ProviderError,
     SecurityGroup,
 )
-from controller.cloud.sim_fleet import SimFleet, sim_error
+from controller.cloud.sim_fleet import SimFleet
+from controller.cloud.sim_records import sim_error
 from controller.messages import ErrorKind, InstanceId, RequestId, Role
 
 VPC_ID = "vpc-sim"

@@ -10,12 +10,15 @@ from controller.config.render import render_toml
 
 
 def check_config(path: str) -> int:
-    """Print the resolved TOML and return 0, or print every problem to stderr and return 2."""
+    """Print the resolved TOML and return 0 (with any note on stderr), or print every problem to
+    stderr and return 2."""
     try:
         config = load_config(path)
     except ConfigError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
         return EXIT_BAD_INPUT
+    for line in config.notes:
+        print(line, file=sys.stderr)
     sys.stdout.write(render_toml(config))
     return EXIT_OK

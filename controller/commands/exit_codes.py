@@ -1,4 +1,5 @@
-"""The exit codes of every sub-command (SPEC.md): what a script calling `controller` can rely on."""
+"""The exit codes of every sub-command (../shared/SPEC.md): what a script calling `controller`
+can rely on."""
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 1  # status: the endpoint cannot be read

@@ -28,6 +28,8 @@ def simulate_command(args: argparse.Namespace) -> int:
         for line in exc.errors:
             print(line, file=sys.stderr)
         return EXIT_BAD_INPUT
+    for line in config.notes:
+        print(line, file=sys.stderr)
     choices = (*POLICY_NAMES, "oracle")
     if args.policy not in choices:
         print(

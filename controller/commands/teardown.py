@@ -1,5 +1,5 @@
 """`controller teardown -c CONFIG [--cluster NAME]`: remove everything tagged as this fleet's, in
-SPEC.md's order.
+../shared/SPEC.md's order.
 
 For a fleet whose controller is gone (or was never stopped cleanly): first renderfarm.conf goes
 back to its empty form (and the master reloads), so GBrowse stops sending work to slaves that are

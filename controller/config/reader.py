@@ -1,9 +1,10 @@
 """Reading a config: TOML into controller.config.schema's frozen dataclasses, every key checked.
 
 `load_config(path)` / `parse_config(data, path)` check every key and collect every problem before
-raising one `ConfigError` (one `FILE: key.path: reason` line each). The fixed sections are read by
-controller.config.sections; the named tables ([volume.X], [plugin.X], [cluster.X], with
-`extends`) here; each cluster's plugin options by controller.config.plugins.
+raising one `ConfigError` (one `FILE: key.path: reason` line each); a config that works but
+should change (a key in its old place) gets a line in `Config.notes` instead. The fixed sections
+are read by controller.config.sections; the named tables ([volume.X], [plugin.X], [cluster.X],
+with `extends`) here; each cluster's plugin options by controller.config.plugins.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ from controller.config.checks import (
 )
 from controller.config.plugins import KNOWN_PLUGIN_KINDS, PluginError, cluster_plugins
 from controller.config.schema import ClusterSection, Config, PluginSection, VolumeSection
-from controller.config.sections import SECTION_READERS, read_instance_types, section_hint
+from controller.config.sections import (
+    SECTION_READERS,
+    move_to_scaling,
+    read_instance_types,
+    section_hint,
+)
 from controller.config.table import Table
 
 try:
@@ -88,6 +94,9 @@ def parse_config(data: Mapping[str, Any], path: str) -> Config:
     top = Table(data, "", problems)
     tables = {name: top.get(name) for name in (*SECTION_READERS, "volume", "plugin", "cluster")}
     top.finish(hint=section_hint)
+    tables["scaling"], tables["simulate"], note = move_to_scaling(
+        tables["scaling"], tables["simulate"], problems
+    )
     sections = {
         name: read(Table(tables[name], name, problems)) for name, read in SECTION_READERS.items()
     }
@@ -99,7 +108,12 @@ def parse_config(data: Mapping[str, Any], path: str) -> Config:
     if problems:
         raise ConfigError([f"{path}: {key}: {reason}" for key, reason in problems], problems)
     return Config(
-        path=path, clusters=clusters, volumes=tuple(volumes), plugins=tuple(plugins), **sections
+        path=path,
+        clusters=clusters,
+        volumes=tuple(volumes),
+        plugins=tuple(plugins),
+        notes=(f"{path}: simulate: {note}",) if note else (),
+        **sections,
     )
 
 

@@ -1,6 +1,6 @@
 """The config's shape: one frozen dataclass per TOML section, every value typed and defaulted.
 
-Key names follow GBrowse's aws_balancer.conf (SPEC.md), so a GBrowse user recognises them.
+Key names follow GBrowse's aws_balancer.conf (../shared/SPEC.md), so a GBrowse user recognises them.
 Units are in the comment of each field: seconds unless named otherwise, dollars per hour for
 prices. Other modules read these exact attribute names; controller.config.reader builds them.
 """
@@ -55,6 +55,10 @@ class ScalingSection:
     capacity_cooldown: float = 600.0  # a (type, zone) that failed for capacity is skipped this long
     max_cost_per_hour: float | None = None  # budget cap: launches never push the fleet above it
     probe_timeout: float = 5.0  # seconds for one slave readiness/liveness probe
+    # The policy's model of a slave, which `simulate` and the simulated cloud use as well (older
+    # configs set both in [simulate]; the reader still takes them from there, with a note).
+    slave_capacity_rps: float = 2.0  # requests/sec one slave serves; demand = ceil(load/capacity)
+    boot_seconds: float = 90.0  # launch until the readiness probe passes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,8 +102,8 @@ class StatsSection:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SimulateSection:
-    slave_capacity_rps: float = 2.0  # requests/sec one slave serves; demand = ceil(load/capacity)
-    boot_seconds: float = 90.0  # launch until the readiness probe passes
+    """The simulated cloud; its slaves serve and boot as [scaling] says one slave does."""
+
     boot_spread: float = 0.2  # boot time varies uniformly by +-20 %
     spot_price: float = 0.035  # $/h per slave
     unfilled_rate: float = 0.0  # fraction of launches that never fill
@@ -157,3 +161,6 @@ class Config:
     clusters: tuple[ClusterSection, ...] = ()
     volumes: tuple[VolumeSection, ...] = ()
     plugins: tuple[PluginSection, ...] = ()
+    # Lines (`FILE: key: note`) about a config that works but should change, such as a key in
+    # its old place; check-config and simulate print them, run logs them. Not part of its value.
+    notes: tuple[str, ...] = field(default=(), compare=False)

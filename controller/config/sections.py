@@ -90,6 +90,14 @@ def _read_load_table(t: Table) -> LoadTableSection:
     return LoadTableSection(rows=tuple(parsed))
 
 
+# Keys that moved from [simulate] to [scaling] (the daemon's policy uses them, not only the
+# simulator), with the bounds they are checked against in either place.
+MOVED_TO_SCALING: dict[str, dict[str, float]] = {
+    "slave_capacity_rps": {"above": 0},
+    "boot_seconds": {"least": 0},
+}
+
+
 def _read_scaling(t: Table) -> ScalingSection:
     t.text("policy", choices=_POLICIES)
     t.number("scale_in_after", least=0)
@@ -99,8 +107,47 @@ def _read_scaling(t: Table) -> ScalingSection:
     t.number("capacity_cooldown", least=0)
     t.number("max_cost_per_hour", above=0)
     t.number("probe_timeout", above=0)
+    for key, bounds in MOVED_TO_SCALING.items():
+        t.number(key, **bounds)
     t.finish()
     return ScalingSection(**t.values)
+
+
+def move_to_scaling(
+    scaling: object, simulate: object, problems: list[tuple[str, str]]
+) -> tuple[object, object, str | None]:
+    """The raw [scaling] and [simulate] tables with MOVED_TO_SCALING's keys taken out of
+    [simulate] and, where [scaling] does not set them, put there; plus one note saying to move
+    them (None when [simulate] holds none). A value checked here is reported as simulate.KEY."""
+    if not isinstance(simulate, dict) or not any(key in simulate for key in MOVED_TO_SCALING):
+        return scaling, simulate, None
+    simulate = dict(simulate)
+    moved = {key: simulate.pop(key) for key in MOVED_TO_SCALING if key in simulate}
+    old = Table(moved, "simulate", problems)
+    new = {} if scaling is None else dict(scaling) if isinstance(scaling, dict) else scaling
+    found, conflicts = [], []
+    for key, bounds in MOVED_TO_SCALING.items():
+        old.number(key, **bounds)
+        if key not in old.values:  # not set there, or wrong (reported)
+            continue
+        found.append(key)
+        if not isinstance(new, dict):  # [scaling] is not a table: reported by its reader
+            continue
+        if key not in new:
+            new[key] = old.values[key]
+        elif new[key] != old.values[key]:
+            conflicts.append(
+                f"simulate.{key} = {moved[key]!r} differs from scaling.{key} = {new[key]!r}: "
+                "[scaling]'s is used"
+            )
+    if not found:
+        return scaling, simulate, None
+    note = (
+        f"move {' and '.join(found)} to [scaling], where the daemon's policy reads "
+        f"{'them' if len(found) > 1 else 'it'} "
+        "([simulate] is still read for now)"
+    )
+    return new, simulate, "; ".join([note, *conflicts])
 
 
 def read_instance_types(t: Table, single: str) -> None:
@@ -153,8 +200,6 @@ def _read_stats(t: Table) -> StatsSection:
 
 
 def _read_simulate(t: Table) -> SimulateSection:
-    t.number("slave_capacity_rps", above=0)
-    t.number("boot_seconds", least=0)
     t.number("boot_spread", least=0, most=1)
     t.number("spot_price", least=0)
     t.number("unfilled_rate", least=0, most=1)

@@ -4,10 +4,10 @@ GBrowse's balancer read `ReqPerSec`, an average since Apache started, so a busy 
 week barely moved it. Here the rate comes from deltas of the `Total Accesses` counter between
 samples, over the last poll interval and over a smoothing window.
 
-Quirks of the page (seen on Apache 2.4, TESTING.md): the first line is the bare server name with
-no colon; `ReqPerSec` and friends are absent while `Uptime` is 0; values such as `.0819` have no
-leading zero; `Total Accesses` exists only with `ExtendedStatus On` (the default since 2.3.6).
-A fetch is counted in `Total Accesses` after its response is sent, so each sample's counter
+Quirks of the page (seen on Apache 2.4, ../shared/TESTING.md): the first line is the bare server
+name with no colon; `ReqPerSec` and friends are absent while `Uptime` is 0; values such as `.0819`
+have no leading zero; `Total Accesses` exists only with `ExtendedStatus On` (the default since
+2.3.6). A fetch is counted in `Total Accesses` after its response is sent, so each sample's counter
 includes the sampler's previous fetch: the tracker subtracts it, so an idle server reads 0.0.
 A full restart (SIGHUP, stop/start) resets the counter; a graceful restart keeps it.
 """

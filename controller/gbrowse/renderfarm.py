@@ -21,7 +21,7 @@ EMPTY = "[GENERAL]\nrenderfarm = 0\nremote renderer =\n"
 def render_renderfarm(urls: Iterable[str]) -> str:
     """The file listing `urls` in the given order, one tab-indented URL a line.
 
-    With no URL: `renderfarm = 0` and an empty `remote renderer`, as SPEC.md says.
+    With no URL: `renderfarm = 0` and an empty `remote renderer`, as ../shared/SPEC.md says.
     """
     urls = list(urls)
     if not urls:

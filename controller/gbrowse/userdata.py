@@ -24,9 +24,9 @@ RUNDIR="${{GBROWSE_RUNDIR:-/var/run/gbrowse}}"
 LOGDIR="${{GBROWSE_LOGDIR:-/var/log/gbrowse}}"
 PRELOAD_CONF=/etc/gbrowse2/slave_preload.conf
 
-# ---- [slave] user_data ----
+# from here: the config's [slave] user_data
 {extra}
-# ---- end of [slave] user_data ----
+# up to here: the config's [slave] user_data
 
 DAEMON="$(command -v gbrowse_slave || true)"
 for candidate in /usr/local/bin/gbrowse_slave /usr/bin/gbrowse_slave \\

@@ -217,7 +217,7 @@ def list_names(qconf_list: str) -> set[str]:
     }
 
 
-# --- XML helpers ------------------------------------------------------------------------------
+# XML helpers
 
 
 def _queue_instance(element: ET.Element) -> QueueInstance:

@@ -83,7 +83,7 @@ def band_for(rows: Sequence[LoadRow], rps: float) -> tuple[int, int]:
     return band
 
 
-# ---- counting and choosing, shared by every policy ---------------------------------------------
+# counting and choosing, shared by every policy
 
 
 def scale_out_count(inp: PolicyInput) -> int:
@@ -120,7 +120,7 @@ def clamp(n: int, band: tuple[int, int]) -> int:
     return max(band[0], min(band[1], n))
 
 
-# ---- the table policy core: band, dwell, hold, budget --------------------------------------------
+# the table policy core: band, dwell, hold, budget
 
 
 class BandPolicy:

@@ -113,7 +113,7 @@ class StarClusterPolicy:
         stabilization_time: float = 180.0,
         add_per_pass: int = 1,
     ):
-        self.capacity = config.simulate.slave_capacity_rps
+        self.capacity = config.scaling.slave_capacity_rps
         self.max_nodes = max((r.max_instances for r in config.load_table.rows), default=0)
         self.min_nodes = 0
         self.wait_time = max(300.0, wait_time)
@@ -190,7 +190,7 @@ def make_baseline(name: str, config: Config) -> GBrowsePolicy | StarClusterPolic
     raise ValueError(f"unknown baseline {name!r}")
 
 
-# ---- the oracle ----------------------------------------------------------------------------------
+# the oracle
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

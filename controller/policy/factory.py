@@ -5,7 +5,7 @@ from __future__ import annotations
 from controller.config.schema import Config
 from controller.policy.band import BandPolicy, Policy
 from controller.policy.baselines import make_baseline
-from controller.policy.forecasting import OursPolicy
+from controller.policy.forecasting import ForecastPolicy
 
 POLICY_NAMES = ("ours", "table", "gbrowse", "gbrowse-lifetime", "starcluster")
 
@@ -14,7 +14,7 @@ def make_policy(name: str, config: Config) -> Policy:
     """The policy called `name`: ours | table | gbrowse | gbrowse-lifetime | starcluster."""
     match name:
         case "ours":
-            return OursPolicy(config)
+            return ForecastPolicy(config)
         case "table":
             return BandPolicy(config)
         case "gbrowse" | "gbrowse-lifetime" | "starcluster":

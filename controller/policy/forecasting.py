@@ -1,5 +1,6 @@
-"""The forecasting policy: target tracking inside the load table's band on a forecast of the load
-one boot ahead, with a headroom learnt from its own errors (see OursPolicy).
+"""The forecasting policy (`ours`): target tracking inside the load table's band on a forecast of
+the load one boot ahead, with a headroom learnt from its own errors (see ForecastPolicy); its
+tuning values are controller.policy.forecast_settings.ForecastSettings.
 
 It is a BandPolicy (controller.policy.band): the band, the dwell, the hold on a lost sensor and the
 budget cap are the table policy's; only `target()`, the number of slaves wanted, is its own.
@@ -13,12 +14,16 @@ from collections import deque
 
 from controller.config.schema import Config
 from controller.policy.band import BandPolicy, PolicyInput
-from controller.policy.forecast_errors import ErrorBook
+from controller.policy.error_book import ErrorBook
+from controller.policy.forecast_settings import ForecastSettings
 from controller.policy.surge_forecast import SurgeForecaster
 
 
-class OursPolicy(BandPolicy):
+class ForecastPolicy(BandPolicy):
     """Target tracking inside the band on a forecast of the load one boot ahead.
+
+    Names in backticks are ForecastSettings fields, but for `slave_capacity_rps` and
+    `scale_in_after` ([scaling] keys) and `surges` (the constructor's argument).
 
     The wanted count is `ceil((level + headroom * max(level, capacity)) / slave_capacity_rps)`:
 
@@ -48,8 +53,7 @@ class OursPolicy(BandPolicy):
       of them would have covered as many leads for `switch_margin` (10 %) less provision over
       `error_seconds` (a noisy small site, where the level now chases noise and its headroom
       compounds it), it sets the target instead; where a seasonal excess applies, the level now
-      does. For the
-      first `warmup_samples` errors (an hour of polls) the headroom is at least
+      does. For the first `warmup_samples` errors (an hour of polls) the headroom is at least
       `warmup_headroom`: too few errors say nothing yet of the noise.
     - surges (`surges`, a `controller.policy.surge_forecast.SurgeForecaster`): loads that jump
       several-fold at a few fixed minutes of the hour. Where a phase of the 2-hour period often
@@ -75,56 +79,29 @@ class OursPolicy(BandPolicy):
         self,
         config: Config,
         *,
-        hold_seconds: float = 0.0,
-        trend_seconds: float = 0.0,
-        error_seconds: float = 24 * 3600.0,
-        under_target: float = 0.0037,
-        quantile: float = 0.9,
-        quantile_min: float = 0.5,
-        quantile_max: float = 0.975,
-        quantile_gain: float = 0.002,
-        shrink_after: float | None = None,
-        season_seconds: tuple[float, ...] = (86400.0,),
-        season_periods: int = 7,
-        season_rank: int = 3,
-        season_width: int = 1,
+        settings: ForecastSettings | None = None,
         surges: SurgeForecaster | None = None,
-        surge_shed: bool = True,
-        decline_polls: int = 3,
-        decay_seconds: float = 1200.0,
-        smooth_seconds: tuple[float, ...] = (900.0,),
-        error_scales: tuple[str, ...] = ("relative", "sqrt"),
-        warmup_samples: int = 120,
-        warmup_headroom: float = 1.0,
-        switch_margin: float = 0.1,
     ):
+        """`settings`: the tuning values (ForecastSettings' defaults when None); `surges`: the
+        surge forecaster (one for this poll and capacity when None)."""
+        s = self.settings = settings or ForecastSettings()
         poll = config.master.poll_interval
-        super().__init__(config, shrink_after=2 * poll if shrink_after is None else shrink_after)
-        self.capacity = config.simulate.slave_capacity_rps
+        shrink_after = 2 * poll if s.shrink_after is None else s.shrink_after
+        super().__init__(config, shrink_after=shrink_after)
+        self.capacity = config.scaling.slave_capacity_rps
         self.poll = poll
-        self.boot = config.simulate.boot_seconds
-        self.hold_seconds = hold_seconds
-        self.trend_seconds = trend_seconds
-        self.error_seconds = error_seconds
-        self.under_target = under_target
-        self.quantile = quantile
-        self.quantile_min = quantile_min
-        self.quantile_max = quantile_max
-        self.quantile_gain = quantile_gain
-        self.season_seconds = season_seconds
-        self.season_periods = season_periods
-        self.season_rank = season_rank
-        self.season_width = season_width
-        self.headroom = 0.2  # until the first errors are known
+        self.boot = config.scaling.boot_seconds  # until the slaves' own boots are timed
+        self.quantile = s.quantile  # steered by the share of shortfalls
+        self.headroom = s.initial_headroom  # until the first errors are known
         self._samples: deque[tuple[float, float]] = deque()  # (now, load_rps)
-        self._book = ErrorBook(horizon=error_seconds, floor=self.capacity)
+        self._book = ErrorBook(horizon=s.error_seconds, floor=self.capacity)
         # the smoothed levels: time constant -> its mean so far (None before the first sample)
-        self._means: dict[float, float | None] = dict.fromkeys(smooth_seconds)
+        self._means: dict[float, float | None] = dict.fromkeys(s.smooth_seconds)
         # the other forecasters, each (time constant or 0 for the level now, its error book)
         self._others = [
-            (tau, ErrorBook(horizon=error_seconds, floor=self.capacity, scale=scale))
-            for tau in (0.0, *smooth_seconds)
-            for scale in error_scales
+            (tau, ErrorBook(horizon=s.error_seconds, floor=self.capacity, scale=scale))
+            for tau in (0.0, *s.smooth_seconds)
+            for scale in s.error_scales
             if (tau, scale) != (0.0, "relative")
         ]
         self._last_seen: float | None = None
@@ -134,20 +111,13 @@ class OursPolicy(BandPolicy):
         self._reach: deque[tuple[float, int]] = deque()
         # (period, phase slot) -> (period index, excess) of the last season_periods periods
         self._season: dict[tuple[float, int], deque[tuple[int, float]]] = {}
-        # a surge is a jump of at least three slaves' worth (see SurgeForecaster for the rest)
         if surges is None:
-            surges = SurgeForecaster(poll=poll, min_rise=3.0 * self.capacity)
+            surges = SurgeForecaster(poll=poll, min_rise=s.surge_min_rise * self.capacity)
         self._surge = surges
-        self.surge_shed = surge_shed
-        self.decline_polls = decline_polls
-        self.decay_seconds = decay_seconds
-        self.warmup_samples = warmup_samples
-        self.warmup_headroom = warmup_headroom
-        self.switch_margin = switch_margin
         self._forecast_since: float | None = None  # a surge forecast is on since
         self._shed = False  # a forecast surge did not come: shed its slaves now
 
-    # -- learning ------------------------------------------------------------------------------
+    # learning
 
     def observe(self, inp: PolicyInput) -> None:
         self._learn_boot(inp)
@@ -155,8 +125,8 @@ class OursPolicy(BandPolicy):
             return
         now, rps = inp.now, inp.load_rps
         self._samples.append((now, rps))
-        kept = self.poll * max(2, self.decline_polls)
-        horizon = now - max(self.trend_seconds, self.hold_seconds, kept)
+        kept = self.poll * max(2, self.settings.decline_polls)
+        horizon = now - max(self.settings.trend_seconds, self.settings.hold_seconds, kept)
         while self._samples and self._samples[0][0] < horizon:
             self._samples.popleft()
         self._steer_quantile(inp)
@@ -168,14 +138,14 @@ class OursPolicy(BandPolicy):
 
     def _declining(self) -> bool:
         """The load fell at each of the last `decline_polls` polls: a surplus need not wait."""
-        n = self.decline_polls
+        n = self.settings.decline_polls
         loads = [r for _, r in self._samples][-n - 1 :]
         return n > 0 and len(loads) == n + 1 and all(b < a for a, b in itertools.pairwise(loads))
 
     def _decaying(self, now: float) -> bool:
         """Falling within `decay_seconds` of a surge's start, once its first polls are past."""
         start = self._surge.last_start
-        if start is None or not 2 * self.poll < now - start < self.decay_seconds:
+        if start is None or not 2 * self.poll < now - start < self.settings.decay_seconds:
             return False
         return len(self._samples) >= 2 and self._samples[-1][1] < self._samples[-2][1]
 
@@ -211,8 +181,8 @@ class OursPolicy(BandPolicy):
         ready = sum(1 for m in inp.members if m.ready and not m.draining and not m.interrupted)
         reachable = not self._reach or needed <= self._reach[0][1]
         under = 1.0 if ready < needed and reachable else 0.0
-        q = self.quantile + self.quantile_gain * (under - self.under_target)
-        self.quantile = min(self.quantile_max, max(self.quantile_min, q))
+        q = self.quantile + self.settings.quantile_gain * (under - self.settings.under_target)
+        self.quantile = min(self.settings.quantile_max, max(self.settings.quantile_min, q))
 
     def _score(self, now: float, rps: float) -> None:
         """Compare the levels that fell due with the load now; set the headroom."""
@@ -237,32 +207,34 @@ class OursPolicy(BandPolicy):
 
     def _file_seasonal(self, made: float, excess: float) -> None:
         """File an excess under the phase its level was made at, once per period (the worst)."""
-        for period in self.season_seconds:
+        for period in self.settings.season_seconds:
             index, slot = self._phase(period, made)
             past = self._season.setdefault((period, slot), deque())
             if past and past[-1][0] == index:
                 past[-1] = (index, max(past[-1][1], excess))
             else:
                 past.append((index, excess))
-            while past and past[0][0] <= index - self.season_periods:
+            while past and past[0][0] <= index - self.settings.season_periods:
                 past.popleft()
 
     def seasonal_headroom(self, now: float) -> float:
         """The excess that recurs from this phase on (0 where it did not recur)."""
         best = 0.0
-        for period in self.season_seconds:
+        for period in self.settings.season_seconds:
             index, slot = self._phase(period, now)
             slots = max(1, round(period / self.poll))
             worst: dict[int, float] = {}  # period index -> its worst excess over the slots
-            for s in range(slot, slot + self.season_width + 1):
+            for s in range(slot, slot + self.settings.season_width + 1):
                 for i, e in self._season.get((period, s % slots), ()):
-                    if i >= index - self.season_periods:
+                    if i >= index - self.settings.season_periods:
                         worst[i] = max(worst.get(i, e), e)
-            if len(worst) >= self.season_rank:
-                best = max(best, sorted(worst.values(), reverse=True)[self.season_rank - 1])
+            if len(worst) >= self.settings.season_rank:
+                best = max(
+                    best, sorted(worst.values(), reverse=True)[self.settings.season_rank - 1]
+                )
         return best
 
-    # -- forecasting ---------------------------------------------------------------------------
+    # forecasting
 
     def lead_seconds(self) -> float:
         return self.boot + self.poll
@@ -275,7 +247,7 @@ class OursPolicy(BandPolicy):
             return inp.load_rps  # the window would hold the surge's past for another window
         level = max(inp.load_rps, inp.window_rps or 0.0)
         for t, r in reversed(self._samples):
-            if t < now - self.hold_seconds:
+            if t < now - self.settings.hold_seconds:
                 break
             level = max(level, r)
         slope = self._trend(now)
@@ -285,9 +257,9 @@ class OursPolicy(BandPolicy):
 
     def _trend(self, now: float) -> float:
         """Least-squares slope (rps per second) of the samples of the last trend_seconds."""
-        pts = [(t, r) for t, r in self._samples if t >= now - self.trend_seconds]
+        pts = [(t, r) for t, r in self._samples if t >= now - self.settings.trend_seconds]
         n = len(pts)
-        if self.trend_seconds <= 0 or n < 3:
+        if self.settings.trend_seconds <= 0 or n < 3:
             return 0.0
         mt = sum(t for t, _ in pts) / n
         mr = sum(r for _, r in pts) / n
@@ -307,9 +279,12 @@ class OursPolicy(BandPolicy):
         current quantile asked for over `error_seconds`. Books with fewer than
         `warmup_samples` errors are not judged yet.
         """
-        best, choice = self._book.cover_cost(self.quantile) * (1 - self.switch_margin), None
+        best, choice = (
+            self._book.cover_cost(self.quantile) * (1 - self.settings.switch_margin),
+            None,
+        )
         for tau, book in self._others:
-            if len(book) >= self.warmup_samples and book.cover_cost(self.quantile) < best:
+            if len(book) >= self.settings.warmup_samples and book.cover_cost(self.quantile) < best:
                 best, choice = book.cover_cost(self.quantile), (tau, book)
         return choice
 
@@ -323,10 +298,12 @@ class OursPolicy(BandPolicy):
             book.add(inp.now, due, self._means[tau] if tau else level)
         season = self.seasonal_headroom(inp.now)
         headroom = max(self.headroom, season)
-        if len(self._book) < self.warmup_samples:
-            headroom = max(headroom, self.warmup_headroom)  # too few errors to know the noise
+        if len(self._book) < self.settings.warmup_samples:
+            headroom = max(
+                headroom, self.settings.warmup_headroom
+            )  # too few errors to know the noise
         want = level + headroom * max(level, self.capacity)
-        top = self._book.provision(level, self.quantile_max, self.headroom)
+        top = self._book.provision(level, self.settings.quantile_max, self.headroom)
         self.estimator = "now"
         cheaper = self._cheaper_forecaster() if season <= 0 else None  # recurring: keep "now"
         if cheaper is not None:
@@ -334,7 +311,7 @@ class OursPolicy(BandPolicy):
             level = self._means[tau] if tau else now_level
             self.estimator = (f"mean {tau:.0f}s" if tau else "now") + f", {book.scale} errors"
             want = book.provision(level, self.quantile)
-            top = book.provision(level, self.quantile_max)
+            top = book.provision(level, self.settings.quantile_max)
         self._reach.append((inp.now, min(band[1], self._slaves(top, 0.0))))
         n = self._slaves(want, 0.0)
         note = f"level {level:.2f} rps ({self.estimator}), provision {want:.2f}"
@@ -345,7 +322,7 @@ class OursPolicy(BandPolicy):
         elif surge <= 0 and self._forecast_since is not None:
             last = self._surge.last_start
             came = last is not None and last >= self._forecast_since
-            self._shed = self.surge_shed and not came
+            self._shed = self.settings.surge_shed and not came
             self._forecast_since = None
         if self._slaves(surge, 0.0) > n:
             n = self._slaves(surge, 0.0)

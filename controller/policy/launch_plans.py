@@ -35,26 +35,28 @@ class LaunchPlans:
         if self.group_id is None:
             self.note("warning", "launch.waiting", reason="no security group yet")
             return
-        keys = self.keys
-        if not keys.image_id:
-            self.note("error", "launch.refused", reason=f"{keys.image_key} is empty: set an AMI id")
+        launch = self.launch
+        if not launch.image_id:
+            self.note(
+                "error", "launch.refused", reason=f"{launch.image_key} is empty: set an AMI id"
+            )
             return
-        zone = keys.availability_zone
-        types = [t for t in keys.instance_types if not self._cooling(t, zone)]
+        zone = launch.availability_zone
+        types = [t for t in launch.instance_types if not self._cooling(t, zone)]
         if not types:
             if self.now() < self.starved_until:
-                self.note("warning", "launch.no_type_available", types=keys.instance_types)
+                self.note("warning", "launch.no_type_available", types=launch.instance_types)
                 return
             # Every type is cooling down: rather than wait out capacity_cooldown with nothing to
             # fall back on, probe the type that cools soonest, on a growing backoff.
-            types = [min(keys.instance_types, key=lambda t: self.cooldowns.get((t, zone), 0.0))]
+            types = [min(launch.instance_types, key=lambda t: self.cooldowns.get((t, zone), 0.0))]
             self.starved_until = (
                 self.now() + STARVED_BACKOFF[min(self.starved_tries, len(STARVED_BACKOFF) - 1)]
             )
             self.starved_tries += 1
             self.note("info", "launch.probing_capacity", instance_type=types[0])
         for instance_type in types:
-            bid = keys.spot_bid
+            bid = launch.spot_bid
             if bid is not None:
                 price = yield PriceCall(instance_type, zone or self._any_zone())
                 if price is not None and price > bid:
@@ -69,17 +71,17 @@ class LaunchPlans:
             spec = LaunchSpec(
                 fleet=self.fleet,
                 role=self.role,
-                image_id=keys.image_id,
+                image_id=launch.image_id,
                 instance_type=instance_type,
                 count=count,
                 client_token=launch_token(self.fleet),
                 zone=zone,
-                subnet=keys.subnet,
+                subnet=launch.subnet,
                 security_group_ids=(self.group_id,) if self.group_id != "sg-dryrun" else (),
-                key_name=keys.key_name,
-                user_data=keys.user_data,
+                key_name=launch.key_name,
+                user_data=launch.user_data,
                 max_price=bid,
-                snapshots=keys.snapshots,
+                snapshots=launch.snapshots,
                 dry_run=self.dry_run,
             )
             result = yield LaunchCall(spec)
@@ -110,14 +112,14 @@ class LaunchPlans:
                 instance_ids=[i.instance_id for i in result.instances],
             )
             return
-        self.note("warning", "launch.no_type_available", types=keys.instance_types)
+        self.note("warning", "launch.no_type_available", types=launch.instance_types)
 
-    # ---- prices and cooldowns --------------------------------------------------------------
+    # prices and cooldowns
 
     def _cool_down(self, instance_type: str, zone: str) -> None:
         """Skip this type for capacity_cooldown. The key is the zone launches ask for: with no
         `availability_zone` EC2 picks the zone, so the failure in `zone` cools the whole type."""
-        key = (instance_type, self.keys.availability_zone)
+        key = (instance_type, self.launch.availability_zone)
         self.cooldowns[key] = self.now() + self.config.scaling.capacity_cooldown
         self.note("info", "capacity.cooldown", instance_type=instance_type, zone=zone or "any")
 
@@ -154,7 +156,7 @@ class LaunchPlans:
 
     def _refresh_prices(self) -> Plan:
         keys = {(t.instance_type, t.zone) for t in self.tracked.values()}
-        keys.add((self.keys.instance_types[0], self._any_zone()))
+        keys.add((self.launch.instance_types[0], self._any_zone()))
         for key in keys:
             cached = self.prices.get(key)
             if cached is not None and self.now() - cached[1] < PRICE_REFRESH_SECONDS:
@@ -168,7 +170,7 @@ class LaunchPlans:
         return cached[0] if cached else 0.0
 
     def _price_for_next_launch(self) -> float:
-        return self._price(self.keys.instance_types[0], self._any_zone())
+        return self._price(self.launch.instance_types[0], self._any_zone())
 
     def _cost_per_hour(self) -> float:
         return sum(
@@ -177,4 +179,4 @@ class LaunchPlans:
             if t.phase is not Phase.GONE
         )
 
-    # ---- reporting -------------------------------------------------------------------------
+    # reporting

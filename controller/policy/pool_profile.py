@@ -59,7 +59,7 @@ class PoolMember:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LaunchKeys:
+class LaunchSettings:
     """The launch settings a profile reads from its config section."""
 
     instance_types: tuple[str, ...]
@@ -97,9 +97,9 @@ class SlaveProfile:
         """The user's group to launch into; "" = FirewallKeeper's (SecurityGroupReady)."""
         return self.config.slave.security_group
 
-    def launch_keys(self) -> LaunchKeys:
+    def launch_settings(self) -> LaunchSettings:
         s = self.config.slave
-        return LaunchKeys(
+        return LaunchSettings(
             instance_types=s.instance_types,
             image_id=s.image_id,
             image_key="[slave] image_id",
@@ -186,9 +186,9 @@ class NodeProfile:
     def security_group(self) -> str:
         return ""  # always FirewallKeeper's node group
 
-    def launch_keys(self) -> LaunchKeys:
+    def launch_settings(self) -> LaunchSettings:
         c = self.cluster
-        return LaunchKeys(
+        return LaunchSettings(
             instance_types=c.node_instance_types,
             image_id=c.image_id,
             image_key=f"[cluster.{c.name}] image_id",

@@ -92,7 +92,7 @@ class FleetReconciler(LaunchPlans, RetirePlans):
         self.wall_clock = wall_clock
         self.fleet = config.controller.fleet
         self.role = self.profile.role
-        self.keys = self.profile.launch_keys()
+        self.launch = self.profile.launch_settings()  # types, image, zone, bid, user data
         self.tracked: dict[InstanceId, Tracked] = {}
         self.group_id: str | None = self.profile.security_group() or None
         self.sample: Any = None  # the newest demand reading; None = sensor lost (hold)
@@ -139,7 +139,7 @@ class FleetReconciler(LaunchPlans, RetirePlans):
             return
         old, self.config = self.config, config
         self.profile = SlaveProfile(config)
-        self.keys = self.profile.launch_keys()
+        self.launch = self.profile.launch_settings()  # types, image, zone, bid, user data
         policy_keys = ("load_table", "scaling", "simulate", "master")
         if any(getattr(old, k) != getattr(config, k) for k in policy_keys):
             self.policy = make_policy(config.scaling.policy, config)
@@ -157,7 +157,7 @@ class FleetReconciler(LaunchPlans, RetirePlans):
             return
         self.config = config
         self.profile = old.reconfigured(config, cluster)
-        self.keys = self.profile.launch_keys()
+        self.launch = self.profile.launch_settings()  # types, image, zone, bid, user data
         if _queue_keys(config, cluster) != _queue_keys(old.config, old.cluster):
             self.policy = QueuePolicy.for_cluster(config, cluster)
             self.note("info", "policy.rebuilt", policy=QueuePolicy.name, cluster=name)
@@ -369,7 +369,7 @@ class FleetReconciler(LaunchPlans, RetirePlans):
             for t in self.tracked.values()
         )
 
-    # ---- actions ---------------------------------------------------------------------------
+    # actions
 
     def _move(self, t: Tracked, phase: Phase) -> None:
         if t.phase is not phase:
@@ -400,7 +400,7 @@ class FleetReconciler(LaunchPlans, RetirePlans):
         self.publish(
             FleetObserved(
                 at=self.now(),
-                slaves=tuple(
+                members=tuple(
                     SlaveView(
                         instance_id=t.instance_id,
                         address=t.address,

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from controller.cloud.sim_fleet import NOTICE_SECONDS
+from controller.cloud.sim_records import NOTICE_SECONDS
 from controller.cloud.simcloud import SimCloud
 from controller.config.schema import Config
 from controller.messages import (
@@ -140,7 +140,7 @@ class FleetExecutor:
         self.pool.handle(SecurityGroupReady(at=clock(), group_id=SIM_GROUP, created=True))
         self._execute(self.pool.adopt())  # SpotPool.setup
 
-    # -- what is serving -------------------------------------------------------------------------
+    # what is serving
 
     def serving(self) -> int:
         """Slaves listed in renderfarm.conf and alive: the supply the elasticity metrics count."""
@@ -149,7 +149,7 @@ class FleetExecutor:
     def _listed(self) -> Iterator[Any]:
         return (t for t in self.pool.tracked.values() if t.phase is Phase.READY)
 
-    # -- the loop ----------------------------------------------------------------------------------
+    # the loop
 
     def run_until(self, until: float) -> None:
         """Execute everything due before `until` (exclusive), then stand at `until`."""
@@ -214,7 +214,7 @@ class FleetExecutor:
             )
             self._deliver()
 
-    # -- executing plans ---------------------------------------------------------------------------
+    # executing plans
 
     def _execute(self, plan: Plan) -> None:
         result: Any = None

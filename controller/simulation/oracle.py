@@ -29,8 +29,8 @@ class _OracleRun:
 
 
 def oracle(trace: Trace, config: Config, seed: int) -> SimResult:
-    cap = config.simulate.slave_capacity_rps
-    boot = config.simulate.boot_seconds
+    cap = config.scaling.slave_capacity_rps
+    boot = config.scaling.boot_seconds
     price = config.simulate.spot_price
     n, b = len(trace.rps), trace.bucket_seconds
     run = _OracleRun(trace=trace, config=config, seed=seed)

@@ -58,7 +58,7 @@ class _Replay:
         self.seed = seed
         self.now = trace.start
         self.cloud = SimCloud.from_config(config, clock=lambda: self.now, seed=seed)
-        self.demand = [demand_of(r, config.simulate.slave_capacity_rps) for r in trace.rps]
+        self.demand = [demand_of(r, config.scaling.slave_capacity_rps) for r in trace.rps]
         self.cur_demand = self.demand[0]
         self.seg_start = trace.start
         self.seg_d: list[float] = []
@@ -103,8 +103,8 @@ class _Replay:
         n = self.demand[0]
         if n <= 0:
             return 0
-        sim = self.config.simulate
-        self.now = self.trace.start - (sim.boot_seconds * (1 + sim.boot_spread) + 1)
+        boot = self.config.scaling.boot_seconds * (1 + self.config.simulate.boot_spread)
+        self.now = self.trace.start - (boot + 1)
         spec = LaunchSpec(
             fleet=self.config.controller.fleet,
             role=Role.SLAVE,

@@ -113,8 +113,8 @@ def make_report(
         end_seconds=tr.end,
         bucket_seconds=tr.bucket_seconds,
         buckets=len(tr.rps),
-        slave_capacity_rps=cfg.simulate.slave_capacity_rps,
-        boot_seconds=cfg.simulate.boot_seconds,
+        slave_capacity_rps=cfg.scaling.slave_capacity_rps,
+        boot_seconds=cfg.scaling.boot_seconds,
         spot_price=cfg.simulate.spot_price,
         cost=cost,
         instance_hours=instance_hours,
@@ -161,10 +161,10 @@ def table_short_pct(*, trace: Trace, config: Config, demand: Sequence[int]) -> f
     return 100.0 * short / len(demand) if demand else 0.0
 
 
-# ---- the oracle ------------------------------------------------------------------------------
+# the oracle
 
 
-# ---- a load table for a trace ---------------------------------------------------------------
+# a load table for a trace
 
 
 def capacity_table(

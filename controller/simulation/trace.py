@@ -13,7 +13,7 @@ class TraceError(Exception):
     """A trace that cannot be replayed; the message names the file and line."""
 
 
-# ---- traces ----------------------------------------------------------------------------------
+# traces
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,7 +99,7 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
-# ---- results -----------------------------------------------------------------------------------
+# results
 
 
 def demand_of(rps: float, capacity: float) -> int:
@@ -109,7 +109,7 @@ def demand_of(rps: float, capacity: float) -> int:
     return math.ceil(round(rps / capacity, 9))
 
 
-# ---- the replay ----------------------------------------------------------------------------------
+# the replay
 
 
 def load_rate(trace: Trace) -> Callable[[float, float], float]:

@@ -3,9 +3,9 @@
 Every message any actor publishes goes through `FleetState.apply`; nothing here does I/O or reads
 a clock. Times are the messages' loop times (`at`); `snapshot(now, wall_now)` turns them into
 wall-clock epoch seconds for people (the page and `controller status`), given both clocks' "now".
-SpotPool's FleetObserved is the authority on which slaves exist; SlaveReady/SlaveLost arrive in
-between and say whether each one answers, so their verdict overrides the pool's `healthy` until
-the slave leaves the fleet.
+SpotPool's FleetObserved is the authority on which members (slaves or nodes) exist;
+SlaveReady/SlaveLost arrive in between and say whether each one answers, so their verdict
+overrides the pool's `healthy` until the member leaves the fleet.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class FleetState:
     sensor_reason: str = ""
     band: tuple[int, int] | None = None
     desired: int | None = None
-    slaves: dict[InstanceId, SlaveView] = field(default_factory=dict)
+    members: dict[InstanceId, SlaveView] = field(default_factory=dict)  # slaves or nodes
     health: dict[InstanceId, Health] = field(default_factory=dict)
     pending_requests: int = 0
     cost_per_hour: float = 0.0
@@ -102,7 +102,7 @@ class FleetState:
     _up_seen: dict[InstanceId, None] = field(default_factory=dict)
     _down_seen: dict[InstanceId, None] = field(default_factory=dict)
 
-    # ---- folding -------------------------------------------------------------------------
+    # folding
 
     def apply(self, msg: object) -> None:
         """Fold one bus message into the model; types it does not know are ignored."""
@@ -128,10 +128,10 @@ class FleetState:
                 self._settle_spend(msg.at)
                 self.cost_per_hour = msg.cost_per_hour
                 self.pending_requests = msg.pending_requests
-                self.slaves = {view.instance_id: view for view in msg.slaves}
+                self.members = {view.instance_id: view for view in msg.members}
                 # A verdict newer than this observation may concern a slave it does not show yet.
                 self.health = {
-                    i: h for i, h in self.health.items() if i in self.slaves or h.at > msg.at
+                    i: h for i, h in self.health.items() if i in self.members or h.at > msg.at
                 }
             case SlaveReady():
                 self.health[msg.instance_id] = Health(True, "ready", msg.at)
@@ -173,12 +173,12 @@ class FleetState:
         while self.series and self.series[0].at < at - SERIES_SPAN_SECONDS:
             self.series.popleft()
 
-    # ---- reading -------------------------------------------------------------------------
+    # reading
 
-    def slave_views(self) -> list[SlaveView]:
-        """The pool's slaves with the latest probe verdict applied."""
+    def member_views(self) -> list[SlaveView]:
+        """The pool's instances with the latest probe verdict applied."""
         views = []
-        for instance_id, view in self.slaves.items():
+        for instance_id, view in self.members.items():
             verdict = self.health.get(instance_id)
             if verdict is not None:
                 keep_state = view.state in ("draining", "terminating", "shutting-down")
@@ -192,7 +192,7 @@ class FleetState:
 
     @property
     def ready(self) -> int:
-        return sum(1 for view in self.slave_views() if view.healthy)
+        return sum(1 for view in self.member_views() if view.healthy)
 
     def spend(self, now: float) -> float:
         """Dollars spent since the first cost observation, up to `now` (loop time)."""
@@ -230,7 +230,7 @@ class FleetState:
             return None if at is None else round(at - now + wall_now, 3)
 
         slaves = []
-        for view in self.slave_views():
+        for view in self.member_views():
             verdict = self.health.get(view.instance_id)
             since = wall(verdict.at) if verdict is not None else view.since
             slaves.append(
@@ -252,7 +252,7 @@ class FleetState:
             "table_band": list(self.band) if self.band is not None else None,
             "desired": self.desired,
             "ready": self.ready,
-            "slaves": slaves,
+            "slaves": slaves,  # ../shared/SPEC.md's name, nodes included
             "pending_requests": self.pending_requests,
             "cost_per_hour": self.cost_per_hour,
             "spend": self.spend(now),

@@ -1,7 +1,8 @@
 """Driving the real `controller run` process in end-to-end tests, and reading what users see.
 
-Everything here goes through the contract only (SPEC.md): a TOML config, the command line, EC2's
-state, renderfarm.conf, the reload command's trace, the stats endpoint and the exit code.
+Everything here goes through the contract only (../shared/SPEC.md): a TOML config, the command
+line, EC2's state, renderfarm.conf, the reload command's trace, the stats endpoint and the exit
+code.
 """
 
 from __future__ import annotations

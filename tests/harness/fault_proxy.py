@@ -82,7 +82,7 @@ class FaultProxy:
         self._site: web.TCPSite | None = None
         self._session: aiohttp.ClientSession | None = None
 
-    # --- control, from any thread -------------------------------------------------------
+    # control, from any thread
 
     def fail(
         self,
@@ -167,7 +167,7 @@ class FaultProxy:
         with self._lock:
             return [_named_ids(name, params) for name, params in self.requests if name == action]
 
-    # --- lifecycle ------------------------------------------------------------------------
+    # lifecycle
 
     def start(self) -> None:
         self._thread.start()
@@ -208,7 +208,7 @@ class FaultProxy:
         if self._session is not None:
             await self._session.close()
 
-    # --- the proxy itself -----------------------------------------------------------------
+    # the proxy itself
 
     def _take(self, rules: dict[str, _Rule], action: str) -> _Rule | None:
         """The rule for `action`, spending one of its `times`. Call with the lock held."""

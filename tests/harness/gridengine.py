@@ -59,7 +59,7 @@ class GridEngine:
         self._qmaster: subprocess.Popen | None = None
         self._execd: subprocess.Popen | None = None
 
-    # --- use ----------------------------------------------------------------------------------
+    # use
 
     def run(
         self, *argv: str, check: bool = True, timeout: float = 30
@@ -106,7 +106,7 @@ class GridEngine:
                 return
             time.sleep(0.2)
 
-    # --- start and stop -----------------------------------------------------------------------
+    # start and stop
 
     def start(self) -> None:
         for path in (QMASTER, EXECD, f"{LIBEXEC}/spoolinit", f"{LIBEXEC}/qconf"):

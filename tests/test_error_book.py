@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from controller.policy.forecast_errors import ErrorBook
+from controller.policy.error_book import ErrorBook
 
 
 def test_relative_excesses_and_their_quantile():
