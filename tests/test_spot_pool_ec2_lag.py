@@ -12,7 +12,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from controller.cloud.port import CLIENT_TOKEN_MAX, launch_token
+from controller.config.schema import LoadRow
 from controller.messages import ErrorKind, LostReason
+from controller.policy.fleet_plans import MAX_LAUNCH_CALLS
 from tests.actor_runner import running
 from tests.test_spot_pool import Farm, config, events, now, one, until
 
@@ -35,6 +37,32 @@ async def test_a_launch_ec2_does_not_show_yet_is_kept_and_not_launched_again() -
         await until(35)  # visible at 25: the cycle at 30 sees it running
         assert await farm.ups() == [(30, launched.instance_id)]
         assert one(farm.live()) is launched
+
+
+@looptime
+async def test_a_launch_short_of_its_count_is_asked_for_the_rest_in_the_same_cycle() -> None:
+    # EC2 launches between MinCount (1) and MaxCount as capacity allows (moto: always 1).
+    farm = Farm(config(), launch_limit=1)
+    farm.group_ready()
+    farm.load(3.0)  # band [3, 5]: three wanted at once
+    async with running(farm.pool):
+        await until(5)
+        assert [i.launched_at for i in farm.live()] == [0, 0, 0]
+        await until(15)
+        assert len(farm.live()) == 3  # and nothing more next cycle
+
+
+@looptime
+async def test_the_calls_for_a_shortfall_are_bounded_per_cycle() -> None:
+    rows = (LoadRow(rps=1.0, min_instances=12, max_instances=14),)
+    farm = Farm(config(load_table={"rows": rows}), launch_limit=1)
+    farm.group_ready()
+    farm.load(1.0)  # twelve wanted, one per call
+    async with running(farm.pool):
+        await until(5)
+        assert len(farm.live()) == MAX_LAUNCH_CALLS == 10
+        await until(15)
+        assert len(farm.live()) == 12  # the rest at the next cycle
 
 
 @looptime

@@ -69,6 +69,7 @@ class SimFleet:
         capacity_errors_for: Collection[str] = (),
         describe_fails: bool = False,
         visibility_lag: float = 0.0,
+        launch_limit: int | None = None,
     ):
         self.clock = clock
         self.boot_seconds = boot_seconds
@@ -86,6 +87,9 @@ class SimFleet:
         # EC2's eventual consistency: for this long after its launch an instance is missing
         # from describe_fleet and TerminateInstances does not know it (it goes on running).
         self.visibility_lag = visibility_lag
+        # At most this many instances per launch (EC2 gives what capacity allows between MinCount
+        # 1 and MaxCount; moto always gives MinCount); None: all of them.
+        self.launch_limit = launch_limit
         # Scripted: TerminateInstances answers NotFound for these ids (a replica that lags)
         # while they run on.
         self.terminate_not_found: set[str] = set()
@@ -183,7 +187,7 @@ class SimFleet:
             )
             return LaunchResult(error=err)
         made: list[CloudInstance] = []
-        for _ in range(spec.count):
+        for _ in range(min(spec.count, self.launch_limit or spec.count)):
             zone = spec.zone or self._rng.choice(self.zones)
             req = SimRequest(
                 request_id=self._next_id("sir"),

@@ -75,6 +75,10 @@ class Note:
 
 
 PRICE_REFRESH_SECONDS = 600.0
+# RunInstances calls one cycle may make: a launch that yields fewer instances than asked (EC2
+# launches what capacity allows between MinCount 1 and MaxCount) is asked for the rest at once,
+# falling through the types on capacity errors, but never more than this.
+MAX_LAUNCH_CALLS = 10
 # With every instance type cooling down after capacity errors, one launch is still tried after
 # each of these delays (the last repeats), so a single-type fleet is not starved for the whole
 # capacity_cooldown.

@@ -15,6 +15,7 @@ from typing import Any
 from controller.cloud.port import LaunchSpec, ProviderError, launch_token
 from controller.messages import ErrorKind
 from controller.policy.fleet_plans import (
+    MAX_LAUNCH_CALLS,
     PRICE_REFRESH_SECONDS,
     STARVED_BACKOFF,
     LaunchCall,
@@ -55,7 +56,10 @@ class LaunchPlans:
             )
             self.starved_tries += 1
             self.note("info", "launch.probing_capacity", instance_type=types[0])
+        calls = 0  # RunInstances this cycle: a shortfall is asked again, up to MAX_LAUNCH_CALLS
         for instance_type in types:
+            if count <= 0 or calls >= MAX_LAUNCH_CALLS:
+                break
             bid = launch.spot_bid
             if bid is not None:
                 price = yield PriceCall(instance_type, zone or self._any_zone())
@@ -68,51 +72,59 @@ class LaunchPlans:
                         spot_bid=bid,
                     )
                     continue
-            spec = LaunchSpec(
-                fleet=self.fleet,
-                role=self.role,
-                image_id=launch.image_id,
-                instance_type=instance_type,
-                count=count,
-                client_token=launch_token(self.fleet),
-                zone=zone,
-                subnet=launch.subnet,
-                security_group_ids=(self.group_id,) if self.group_id != "sg-dryrun" else (),
-                key_name=launch.key_name,
-                user_data=launch.user_data,
-                max_price=bid,
-                snapshots=launch.snapshots,
-                dry_run=self.dry_run,
-            )
-            result = yield LaunchCall(spec)
-            if self.dry_run:
+            while count > 0 and calls < MAX_LAUNCH_CALLS:
+                spec = LaunchSpec(
+                    fleet=self.fleet,
+                    role=self.role,
+                    image_id=launch.image_id,
+                    instance_type=instance_type,
+                    count=count,
+                    client_token=launch_token(self.fleet),
+                    zone=zone,
+                    subnet=launch.subnet,
+                    security_group_ids=(self.group_id,) if self.group_id != "sg-dryrun" else (),
+                    key_name=launch.key_name,
+                    user_data=launch.user_data,
+                    max_price=bid,
+                    snapshots=launch.snapshots,
+                    dry_run=self.dry_run,
+                )
+                result = yield LaunchCall(spec)
+                calls += 1
+                if self.dry_run:
+                    self.note(
+                        "info",
+                        "dry_run.would_launch",
+                        count=count,
+                        instance_type=instance_type,
+                        check=outcome(result.error),
+                    )
+                    return
+                if result.error is not None and not result.instances:
+                    self._provider_error(result.error)
+                    if result.error.kind is ErrorKind.CAPACITY:
+                        self._cool_down(instance_type, zone)
+                        break  # the next type in the list
+                    return
+                if not result.instances:
+                    return  # the spot request waits open: it counts until request_timeout
+                self.starved_tries = 0
+                for inst in result.instances:
+                    if inst.instance_id not in self.tracked:
+                        self._adopt(inst).confirmed = False
+                count -= len(result.instances)
                 self.note(
                     "info",
-                    "dry_run.would_launch",
-                    count=count,
+                    "instances.launched",
+                    count=len(result.instances),
                     instance_type=instance_type,
-                    check=outcome(result.error),
+                    instance_ids=[i.instance_id for i in result.instances],
+                    short=count,
                 )
-                return
-            if result.error is not None and not result.instances:
-                self._provider_error(result.error)
-                if result.error.kind is ErrorKind.CAPACITY:
-                    self._cool_down(instance_type, zone)
-                    continue  # the next type in the list
-                return
-            self.starved_tries = 0
-            for inst in result.instances:
-                if inst.instance_id not in self.tracked:
-                    self._adopt(inst).confirmed = False
+        if count > 0:
             self.note(
-                "info",
-                "instances.launched",
-                count=len(result.instances),
-                instance_type=instance_type,
-                instance_ids=[i.instance_id for i in result.instances],
+                "warning", "launch.no_type_available", types=launch.instance_types, short=count
             )
-            return
-        self.note("warning", "launch.no_type_available", types=launch.instance_types)
 
     # prices and cooldowns
 
