@@ -141,8 +141,8 @@ class SpotPool(Actor):
 
     async def _call(self, call: CloudCall) -> Any:
         match call:
-            case DescribeFleet():
-                return await self.cloud.describe_fleet(self.fleet)
+            case DescribeFleet(with_requests=with_requests):
+                return await self.cloud.describe_fleet(self.fleet, with_requests=with_requests)
             case LaunchCall(spec=spec):
                 return await self.cloud.launch(spec)
             case TerminateCall(ids=ids, dry_run=dry_run):

@@ -151,8 +151,10 @@ class Ec2Cloud(Ec2SecurityGroups):
 
     # the fleet
 
-    async def describe_fleet(self, fleet: str) -> FleetView:
-        """All instances (terminated ones too) and spot requests tagged with the fleet."""
+    async def describe_fleet(self, fleet: str, *, with_requests: bool = True) -> FleetView:
+        """All instances (terminated ones too) and, `with_requests`, the spot requests tagged with
+        the fleet. Spot launches by RunInstances leave no open request, so a steady cycle reads
+        the instances only: one paginated DescribeInstances."""
         tag_filter = [{"Name": f"tag:{FLEET_TAG}", "Values": [fleet]}]
         operation = "DescribeInstances"
         try:
@@ -164,15 +166,23 @@ class Ec2Cloud(Ec2SecurityGroups):
                 for item in reservation.get("Instances", ())
             ]
             operation = "DescribeSpotInstanceRequests"
-            requests = [
-                parse_spot_request(item)
-                async for item in self._paginate(
-                    "describe_spot_instance_requests", "SpotInstanceRequests", Filters=tag_filter
-                )
-            ]
+            requests = (
+                [
+                    parse_spot_request(item)
+                    async for item in self._paginate(
+                        "describe_spot_instance_requests",
+                        "SpotInstanceRequests",
+                        Filters=tag_filter,
+                    )
+                ]
+                if with_requests
+                else []
+            )
         except EC2_ERRORS as exc:
             return FleetView(instances=(), error=classify(exc, operation))
-        return FleetView(instances=tuple(instances), requests=tuple(requests))
+        return FleetView(
+            instances=tuple(instances), requests=tuple(requests), requests_read=with_requests
+        )
 
     async def launch(self, spec: LaunchSpec) -> LaunchResult:
         """One RunInstances for up to `spec.count` spot instances (fewer if capacity is short).

@@ -101,6 +101,7 @@ class FleetView:
     instances: tuple[CloudInstance, ...]
     requests: tuple[SpotRequest, ...] = ()
     error: ProviderError | None = None  # the read failed: callers must hold, not scale
+    requests_read: bool = True  # False: spot requests were not asked for (`requests` is empty)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,7 +164,7 @@ class SecurityGroup:
 class Cloud(Protocol):
     """The port. Every method is bounded in time and returns errors as data."""
 
-    async def describe_fleet(self, fleet: str) -> FleetView: ...
+    async def describe_fleet(self, fleet: str, *, with_requests: bool = True) -> FleetView: ...
 
     async def launch(self, spec: LaunchSpec) -> LaunchResult: ...
 

@@ -382,7 +382,7 @@ class SimFleet:
         active = (self._requests.get(i.request_id) for i in self._live.values())
         return [*self._open.values(), *(r for r in active if r is not None and r.state == "active")]
 
-    def fleet_view(self, fleet: str) -> FleetView:
+    def fleet_view(self, fleet: str, *, with_requests: bool = True) -> FleetView:
         self.advance()
         now = self.clock()
         ended = self._ended
@@ -404,7 +404,7 @@ class SimFleet:
                 instance_type=r.instance_type,
                 zone=r.zone,
             )
-            for r in self._current_requests()
+            for r in (self._current_requests() if with_requests else ())
             if r.fleet == fleet
         )
-        return FleetView(instances=instances, requests=requests)
+        return FleetView(instances=instances, requests=requests, requests_read=with_requests)

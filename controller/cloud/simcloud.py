@@ -40,13 +40,13 @@ class SimCloud(SimFleet):
         super().__init__(**options)
         self._groups: dict[str, _Group] = {}
 
-    async def describe_fleet(self, fleet: str) -> FleetView:
+    async def describe_fleet(self, fleet: str, *, with_requests: bool = True) -> FleetView:
         if self.describe_fails:
             err = sim_error(
                 ErrorKind.UNAVAILABLE, "Unavailable", "DescribeInstances", "simulated outage"
             )
             return FleetView(instances=(), error=err)
-        return self.fleet_view(fleet)
+        return self.fleet_view(fleet, with_requests=with_requests)
 
     async def launch(self, spec: LaunchSpec) -> LaunchResult:
         return self.launch_now(spec)

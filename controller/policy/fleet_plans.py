@@ -20,7 +20,10 @@ from controller.policy.lifecycle import Phase
 
 @dataclass(frozen=True, slots=True)
 class DescribeFleet:
-    """Every instance and spot request tagged with the fleet: answered with a FleetView."""
+    """Every instance (and, `with_requests`, spot request) tagged with the fleet: answered with a
+    FleetView."""
+
+    with_requests: bool = True
 
 
 @dataclass(frozen=True, slots=True)

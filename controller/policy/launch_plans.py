@@ -107,7 +107,10 @@ class LaunchPlans:
                         break  # the next type in the list
                     return
                 if not result.instances:
-                    return  # the spot request waits open: it counts until request_timeout
+                    # the spot requests wait open: they count until request_timeout, and the
+                    # describes read them until then
+                    self.pending_requests += count
+                    return
                 self.starved_tries = 0
                 for inst in result.instances:
                     if inst.instance_id not in self.tracked:

@@ -229,7 +229,9 @@ class FleetReconciler(LaunchPlans, RetirePlans):
 
     def reconcile(self) -> Plan:
         """Observe the whole fleet, ask the policy, act; every branch logs its reason."""
-        view = yield DescribeFleet()
+        # Spot requests only while some are open (launches by RunInstances leave none); the
+        # adoption at start reads them all.
+        view = yield DescribeFleet(with_requests=self.pending_requests > 0)
         if view.error is not None:
             self._provider_error(view.error)
             self.note("warning", "fleet.describe_failed", hold=True, reason=view.error.message)
@@ -320,7 +322,8 @@ class FleetReconciler(LaunchPlans, RetirePlans):
             if not t.confirmed and not self._visibility_passed(t):
                 continue  # launched moments ago: EC2's reads have not caught up yet
             self._gone(t, None)
-        self.pending_requests = sum(1 for r in view.requests if r.state == "open")
+        if view.requests_read:
+            self.pending_requests = sum(1 for r in view.requests if r.state == "open")
 
     def _adopt(self, inst: CloudInstance) -> Tracked:
         launched_loop = self.now() - max(0.0, self.wall_clock() - inst.launched_at)

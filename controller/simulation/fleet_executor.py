@@ -235,8 +235,8 @@ class FleetExecutor:
     def _call(self, call: CloudCall) -> Any:
         cloud = self.cloud
         match call:
-            case DescribeFleet():
-                return cloud.fleet_view(self.config.controller.fleet)
+            case DescribeFleet(with_requests=with_requests):
+                return cloud.fleet_view(self.config.controller.fleet, with_requests=with_requests)
             case LaunchCall(spec=spec):
                 return cloud.launch_now(spec)
             case TerminateCall(ids=ids):
