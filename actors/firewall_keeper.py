@@ -51,9 +51,9 @@ from controller.cloud.firewall_rules import (
     show_rules,
     wanted_rules,
 )
-from controller.cloud.port import Cloud, IngressRule, ProviderError, SecurityGroup
+from controller.cloud.port import Cloud, IngressRule, ProviderError, SecurityGroup, error_seen
 from controller.config.schema import ClusterSection, Config
-from controller.messages import ErrorKind, ProviderErrorSeen, Role, SecurityGroupReady
+from controller.messages import ErrorKind, Role, SecurityGroupReady
 from controller.runtime.actor import Actor
 from controller.runtime.backoff import backoff_delay
 from controller.runtime.bus import Bus
@@ -393,15 +393,7 @@ class FirewallKeeper(Actor):
             message=error.message,
             retry_in=self.reconcile_interval,
         )
-        self.publish(
-            ProviderErrorSeen(
-                at=self.now(),
-                kind=error.kind,
-                code=error.code,
-                message=error.message,
-                operation=error.operation,
-            )
-        )
+        self.publish(error_seen(error, self.now()))
 
     def _report_dry_run(self, action: str, error: ProviderError | None, **fields: object) -> None:
         if error is None or error.kind is ErrorKind.DRY_RUN_OK:

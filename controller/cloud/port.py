@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from controller.messages import ErrorKind, InstanceId, RequestId, Role
+from controller.messages import ErrorKind, InstanceId, ProviderErrorSeen, RequestId, Role
 
 FLEET_TAG = "controller:fleet"
 ROLE_TAG = "controller:role"
@@ -66,6 +66,13 @@ class ProviderError:
     operation: str  # e.g. RunInstances
     instance_type: str = ""
     zone: str = ""
+
+
+def error_seen(error: ProviderError, at: float) -> ProviderErrorSeen:
+    """The message that tells the other actors (Stats, metrics) of a provider error."""
+    return ProviderErrorSeen(
+        at=at, kind=error.kind, code=error.code, message=error.message, operation=error.operation
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

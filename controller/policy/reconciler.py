@@ -35,6 +35,7 @@ from controller.cloud.port import (
     InstanceState,
     ProviderError,
     ended_on_our_side,
+    error_seen,
 )
 from controller.config.schema import ClusterSection, Config
 from controller.messages import (
@@ -45,7 +46,6 @@ from controller.messages import (
     InstanceUp,
     InterruptionWarning,
     LostReason,
-    ProviderErrorSeen,
     RenderfarmWritten,
     SecurityGroupReady,
     SensorLost,
@@ -389,15 +389,7 @@ class FleetReconciler(LaunchPlans, RetirePlans):
             operation=error.operation,
             message=error.message,
         )
-        self.publish(
-            ProviderErrorSeen(
-                at=self.now(),
-                kind=error.kind,
-                code=error.code,
-                message=error.message,
-                operation=error.operation,
-            )
-        )
+        self.publish(error_seen(error, self.now()))
 
     def publish_fleet(self) -> None:
         self.publish(
