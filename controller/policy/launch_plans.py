@@ -10,6 +10,7 @@ a snapshot, an image that shuts down) pauses its type the same way.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any
 
 from controller.cloud.port import LaunchSpec, ProviderError, launch_token
@@ -18,6 +19,7 @@ from controller.policy.fleet_plans import (
     MAX_LAUNCH_CALLS,
     PRICE_REFRESH_SECONDS,
     STARVED_BACKOFF,
+    CloudCall,
     LaunchCall,
     Plan,
     PriceCall,
@@ -62,7 +64,7 @@ class LaunchPlans:
                 break
             bid = launch.spot_bid
             if bid is not None:
-                price = yield PriceCall(instance_type, zone or self._any_zone())
+                price = yield from self._price_for_bid(instance_type, zone or self._any_zone(), bid)
                 if price is not None and price > bid:
                     self.note(
                         "info",
@@ -179,6 +181,22 @@ class LaunchPlans:
             price = yield PriceCall(*key)
             if price is not None:
                 self.prices[key] = (price, self.now())
+
+    def _price_for_bid(
+        self, instance_type: str, zone: str, bid: float
+    ) -> Generator[CloudCall, Any, float | None]:
+        """The spot price to hold against the bid: the cached one while it is fresh and under the
+        bid (no DescribeSpotPriceHistory in the launch path); asked again while it is above, so
+        a waiting launch sees the price drop at the next cycle."""
+        key = (instance_type, zone)
+        cached = self.prices.get(key)
+        if cached is not None and self.now() - cached[1] < PRICE_REFRESH_SECONDS:
+            if cached[0] <= bid:
+                return cached[0]
+        price = yield PriceCall(instance_type, zone)
+        if price is not None:
+            self.prices[key] = (price, self.now())
+        return price
 
     def _price(self, instance_type: str, zone: str) -> float:
         cached = self.prices.get((instance_type, zone))
