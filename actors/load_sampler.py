@@ -1,7 +1,10 @@
-"""LoadSampler: Apache's request rate, read from mod_status every poll interval.
+"""LoadSampler: Apache's request rate, read from mod_status every `[master] sample_interval`.
 
-Each poll fetches `server_status_url` (the `?auto` page), turns `Total Accesses` into a rate
-(controller.gbrowse.apache_status) and publishes a LoadSample. A page that cannot be read
+Each reading fetches `server_status_url` (the `?auto` page, local and cheap), turns `Total
+Accesses` into a rate over the last poll interval, raised to what the newest reading surely shows
+(controller.gbrowse.apache_status), and publishes a LoadSample; SpotPool launches at once when a
+sample calls for more slaves, so a burst is acted on within about a second whatever
+`poll_interval` is. A page that cannot be read
 (refused, timed out, not 200, garbled) publishes SensorLost instead and the sampler retries with a
 growing delay
 capped at the poll interval; SpotPool holds the fleet until samples come back. An outage logs
@@ -42,18 +45,24 @@ class LoadSampler(Actor):
     ) -> None:
         super().__init__(name="load_sampler", bus=bus)
         self.url = config.master.server_status_url
+        self.interval = config.master.reading_interval
         self.poll_interval = config.master.poll_interval
         self.timeout = config.master.status_timeout
-        self.tracker = RateTracker(window_seconds=config.master.window_seconds)
+        self.tracker = RateTracker(
+            window_seconds=config.master.window_seconds,
+            recent_seconds=config.master.poll_interval,
+        )
         self._session_factory = session_factory or aiohttp.ClientSession
         self._session: aiohttp.ClientSession | None = None
         self._outage_since: float | None = None
         self._failures = 0
 
     def reconfigure(self, config: Config) -> None:
-        """SIGHUP: the new URL, interval and timeout apply from the next poll."""
+        """SIGHUP: the new URL, intervals and timeout apply from the next reading."""
         self.url = config.master.server_status_url
+        self.interval = config.master.reading_interval
         self.poll_interval = config.master.poll_interval
+        self.tracker.recent_seconds = config.master.poll_interval
         self.timeout = config.master.status_timeout
 
     async def setup(self) -> None:
@@ -92,7 +101,7 @@ class LoadSampler(Actor):
                     busy_workers=status.busy_workers,
                 )
             )
-        return self.poll_interval
+        return self.interval
 
     def _lost(self, now: float, reason: str) -> float:
         if self._outage_since is None:
@@ -106,7 +115,7 @@ class LoadSampler(Actor):
         self._failures += 1
         self.tracker.reset()
         self.bus.publish(SensorLost(at=now, since=self._outage_since, reason=reason))
-        return min(self.poll_interval, 2.0 ** (self._failures - 1))
+        return min(self.poll_interval, self.interval * 2.0 ** (self._failures - 1))
 
     async def _fetch(self) -> ServerStatus:
         assert self._session is not None, "setup() creates the session"

@@ -4,7 +4,8 @@ One pool per process, for one role: GBrowse render slaves (the default) or, with
 `run --cluster NAME`, a batch cluster's Grid Engine nodes (controller.pool_profile says what
 differs). Every decision is the fleet reconciler's (controller.policy.reconciler): this actor only
 observes, plans and executes. It feeds the reconciler the other actors' messages, wakes it every
-poll (at once for an urgent message, at the moment a drain ends), awaits the cloud calls its plans
+poll (at once for an urgent message, such as a load sample calling for more slaves, without a
+describe; at the moment a drain ends), awaits the cloud calls its plans
 yield, and publishes and logs what it has to say. `controller simulate` executes the same plans on
 SimCloud in virtual time, so its figures are this actor's.
 """
@@ -90,10 +91,12 @@ class SpotPool(Actor):
                 pool.handle(msg)
                 msg = await self.inbox.get() if len(self.inbox) else None
             self._deliver()
-            if pool.urgent or self.now() >= next_cycle:
+            cycle, polled = pool.cycle_due(next_cycle)
+            if cycle:
                 pool.urgent = False
-                await self._execute(pool.reconcile())
-                next_cycle = self.now() + pool.config.master.poll_interval
+                await self._execute(pool.reconcile(describe=polled))
+                if polled:
+                    next_cycle = self.now() + pool.config.master.poll_interval
             elif pool.next_drain_due() <= self.now():
                 await self._execute(pool.terminate_due())
                 pool.publish_fleet()

@@ -6,7 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.gbrowse.apache_status import RateTracker, StatusParseError, parse_server_status
+from controller.gbrowse.apache_status import (
+    RateTracker,
+    StatusParseError,
+    parse_server_status,
+    surely_at_least,
+)
 
 # Apache 2.4.71 (mpm_event) right after start: bare server name first, Uptime 0, no ReqPerSec.
 JUST_STARTED = """127.0.0.1
@@ -220,3 +225,52 @@ def test_rates_are_never_negative_and_bounded_by_what_was_counted(
         assert rates.rps >= 0.0
         assert rates.window_rps >= 0.0
         assert rates.rps <= max(0, delta) / dt + 1e-9
+
+
+# readings every second, a rate over the poll
+
+
+def test_second_readings_give_the_rate_over_the_poll() -> None:
+    tracker = RateTracker(window_seconds=120, recent_seconds=6)
+    total = 0
+    tracker.observe(0.0, total)
+    rates = None
+    for i, others in enumerate([3, 1, 5, 2, 4, 3, 3, 3], start=1):  # a steady, noisy 3 req/s
+        total += others + 1
+        rates = tracker.observe(float(i), total)
+    assert rates is not None
+    assert rates.rps == pytest.approx(20 / 6)  # the last six seconds: 5+2+4+3+3+3
+
+
+def test_a_burst_counts_within_one_reading() -> None:
+    tracker = RateTracker(window_seconds=120, recent_seconds=6)
+    total = 0
+    tracker.observe(0.0, total)
+    for i in range(1, 7):  # idle
+        total += 1
+        tracker.observe(float(i), total)
+    total += 20 + 1  # 20 requests in the next second
+    rates = tracker.observe(7.0, total)
+    assert rates is not None
+    assert rates.rps == pytest.approx(20 - 2 * 20**0.5)  # about 11: surely a burst
+    assert rates.rps > 20 / 6  # more than the poll's average says
+
+
+def test_a_noisy_second_does_not_look_like_a_burst() -> None:
+    # 3 req/s for a poll, then a second with 7 (a one-in-a-hundred second at that rate)
+    tracker = RateTracker(window_seconds=120, recent_seconds=6)
+    total = 0
+    tracker.observe(0.0, total)
+    for i in range(1, 7):
+        total += 3 + 1
+        tracker.observe(float(i), total)
+    total += 7 + 1
+    rates = tracker.observe(7.0, total)
+    assert rates is not None
+    assert rates.rps == pytest.approx((5 * 3 + 7) / 6)  # the poll's rate; the second adds nothing
+
+
+def test_surely_at_least_is_below_the_reading_and_zero_for_a_few() -> None:
+    assert surely_at_least(0, 1.0) == 0.0
+    assert surely_at_least(4, 1.0) == 0.0
+    assert surely_at_least(100, 2.0) == pytest.approx(40.0)

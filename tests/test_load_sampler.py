@@ -184,3 +184,17 @@ async def _wait_for(condition) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("condition not met within 10s")
+
+
+async def test_readings_come_every_sample_interval_whatever_the_poll(apache: Apache) -> None:
+    bus = Bus()
+    got = listen(bus, LoadSample)
+    config = make_config(apache.status_url, poll_interval=30.0, sample_interval=0.2)
+    async with running(LoadSampler(config=config, bus=bus)):
+        first = await next_of(got, LoadSample, within=10)
+        second = await next_of(got, LoadSample, within=10)
+        # a burst is seen within a reading, not a 30 s poll later
+        await asyncio.to_thread(apache.drive_load, 200, 4)
+        burst = await _first(got, lambda s: s.rps > 20)
+    assert second.at - first.at < 1.0
+    assert burst.at - second.at < 10.0

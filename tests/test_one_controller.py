@@ -45,7 +45,6 @@ from controller.messages import (
     InstanceId,
     InstanceUp,
     InterruptionWarning,
-    LoadSample,
     LostReason,
     SecurityGroupReady,
     SlaveReady,
@@ -53,7 +52,7 @@ from controller.messages import (
 from controller.policy.factory import make_policy
 from controller.runtime.actor import Actor
 from controller.runtime.bus import Bus
-from controller.simulation.fleet_executor import SIM_GROUP, FleetRecord, record_of
+from controller.simulation.fleet_executor import SIM_GROUP, FleetRecord, record_of, trace_reading
 from controller.simulation.replay import simulate
 from controller.simulation.trace import Trace, load_rate
 from tests.actor_runner import listen, running
@@ -105,47 +104,71 @@ def trace() -> Trace:
 
 
 class TraceSampler(Actor):
-    """LoadSampler's part: every poll, the rate the trace delivered over the poll and window."""
+    """LoadSampler's part: a reading every poll, and one a sample_interval after each change of
+    the trace's rate (where a burst is first seen), as the simulator's executor models it."""
 
     def __init__(self, *, bus: Bus, config: Config, trace: Trace) -> None:
         super().__init__(name="load_sampler", bus=bus)
         self.trace, self.config = trace, config
         self.rate = load_rate(trace)
 
+    def schedule(self) -> list[tuple[float, float]]:
+        """(publish at, reading at): the polls' readings land just before the pool's cycle."""
+        tr, master = self.trace, self.config.master
+        count = math.ceil((tr.end - tr.start) / master.poll_interval)
+        polls = [
+            (t - SAMPLE_LEAD, t)
+            for k in range(count)
+            for t in [tr.start + k * master.poll_interval]
+        ]
+        changes = [
+            (t, t)
+            for j in range(1, len(tr.rps))
+            if tr.rps[j] != tr.rps[j - 1]
+            for t in [tr.time(j) + master.reading_interval]
+        ]
+        return sorted(polls + changes)
+
     async def run(self) -> None:
-        poll, window = self.config.master.poll_interval, self.config.master.window_seconds
-        k = 0
-        while True:
-            t = self.trace.start + k * poll
-            if not await self.sleep(max(0.0, t - SAMPLE_LEAD - self.now())):
+        for publish_at, t in self.schedule():
+            if not await self.sleep(max(0.0, publish_at - self.now())):
                 return
-            self.publish(
-                LoadSample(
-                    at=t,
-                    rps=self.rate(t - poll, t),
-                    window_rps=self.rate(t - window, t),
-                )
-            )
-            k += 1
+            self.publish(trace_reading(self.rate, self.config, float(t)))
+        await self.stopping.wait()  # an actor runs until it is stopped
 
 
 class ProbePasses(Actor):
-    """SlaveHealth's part: a slave announced up passes the readiness probe once it has booted."""
+    """SlaveHealth's part: a slave announced up is probed every sample_interval and passes at
+    the first probe after its boot."""
 
-    def __init__(self, *, bus: Bus, cloud: SimCloud) -> None:
+    def __init__(self, *, bus: Bus, cloud: SimCloud, config: Config) -> None:
         super().__init__(name="slave_health", bus=bus)
         self.cloud = cloud
+        self.every = config.master.reading_interval
         self.up = listen(bus, InstanceUp)
 
     async def run(self) -> None:
-        while True:
-            msg = await self.up.get()
-            if not isinstance(msg, InstanceUp):
-                return
-            if self.cloud.booted(msg.instance_id):
-                self.publish(
-                    SlaveReady(at=self.now(), instance_id=msg.instance_id, address=msg.address)
-                )
+        async with asyncio.TaskGroup() as tasks:
+            while True:
+                msg = await self.up.get()
+                if not isinstance(msg, InstanceUp):
+                    return
+                if self.cloud.booted(msg.instance_id):
+                    self._ready(msg)
+                else:
+                    tasks.create_task(self._probe(msg))
+
+    async def _probe(self, msg: InstanceUp) -> None:
+        inst = self.cloud.instance(msg.instance_id)
+        if inst is None:
+            return
+        wait = math.ceil(max(0.0, inst.ready_at - self.now()) / self.every - 1e-9) * self.every
+        await asyncio.sleep(wait)
+        if self.cloud.booted(msg.instance_id):
+            self._ready(msg)
+
+    def _ready(self, msg: InstanceUp) -> None:
+        self.publish(SlaveReady(at=self.now(), instance_id=msg.instance_id, address=msg.address))
 
 
 class Warnings(Actor):
@@ -204,14 +227,14 @@ async def run_daemon(config: Config, tmp_path: Path) -> FleetRecord:
     writer = RenderfarmWriter(config=config, bus=bus, settle_seconds=0.0)
     actors = [
         writer,
-        ProbePasses(bus=bus, cloud=cloud),
+        ProbePasses(bus=bus, cloud=cloud, config=config),
         Warnings(bus=bus, cloud=cloud, fleet=config.controller.fleet),
         TraceSampler(bus=bus, config=config, trace=tr),
         pool,
     ]
     bus.publish(SecurityGroupReady(at=0.0, group_id=SIM_GROUP, created=True))
     async with running(*actors):
-        await asyncio.sleep(tr.end - loop.time())
+        await asyncio.sleep(tr.end - SAMPLE_LEAD - loop.time())  # simulate stops before the end
     decisions = [m for m in said if isinstance(m, Decision)]
     drains = [m for m in said if isinstance(m, DrainSlave)]
     return record_of(cloud, config.controller.fleet, decisions, drains)
@@ -229,6 +252,12 @@ async def test_the_daemon_and_simulate_take_the_same_actions(tmp_path: Path) -> 
         reason == str(LostReason.INTERRUPTION_WARNING) for _, _, reason in simulated.unlisted
     )
     assert simulated.capacity_errors > 0 and simulated.unfilled > 0
+    # ... and a rise acted on a reading after it came, between polls (no describe)
+    reading = config.master.reading_interval
+    assert any(
+        launch and math.isclose((at - reading) % BUCKET, 0.0, abs_tol=1e-6)
+        for at, _, launch, _, _ in simulated.decisions
+    )
 
     # loop time keeps microseconds (looptime's resolution), virtual time every digit
     assert same_times(daemon.decisions) == same_times(simulated.decisions)

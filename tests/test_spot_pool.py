@@ -257,7 +257,8 @@ async def test_launches_wait_for_the_security_group() -> None:
             await until(35)
             launched = one(farm.launched())
             assert (launched.launched_at, launched.security_groups) == (30, (GROUP,))
-            assert await farm.ups() == []  # booting; announced once running
+            # announced at launch: SlaveHealth probes it until it answers
+            assert await farm.ups() == [(30, launched.instance_id)]
 
 
 @looptime
@@ -269,7 +270,7 @@ async def test_a_configured_security_group_needs_no_ready_message() -> None:
         launched = one(farm.launched())
         assert (launched.launched_at, launched.security_groups) == (0, ("sg-user",))
         await until(15)
-        assert await farm.ups() == [(10, launched.instance_id)]
+        assert await farm.ups() == [(0, launched.instance_id)]  # at launch
 
 
 @looptime
@@ -299,20 +300,21 @@ async def test_a_capacity_error_cools_the_type_down_and_the_next_type_launches_a
 
         # m5.large has capacity again, but its cooldown (until 300) is not over yet.
         farm.sim.capacity_errors_for.clear()
-        farm.load(2.0)
+        farm.load(2.0)  # a reading that calls for more: a cycle at once
         await until(15)
         second = farm.launched()[-1]
-        assert (second.instance_type, second.launched_at) == ("c5.large", 10)
+        assert (second.instance_type, second.launched_at) == ("c5.large", 5)
         await until(285)
         farm.load(3.0)
         await until(295)
         third = farm.launched()[-1]
-        assert (third.instance_type, third.launched_at) == ("c5.large", 290)
+        assert (third.instance_type, third.launched_at) == ("c5.large", 285)
 
-        farm.load(4.0)  # the cooldown ends at 300, exactly the next cycle
+        await until(301)
+        farm.load(4.0)  # the cooldown ended at 300
         await until(305)
         fourth = farm.launched()[-1]
-        assert (fourth.instance_type, fourth.launched_at) == ("m5.large", 300)
+        assert (fourth.instance_type, fourth.launched_at) == ("m5.large", 301)
         assert len(farm.launched()) == 4
         assert farm.sim.counters.capacity_errors == 1  # the cooling type was not asked again
         assert await farm.errors() == [(0, ErrorKind.CAPACITY, "RunInstances")]
@@ -515,9 +517,9 @@ async def test_a_lost_slave_is_drained_and_terminated_at_once_and_replaced() -> 
         assert lost.ended_at == 25  # no drain delay: it serves nothing any more
         replacement = farm.launched()[-1]
         assert replacement.launched_at == 25
-        await until(36)  # the cycles go on from the urgent one: 35, 45, ...
-        assert await farm.downs() == [(35, iid, LostReason.UNREACHABLE)]
-        assert await farm.ups() == [(10, iid), (35, replacement.instance_id)]
+        await until(36)  # the urgent cycle did not describe; the poll at 30 sees it gone
+        assert await farm.downs() == [(30, iid, LostReason.UNREACHABLE)]
+        assert await farm.ups() == [(0, iid), (25, replacement.instance_id)]
 
 
 # (8) interruption warnings
@@ -547,8 +549,8 @@ async def test_an_interruption_warning_drains_at_once_and_launches_the_replaceme
         assert (
             warned.ended_at == 56
         )  # drain_seconds after it left renderfarm.conf, before the reclaim
-        await until(66)
-        assert await farm.downs() == [(65, iid, LostReason.INTERRUPTION_WARNING)]
+        await until(66)  # the urgent cycle did not move the polls: 60 sees it ended
+        assert await farm.downs() == [(60, iid, LostReason.INTERRUPTION_WARNING)]
         assert len(farm.launched()) == 2
 
 
@@ -572,8 +574,8 @@ async def test_a_rebalance_recommendation_launches_a_replacement_without_drainin
 
         # The surplus goes after the dwell, and the warned slave is the one that goes.
         farm.ready(replacement)
-        await until(86)
-        assert await farm.drains() == [(85, iid, LostReason.SCALE_IN)]
+        await until(91)  # at the first poll after the dwell (from 25)
+        assert await farm.drains() == [(90, iid, LostReason.SCALE_IN)]
         assert len(farm.launched()) == 2
 
 
@@ -613,7 +615,8 @@ async def test_a_failed_describe_holds_the_fleet() -> None:
         farm.ready(slave)
         await until(25)
         farm.sim.describe_fails = True
-        farm.load(2.0)  # would launch one more
+        await until(35)
+        farm.load(2.0)  # would launch one more, at once, had the last describe worked
         await until(105)
         assert await farm.errors() == [
             (t, ErrorKind.UNAVAILABLE, "DescribeInstances") for t in range(30, 101, 10)

@@ -35,7 +35,7 @@ async def test_a_launch_ec2_does_not_show_yet_is_kept_and_not_launched_again() -
         assert [d.launch for d in await farm.decisions()] == [1, 0, 0]  # counted, not replaced
 
         await until(35)  # visible at 25: the cycle at 30 sees it running
-        assert await farm.ups() == [(30, launched.instance_id)]
+        assert await farm.ups() == [(0, launched.instance_id)]  # announced once, at launch
         assert one(farm.live()) is launched
 
 

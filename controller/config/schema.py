@@ -27,12 +27,20 @@ class ControllerSection:
 class MasterSection:
     server_status_url: str = "http://127.0.0.1/server-status?auto"
     poll_interval: float = 30.0  # seconds
+    # mod_status is read this often (at most every poll), and every reading may call for a
+    # scale-out at once; EC2 is still described once per poll
+    sample_interval: float = 1.0
     external_ip: str = ""  # "" = discover via instance metadata (IMDSv2) when on EC2
     external_ip_lookup_url: str = ""  # opt-in public lookup; never used unless set
     renderfarm_conf: str = "/etc/gbrowse2/renderfarm.conf"
     reload_command: tuple[str, ...] = ("apache2ctl", "graceful")
     window_seconds: float = 120.0  # smoothing window of the request rate
     status_timeout: float = 5.0  # seconds for one server-status fetch
+
+    @property
+    def reading_interval(self) -> float:
+        """Seconds between server-status readings: `sample_interval`, never longer than a poll."""
+        return min(self.sample_interval, self.poll_interval)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -39,6 +39,7 @@ def _read_controller(t: Table) -> ControllerSection:
 def _read_master(t: Table) -> MasterSection:
     t.text("server_status_url", check=checks.http_url)
     t.number("poll_interval", above=0)
+    t.number("sample_interval", above=0)
     t.text("external_ip", check=checks.ip_or_empty)
     t.text("external_ip_lookup_url", check=checks.http_url_or_empty)
     t.text("renderfarm_conf", check=checks.nonempty)

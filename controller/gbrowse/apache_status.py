@@ -14,6 +14,7 @@ A full restart (SIGHUP, stop/start) resets the counter; a graceful restart keeps
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -71,8 +72,18 @@ def _count(fields: dict[str, str], key: str) -> int | None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rates:
-    rps: float  # requests/sec since the previous sample
+    rps: float  # requests/sec over the last poll, or more when the newest reading surely shows more
     window_rps: float  # requests/sec over the window (or since the baseline, if younger)
+
+
+def surely_at_least(count: float, seconds: float) -> float:
+    """A rate that `count` requests in `seconds` show beyond chance: two standard deviations of
+    a Poisson count below the reading. A one-second reading of a steady load is noisy (3 req/s
+    gives 0 to 7 in most seconds), so only this much of it may outrun the slower rate; 20
+    requests in a second still say at least 11 req/s, which is a burst."""
+    if seconds <= 0 or count <= 0:
+        return 0.0
+    return max(0.0, count - 2.0 * math.sqrt(count)) / seconds
 
 
 class RateTracker:
@@ -82,12 +93,24 @@ class RateTracker:
     sets a baseline: the first sample, the first after `reset()` (call it after a lost sensor), and
     the first after the counter went backwards (Apache restarted; its requests since the restart
     are unknown, so no rate is better than a wrong one). Rates are never negative.
+
+    Readings come every `[master] sample_interval`; `rps` is the rate over the last
+    `recent_seconds` (the poll interval, the span GBrowse's balancer measured), raised to what the
+    newest reading alone surely shows (`surely_at_least`), so a burst counts within one reading
+    while a steady load reads as steadily as one reading per poll would.
     """
 
-    def __init__(self, *, window_seconds: float, own_fetches_per_sample: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        window_seconds: float,
+        recent_seconds: float = 0.0,
+        own_fetches_per_sample: int = 1,
+    ) -> None:
         if window_seconds <= 0:
             raise ValueError(f"window_seconds must be positive, got {window_seconds}")
         self.window_seconds = window_seconds
+        self.recent_seconds = recent_seconds
         self.own_fetches_per_sample = own_fetches_per_sample
         self._last_total: int | None = None
         # (loop time, requests of others counted since the baseline), oldest first.
@@ -112,11 +135,24 @@ class RateTracker:
         count = prev_count + others
         self._last_total = total_accesses
         self._history.append((at, count))
-        # Keep the newest sample at or before the window start as the base of the window rate.
-        while len(self._history) > 2 and self._history[1][0] <= at - self.window_seconds:
+        # Keep the newest sample at or before the oldest span's start as the base of its rate.
+        keep = max(self.window_seconds, self.recent_seconds)
+        while len(self._history) > 2 and self._history[1][0] <= at - keep:
             self._history.popleft()
-        base_at, base_count = self._history[0]
+        recent_at, recent_count = self._base(at - self.recent_seconds)
+        window_at, window_count = self._base(at - self.window_seconds)
+        recent = (count - recent_count) / (at - recent_at)
         return Rates(
-            rps=others / (at - prev_at),
-            window_rps=(count - base_count) / (at - base_at),
+            rps=max(recent, surely_at_least(others, at - prev_at)),
+            window_rps=(count - window_count) / (at - window_at),
         )
+
+    def _base(self, since: float) -> tuple[float, int]:
+        """The newest sample at or before `since` (the oldest one if the history is younger),
+        but never the newest sample itself."""
+        base = self._history[0]
+        for i in range(len(self._history) - 2, -1, -1):
+            if self._history[i][0] <= since:
+                return self._history[i]
+            base = self._history[i]
+        return base

@@ -161,6 +161,11 @@ class BandPolicy:
     def observe(self, inp: PolicyInput) -> None:
         """Called with every snapshot, including sensor-lost ones (for history keeping)."""
 
+    def scale_out_hint(self, load_rps: float) -> int:
+        """Slaves this load surely calls for, read on every sample between polls: the band's
+        min (the table alone keeps what it has inside the band)."""
+        return band_for(self.rows, load_rps)[0]
+
     def decide(self, inp: PolicyInput) -> PolicyDecision:
         self.observe(inp)
         if inp.load_rps is None:

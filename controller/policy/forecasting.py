@@ -13,7 +13,7 @@ import math
 from collections import deque
 
 from controller.config.schema import Config
-from controller.policy.band import BandPolicy, PolicyInput
+from controller.policy.band import BandPolicy, PolicyInput, band_for, clamp
 from controller.policy.error_book import ErrorBook
 from controller.policy.forecast_settings import ForecastSettings
 from controller.policy.surge_forecast import SurgeForecaster
@@ -233,6 +233,13 @@ class ForecastPolicy(BandPolicy):
                     best, sorted(worst.values(), reverse=True)[self.settings.season_rank - 1]
                 )
         return best
+
+    def scale_out_hint(self, load_rps: float) -> int:
+        """Slaves this load surely calls for: what it needs now, with no headroom, in the band."""
+        band = band_for(self.rows, load_rps)
+        if self.capacity <= 0:
+            return band[0]
+        return clamp(self._slaves(load_rps, 0.0), band)
 
     # forecasting
 

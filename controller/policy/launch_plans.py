@@ -14,7 +14,7 @@ from collections.abc import Generator
 from typing import Any
 
 from controller.cloud.port import LaunchSpec, ProviderError, launch_token
-from controller.messages import ErrorKind
+from controller.messages import ErrorKind, InstanceUp
 from controller.policy.fleet_plans import (
     MAX_LAUNCH_CALLS,
     PRICE_REFRESH_SECONDS,
@@ -116,7 +116,10 @@ class LaunchPlans:
                 self.starved_tries = 0
                 for inst in result.instances:
                     if inst.instance_id not in self.tracked:
-                        self._adopt(inst).confirmed = False
+                        t = self._adopt(inst)
+                        t.confirmed = False
+                        if self.profile.announce_at_launch and inst.private_ip:
+                            self.announce(t, inst.private_ip)  # probed until it answers
                 count -= len(result.instances)
                 self.note(
                     "info",
@@ -130,6 +133,48 @@ class LaunchPlans:
             self.note(
                 "warning", "launch.no_type_available", types=launch.instance_types, short=count
             )
+
+    def announce(self, t: Tracked, address: str) -> None:
+        """InstanceUp, once: the other actors may reach the instance at `address` from now on."""
+        t.address = address
+        t.announced = True
+        self.publish(
+            InstanceUp(
+                at=self.now(),
+                instance_id=t.instance_id,
+                address=address,
+                role=self.role,
+                instance_type=t.instance_type,
+                zone=t.zone,
+            )
+        )
+
+    def burst_seen(self, sample: Any) -> None:
+        """Call a cycle now when a sample asks for more slaves than the fleet will have.
+
+        Each sample may (LoadSampler reads every `sample_interval`); a policy says through
+        `scale_out_hint` how many slaves a load surely needs. A count is acted on once: only a
+        higher one calls again, until the load falls. Scale-in waits for the poll and its dwell.
+        """
+        hint = getattr(self.policy, "scale_out_hint", None)
+        load = self.profile.load_of(sample)[0]
+        if hint is None or load is None:
+            return
+        wanted = hint(load)
+        self.hinted = min(self.hinted, wanted)
+        if wanted > self.hinted and wanted > self._scale_out_count():
+            self.hinted = wanted
+            self.urgent = True
+            self.note("info", "load.burst", load_rps=round(load, 3), wanted=wanted)
+
+    def _scale_out_count(self) -> int:
+        """Slaves that will serve: not leaving, not warned of interruption, and open requests."""
+        alive = sum(
+            1
+            for t in self.tracked.values()
+            if t.phase in (Phase.BOOTING, Phase.READY) and not t.interrupted
+        )
+        return alive + self.pending_requests
 
     # prices and cooldowns
 

@@ -86,6 +86,8 @@ class SlaveProfile:
     down_before_teardown = False
     # a drained slave's drain_seconds run from the RenderfarmWritten that no longer lists it
     drain_after_unlisting = True
+    # InstanceUp as soon as a launch gives the address: SlaveHealth probes it until it answers
+    announce_at_launch = True
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -160,6 +162,7 @@ class NodeProfile:
     sensor_source: str | None = "sge"
     down_before_teardown = True  # deregister from Grid Engine while the nodes still exist
     drain_after_unlisting = False  # a node's drain runs from the drain itself
+    announce_at_launch = False  # ClusterNodeSetup logs in once EC2 says it runs
 
     def __init__(
         self,

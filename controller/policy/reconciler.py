@@ -43,7 +43,6 @@ from controller.messages import (
     FleetObserved,
     InstanceDown,
     InstanceId,
-    InstanceUp,
     InterruptionWarning,
     LostReason,
     RenderfarmWritten,
@@ -103,6 +102,8 @@ class FleetReconciler(LaunchPlans, RetirePlans):
         self.pending_requests = 0
         self.last_error: ProviderError | None = None
         self.urgent = False
+        self.view_failed = False  # the last describe failed: every cycle holds until one works
+        self.hinted = 0  # the most slaves a sample has already called a cycle for (burst_seen)
         self._terminate_tried_at = -math.inf  # the last terminate_due: what was due then is tried
 
     def subscriptions(self) -> tuple[type, ...]:
@@ -191,6 +192,7 @@ class FleetReconciler(LaunchPlans, RetirePlans):
         profile = self.profile
         if isinstance(msg, profile.sample_types):
             self.sample = msg
+            self.burst_seen(msg)
         elif isinstance(msg, profile.ready_type):
             t = self.tracked.get(msg.instance_id)
             if t is not None and t.phase is Phase.BOOTING:
@@ -227,17 +229,33 @@ class FleetReconciler(LaunchPlans, RetirePlans):
                         self._drain(t, LostReason.INTERRUPTION_WARNING, delay=None)
                     self.urgent = True
 
-    def reconcile(self) -> Plan:
-        """Observe the whole fleet, ask the policy, act; every branch logs its reason."""
-        # Spot requests only while some are open (launches by RunInstances leave none); the
-        # adoption at start reads them all.
-        view = yield DescribeFleet(with_requests=self.pending_requests > 0)
-        if view.error is not None:
-            self._provider_error(view.error)
-            self.note("warning", "fleet.describe_failed", hold=True, reason=view.error.message)
-            return
-        self._observe(view)
-        yield from self._expire_requests(view)
+    def cycle_due(self, next_poll: float) -> tuple[bool, bool]:
+        """(a cycle now, with a describe): the poll when it is due; an urgent cycle at once,
+        unless the poll comes within a reading (then the poll serves it, one cycle not two)."""
+        now = self.now()
+        if now >= next_poll:
+            return True, True
+        soon = next_poll - now < self.config.master.reading_interval
+        return self.urgent and not soon, False
+
+    def reconcile(self, describe: bool = True) -> Plan:
+        """Observe the whole fleet, ask the policy, act; every branch logs its reason.
+
+        A cycle between polls (urgent: a burst, a lost slave, a spot warning) acts on the fleet
+        as the last describe and its own launches left it: EC2 is described once per poll."""
+        if describe:
+            # Spot requests only while some are open (launches by RunInstances leave none); the
+            # adoption at start reads them all.
+            view = yield DescribeFleet(with_requests=self.pending_requests > 0)
+            self.view_failed = view.error is not None
+            if view.error is not None:
+                self._provider_error(view.error)
+                self.note("warning", "fleet.describe_failed", hold=True, reason=view.error.message)
+                return
+            self._observe(view)
+            yield from self._expire_requests(view)
+        elif self.view_failed:
+            return  # the last describe failed: hold until one succeeds
         yield from self.terminate_due()
         yield from self._refresh_prices()
 
@@ -305,18 +323,7 @@ class FleetReconciler(LaunchPlans, RetirePlans):
             ):
                 t.resend = True
             if not t.announced and inst.private_ip and inst.state is InstanceState.RUNNING:
-                t.address = inst.private_ip
-                t.announced = True
-                self.publish(
-                    InstanceUp(
-                        at=self.now(),
-                        instance_id=t.instance_id,
-                        address=t.address,
-                        role=self.role,
-                        instance_type=t.instance_type,
-                        zone=t.zone,
-                    )
-                )
+                self.announce(t, inst.private_ip)
         for iid in [i for i in self.tracked if i not in seen]:
             t = self.tracked[iid]
             if not t.confirmed and not self._visibility_passed(t):

@@ -6,11 +6,17 @@ cooldowns, drains that wait for renderfarm.conf, terminations, cancelled request
 is only the executor: it makes the cloud calls the plans yield on SimCloud's synchronous core,
 and stands in for the other actors with the rules they follow in the daemon:
 
-- LoadSampler: every poll_interval from the start (its own schedule, which urgent cycles do not
-  move), the rate over the last poll and over `window_seconds` of the requests the trace has
-  delivered so far; the pool decides on the newest sample;
-- SlaveHealth: a slave announced up (InstanceUp, once the describe shows it running) passes the
-  readiness probe if it has booted: SlaveReady, after the cycle, as the actor's answer arrives;
+- LoadSampler: a reading every poll_interval from the start, and where the trace's rate changes
+  (`rate_changed`) one `sample_interval` after the change (the daemon reads every
+  `sample_interval`; the ones modelled are those at which a burst is first seen and the ones the
+  polls decide on). Each
+  reading is the rate over the last poll, raised to what its last `sample_interval` surely shows
+  (controller.gbrowse.apache_status.surely_at_least of the requests it expects there), and the
+  rate over `window_seconds`; every reading may call a cycle (a burst), the pool decides on
+  the newest;
+- SlaveHealth: a slave announced up (InstanceUp, at launch) is probed every `sample_interval`
+  from then on and passes at the first probe after its boot: SlaveReady then (after the cycle when
+  it has booted already, as the actor's answer arrives);
 - RenderfarmWriter: every DrainSlave is a rewrite that no longer lists the slave (RenderfarmWritten,
   after the cycle), so its drain delay runs from there (the daemon's writer settles for a second
   first);
@@ -18,14 +24,15 @@ and stands in for the other actors with the rules they follow in the daemon:
   pool at once, as the warning does in the daemon;
 - FirewallKeeper: the group is ready from the start.
 
-The loop is SpotPool.run's: a cycle every poll_interval, at once when a message is urgent, and
-terminations exactly when a drain ends.
+The loop is SpotPool.run's: a cycle every poll_interval, at once (without a describe) when a
+message is urgent, and terminations exactly when a drain ends.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +40,7 @@ from typing import Any
 from controller.cloud.sim_records import NOTICE_SECONDS
 from controller.cloud.simcloud import SimCloud
 from controller.config.schema import Config
+from controller.gbrowse.apache_status import surely_at_least
 from controller.messages import (
     Decision,
     DrainSlave,
@@ -95,6 +103,15 @@ def record_of(
     )
 
 
+def trace_reading(rate: Callable[[float, float], float], config: Config, t: float) -> LoadSample:
+    """What LoadSampler would publish at `t` of a trace delivering `rate(a, b)` (module
+    docstring)."""
+    master = config.master
+    poll, window, every = master.poll_interval, master.window_seconds, master.reading_interval
+    last = surely_at_least(rate(t - every, t) * every, every)
+    return LoadSample(at=t, rps=max(rate(t - poll, t), last), window_rps=rate(t - window, t))
+
+
 class FleetExecutor:
     """One fleet: the reconciler, SimCloud, and the other actors' stand-ins (module docstring).
 
@@ -129,6 +146,8 @@ class FleetExecutor:
         self.ports = config.slave.ports
         self.next_cycle = clock()
         self.next_sample = clock()
+        self.readings: deque[float] = deque()  # extra readings after rate changes, in order
+        self.probes: list[tuple[float, int, str, str]] = []  # (passes at, seq, id, address)
         self.answers: list[Any] = []  # the other actors' answers, handled after the plan
         self.notices: list[tuple[float, str]] = []  # (notice time, instance id), a heap
         self._noticed: set[str] = set()
@@ -156,37 +175,65 @@ class FleetExecutor:
         pool = self.pool
         while True:
             wake = min(
-                self.next_cycle, pool.next_drain_due(), self._next_notice(), self.next_sample
+                self.next_cycle,
+                pool.next_drain_due(),
+                self._next_notice(),
+                self.next_sample,
+                self.readings[0] if self.readings else math.inf,
+                self.probes[0][0] if self.probes else math.inf,
             )
             if wake >= until:
                 break
             self._set_clock(max(wake, self.now()))
             self._sample()
             self._deliver_notices()
-            if pool.urgent or self.now() >= self.next_cycle:
+            self._deliver_probes()
+            cycle, polled = pool.cycle_due(self.next_cycle)
+            if cycle:
                 pool.urgent = False
-                self._cycle()
-                self.next_cycle = self.now() + self.config.master.poll_interval
+                self._cycle(describe=polled)
+                if polled:
+                    self.next_cycle = self.now() + self.config.master.poll_interval
             elif pool.next_drain_due() <= self.now():
                 self.on_change(self.now())
                 self._execute(pool.terminate_due())
         self._set_clock(until)
 
+    def rate_changed(self, at: float) -> None:
+        """The trace's rate changes at `at`: the readings that see it (module docstring)."""
+        t = at + self.config.master.reading_interval
+        if not self.readings or t > self.readings[-1]:
+            self.readings.append(t)
+
     def _sample(self) -> None:
         now = self.now()
-        if now < self.next_sample:
-            return
-        poll, window = self.config.master.poll_interval, self.config.master.window_seconds
-        t = self.next_sample
-        self.pool.handle(
-            LoadSample(at=t, rps=self.rate(t - poll, t), window_rps=self.rate(t - window, t))
-        )
-        self.next_sample = t + poll
+        while True:
+            t = min(self.next_sample, self.readings[0] if self.readings else math.inf)
+            if t > now:
+                return
+            if t == self.next_sample:
+                self.next_sample = t + self.config.master.poll_interval
+            if self.readings and self.readings[0] == t:
+                self.readings.popleft()
+            self.pool.handle(self.reading(t))
+            self._deliver()
 
-    def _cycle(self) -> None:
-        self.polls += 1
+    def reading(self, t: float) -> LoadSample:
+        return trace_reading(self.rate, self.config, t)
+
+    def _deliver_probes(self) -> None:
+        now = self.now()
+        while self.probes and self.probes[0][0] <= now:
+            _, _, iid, address = heapq.heappop(self.probes)
+            if self.cloud.booted(iid):
+                self.on_change(now)
+                self.pool.handle(SlaveReady(at=now, instance_id=InstanceId(iid), address=address))
+                self._deliver()
+
+    def _cycle(self, describe: bool = True) -> None:
+        self.polls += describe
         self.on_change(self.now())
-        self._execute(self.pool.reconcile())
+        self._execute(self.pool.reconcile(describe))
 
     def _next_notice(self) -> float:
         self._schedule_notices()
@@ -255,12 +302,24 @@ class FleetExecutor:
             match item.message:
                 case InstanceUp(instance_id=iid, address=address) if self.cloud.booted(iid):
                     self.answers.append(SlaveReady(at=self.now(), instance_id=iid, address=address))
+                case InstanceUp(instance_id=iid, address=address):
+                    self._probe_until_booted(iid, address)
                 case DrainSlave() as drain:
                     self.drains.append(drain)
                     self.answers.append(_Unlisted())
                 case Decision() as decision:
                     self.desired = decision.desired
                     self.decisions.append(decision)
+
+    def _probe_until_booted(self, iid: str, address: str) -> None:
+        """SlaveReady at the first probe (every sample_interval from now) after the boot."""
+        inst = self.cloud.instance(iid)
+        if inst is None:
+            return
+        every = self.config.master.reading_interval
+        now = self.now()
+        passes = now + math.ceil(max(0.0, inst.ready_at - now) / every - 1e-9) * every
+        heapq.heappush(self.probes, (passes, len(self.probes), iid, address))
 
     def handle_answer(self, answer: Any) -> Any:
         """The message an answer stands for, made when it is handled (RenderfarmWritten lists

@@ -146,6 +146,8 @@ class _Replay:
                 self.bucket_supply.append(self.bucket_area / b)
             self.bucket_area = 0.0
             self.cur_demand = self.demand[j]
+            if j > 0 and tr.rps[j] != tr.rps[j - 1]:
+                self.fleet.rate_changed(t)
             self.fleet.run_until(math.nextafter(t, math.inf))  # what is due at t itself
             self._record(j)
         self.fleet.run_until(tr.end)
