@@ -102,6 +102,7 @@ class FleetReconciler(LaunchPlans, RetirePlans):
         self.pending_requests = 0
         self.last_error: ProviderError | None = None
         self.urgent = False
+        self.adopted_at: float | None = None  # when adopt() read the fleet
         self.view_failed = False  # the last describe failed: every cycle holds until one works
         self.hinted = 0  # the most slaves a sample has already called a cycle for (burst_seen)
         self._terminate_tried_at = -math.inf  # the last terminate_due: what was due then is tried
@@ -184,6 +185,7 @@ class FleetReconciler(LaunchPlans, RetirePlans):
             self.note("warning", "fleet.adopt_failed", reason=view.error.message)
             return
         self._observe(view)
+        self.adopted_at = self.now()
         self.note("info", "fleet.adopted", instances=len(self.tracked))
 
     def handle(self, msg: Any) -> None:
@@ -243,6 +245,8 @@ class FleetReconciler(LaunchPlans, RetirePlans):
 
         A cycle between polls (urgent: a burst, a lost slave, a spot warning) acts on the fleet
         as the last describe and its own launches left it: EC2 is described once per poll."""
+        if describe and self.adopted_at == self.now():
+            describe = False  # the adoption has just read the whole fleet
         if describe:
             # Spot requests only while some are open (launches by RunInstances leave none); the
             # adoption at start reads them all.
