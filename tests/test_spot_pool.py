@@ -497,7 +497,7 @@ async def test_a_drain_never_confirmed_still_ends_after_a_grace() -> None:
 
 
 @looptime
-async def test_a_lost_slave_is_drained_and_terminated_at_once_and_replaced() -> None:
+async def test_a_lost_slave_is_unlisted_then_terminated_at_once_and_replaced() -> None:
     farm = Farm(config())
     farm.group_ready()
     farm.load(1.0)
@@ -514,12 +514,36 @@ async def test_a_lost_slave_is_drained_and_terminated_at_once_and_replaced() -> 
         )
         await until(26)
         assert await farm.drains() == [(25, iid, LostReason.UNREACHABLE)]
-        assert lost.ended_at == 25  # no drain delay: it serves nothing any more
         replacement = farm.launched()[-1]
-        assert replacement.launched_at == 25
+        assert replacement.launched_at == 25  # replaced at once
+        # still listed: its address could go to another instance while GBrowse sends to it
+        assert lost.ended_at is None
+        farm.bus.publish(RenderfarmWritten(at=26, addresses=(), reloaded=True))
+        await until(27)
+        assert lost.ended_at == 26  # no drain delay once unlisted: it serves nothing any more
         await until(36)  # the urgent cycle did not describe; the poll at 30 sees it gone
         assert await farm.downs() == [(30, iid, LostReason.UNREACHABLE)]
         assert await farm.ups() == [(0, iid), (25, replacement.instance_id)]
+
+
+@looptime
+async def test_a_lost_slave_the_writer_never_unlists_still_goes_after_the_grace() -> None:
+    farm = Farm(config())
+    farm.group_ready()
+    farm.load(1.0)
+    async with running(farm.pool):
+        await until(15)
+        lost = one(farm.launched())
+        farm.ready(lost)
+        await until(25)
+        iid = InstanceId(lost.instance_id)
+        farm.bus.publish(
+            SlaveLost(
+                at=now(), instance_id=iid, address=lost.private_ip, reason=LostReason.UNREACHABLE
+            )
+        )
+        await until(25 + UNLIST_GRACE + 1)
+        assert lost.ended_at == 25 + UNLIST_GRACE  # a broken writer never leaks an instance
 
 
 # (8) interruption warnings

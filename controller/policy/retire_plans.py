@@ -38,14 +38,16 @@ class RetirePlans:
         terminate it after `delay` (default: the profile's drain)."""
         if t.phase in (Phase.DRAINING, Phase.TERMINATING, Phase.GONE):
             return
-        in_service = delay is None and t.phase is Phase.READY
+        listed = t.phase is Phase.READY
         if delay is None:
             # Never in service: nothing to drain. In service: let work in flight finish.
-            delay = self.profile.drain_seconds() if in_service else 0.0
+            delay = self.profile.drain_seconds() if listed else 0.0
         self._move(t, Phase.DRAINING)
         t.drain_until = self.now() + delay
-        if in_service and self.profile.drain_after_unlisting:
-            # the delay runs once GBrowse stops sending it renders (see _unlisted)
+        if listed and self.profile.drain_after_unlisting:
+            # Unlist, reload, then terminate, whatever the reason (a lost slave too: its address
+            # may go to another instance while GBrowse still sends it renders). The delay runs
+            # once GBrowse stops sending it renders (see _unlisted).
             t.unlist_delay = delay
             t.drain_until += UNLIST_GRACE
         t.down_reason = reason
