@@ -20,6 +20,7 @@ import time
 
 import structlog
 
+from controller import __version__
 from controller.cloud.port import Cloud
 from controller.config.reader import ConfigError, load_config
 from controller.config.reload import reload_problems
@@ -258,7 +259,11 @@ async def run_controller(
         runtime.install_signal_handlers()
         _install_reload_handler(config, actors)
         log.info(
-            "controller.starting", fleet=config.controller.fleet, cluster=cluster, dry_run=dry_run
+            "controller.starting",
+            version=__version__,
+            fleet=config.controller.fleet,
+            cluster=cluster,
+            dry_run=dry_run,
         )
         code = await runtime.run_until_stopped()
         log.info("controller.stopped", exit_code=code)

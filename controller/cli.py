@@ -12,12 +12,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from controller import __version__
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="controller",
         description="Keeps a fleet of EC2 spot instances sized to demand.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the controller until SIGTERM/SIGINT")

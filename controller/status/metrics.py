@@ -14,10 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from controller import __version__
 from controller.status.fleetstate import FleetState
 
 PREFIX = "controller_"
@@ -29,6 +37,12 @@ class Metrics:
     def __init__(self, state: FleetState, clock: Callable[[], float]) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_StateCollector(state, clock))
+        # the process's CPU, memory and open files, and which build is running
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        Info(f"{PREFIX}build", "The running controller's version.", registry=self.registry).info(
+            {"version": __version__}
+        )
         self.decision_latency = Histogram(
             f"{PREFIX}decision_latency_seconds",
             "Seconds from the load sample a decision read to the decision.",
