@@ -548,3 +548,17 @@ def test_sqs_endpoint_is_its_own_key_and_changing_it_needs_a_restart(write):
     path.write_text(path.read_text().replace("vpce-3c4d", "vpce-5e6f"))
     (problem,) = reload_problems(config, load_config(str(path)))
     assert "aws.sqs_endpoint_url" in problem and "restart" in problem
+
+
+def test_stats_on_a_public_address_needs_a_token(tmp_path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[stats]\nlisten = "0.0.0.0:8990"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert any("[stats] listen" in line or "listen" in line for line in err.value.errors)
+    assert "set token or token_file, or listen on 127.0.0.1" in str(err.value.errors)
+    path.write_text('[stats]\nlisten = "0.0.0.0:8990"\ntoken = "s3cret-token"\n')
+    assert load_config(path).stats.listen == "0.0.0.0:8990"
+    for ok in ("127.0.0.1:8990", "[::1]:8990", "localhost:8990", ""):
+        path.write_text(f'[stats]\nlisten = "{ok}"\n')
+        assert load_config(path).stats.listen == ok

@@ -106,6 +106,17 @@ def listen(value: str) -> str | None:
     return None
 
 
+def loopback_listen(value: str) -> bool:
+    """Does "host:port" bind only the loopback interface (127.0.0.0/8, ::1, localhost)?"""
+    host = value.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name that may resolve anywhere
+
+
 def range_reason(
     value: float,
     *,

@@ -196,6 +196,14 @@ def _read_stats(t: Table) -> StatsSection:
     t.text("token_file")
     if t.values.get("token") and t.values.get("token_file"):
         t.problem("token", "set token or token_file, not both")
+    listen = t.values.get("listen")
+    guarded = t.values.get("token") or t.values.get("token_file")
+    if listen and not guarded and not checks.loopback_listen(listen):
+        t.problem(
+            "listen",
+            f"{listen!r} is reachable from other hosts and /status names the fleet's addresses: "
+            "set token or token_file, or listen on 127.0.0.1",
+        )
     t.finish()
     return StatsSection(**t.values)
 
