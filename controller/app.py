@@ -29,6 +29,7 @@ from controller.runtime import sdnotify
 from controller.runtime.actor import Actor
 from controller.runtime.bus import Bus
 from controller.runtime.daemon import DaemonError, drop_privileges
+from controller.runtime.logs import reopen_logfile
 from controller.runtime.supervisor import Runtime
 
 log = structlog.get_logger("controller")
@@ -289,6 +290,10 @@ def _install_reload_handler(config: Config, actors: list[Actor]) -> None:
 
     def reload() -> None:
         sdnotify.reloading()
+        try:
+            reopen_logfile()  # logrotate moved it away: write to a new one
+        except OSError as exc:
+            log.error("logfile.reopen_failed", error=exc.strerror, hint="still writing the old one")
         try:
             try:
                 new = load_config(current[0].path)

@@ -10,7 +10,13 @@ import logging
 import pytest
 import structlog
 
-from controller.runtime.logs import configure_logging, is_secret_key, mask_secrets, reset_logging
+from controller.runtime.logs import (
+    configure_logging,
+    is_secret_key,
+    mask_secrets,
+    reopen_logfile,
+    reset_logging,
+)
 
 ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -157,6 +163,24 @@ def test_logfile_is_always_json(capsys, tmp_path):
     for secret in SECRETS:
         assert secret not in text
     assert json_lines(text)[0]["event"] == "launching"
+
+
+def test_logfile_is_reopened_after_logrotate_moved_it(tmp_path):
+    logfile = tmp_path / "controller.log"
+    configure_logging(verbosity=2, logfile=str(logfile))
+    try:
+        structlog.get_logger("t").info("before")
+        logging.getLogger("botocore").warning("library before")
+        logfile.rename(tmp_path / "controller.log.1")  # what logrotate does without copytruncate
+        reopen_logfile()  # SIGHUP
+        structlog.get_logger("t").info("after")
+        logging.getLogger("botocore").warning("library after")
+    finally:
+        reset_logging()
+    rotated = [r["event"] for r in json_lines((tmp_path / "controller.log.1").read_text())]
+    fresh = [r["event"] for r in json_lines(logfile.read_text())]
+    assert rotated == ["before", "library before"]
+    assert fresh == ["after", "library after"]
 
 
 @pytest.mark.parametrize(

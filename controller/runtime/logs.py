@@ -161,7 +161,7 @@ def configure_logging(
     reset_logging()
     level = _LEVELS[max(0, min(verbosity, len(_LEVELS) - 1))]
     if logfile is not None:
-        stream: TextIO = open(logfile, "a", encoding="utf-8", buffering=1)
+        stream: TextIO = LogFile(logfile)  # type: ignore[assignment]  # writes like a TextIO
         _installed["file"] = stream
         as_json = True
     else:
@@ -210,6 +210,41 @@ def configure_logging(
     _installed["handler"] = handler
     _installed["root_level"] = root.level
     root.setLevel(max(level, logging.WARNING))
+
+
+class LogFile:
+    """The --logfile, appended to line by line, and reopened on SIGHUP (`reopen_logfile`) so
+    that logrotate can move it away without copytruncate."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file = open(path, "a", encoding="utf-8", buffering=1)
+
+    def write(self, text: str) -> int:
+        return self._file.write(text)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def reopen(self) -> None:
+        """A fresh file at the path; the old one stays in use if the new cannot be opened."""
+        new = open(self.path, "a", encoding="utf-8", buffering=1)
+        old, self._file = self._file, new
+        old.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def reopen_logfile() -> None:
+    """SIGHUP: start writing to a new file at --logfile's path (none: nothing to do).
+    Raises OSError when it cannot be opened; the old file is kept then."""
+    stream = _installed.get("file")
+    if isinstance(stream, LogFile):
+        stream.reopen()
 
 
 def reset_logging() -> None:
