@@ -29,7 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cluster", help="run the batch cluster [cluster.NAME] instead of slaves")
     run.add_argument("--background", action="store_true", help="detach and run as a daemon")
     run.add_argument("--pidfile", help="file holding the daemon's process id (locked)")
-    run.add_argument("--logfile", help="append logs to this file")
+    run.add_argument(
+        "--logfile", help="append logs to this file (JSON lines; reopened on SIGHUP)"
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("json", "console"),
+        help="stderr's log lines: JSON objects or aligned text (default: text on a terminal, "
+        "JSON otherwise)",
+    )
     run.add_argument("--user", help="user to run as (drops privileges after start as root)")
     run.add_argument("--kill", action="store_true", help="stop the daemon named by --pidfile")
     run.add_argument(

@@ -220,7 +220,9 @@ class LaunchPlans:
         keys = {(t.instance_type, t.zone) for t in self.tracked.values()}
         keys.add((self.launch.instance_types[0], self._any_zone()))
         for key in keys:
-            cached = self.prices.get(key)
+            # a fresh price of the type in any zone serves until it is refreshed (one call at
+            # start, not a second one once the first launch names its zone)
+            cached = self.prices.get(key) or self.prices.get((key[0], ""))
             if cached is not None and self.now() - cached[1] < PRICE_REFRESH_SECONDS:
                 continue
             price = yield PriceCall(*key)
@@ -244,7 +246,7 @@ class LaunchPlans:
         return price
 
     def _price(self, instance_type: str, zone: str) -> float:
-        cached = self.prices.get((instance_type, zone))
+        cached = self.prices.get((instance_type, zone)) or self.prices.get((instance_type, ""))
         return cached[0] if cached else 0.0
 
     def _price_for_next_launch(self) -> float:

@@ -1,10 +1,11 @@
 """Logging: structlog key/value events, one renderer for ours and the libraries', secrets masked.
 
 Events go to stderr, pretty on a terminal and one JSON object a line otherwise (systemd's
-journal, pipes), or always as JSON to `--logfile`. Standard-library logging (botocore, aiohttp,
-asyncssh) is routed through the same renderer, but only from WARNING up: their INFO/DEBUG chatter
-is not ours to show. The seed's `--verbosity` keeps its meaning: 0 errors, 1 warnings, 2 info,
-3 debug.
+journal, pipes; `run --log-format` chooses), or always as JSON to `--logfile`. Under systemd
+each line starts with its syslog priority (`<4>` a warning), which journald files it under.
+Standard-library logging (botocore, aiohttp, asyncssh) is routed through the same renderer, but
+only from WARNING up: their INFO/DEBUG chatter is not ours to show. The seed's `--verbosity`
+keeps its meaning: 0 errors, 1 warnings, 2 info, 3 debug.
 
 Secrets never reach the output: `redact_secrets` masks the value of any key that names a secret
 (see `is_secret_key`) and any string that looks like one (`mask_secrets`), and the rendered line
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, MutableMapping
@@ -111,13 +113,30 @@ def _redact(key: object, value: Any) -> Any:
     return value if masked == text else masked
 
 
-def _masking(renderer: Callable[..., str]) -> Callable[..., str]:
-    """The renderer, with its finished line masked again (tracebacks, reprs of objects)."""
+def _masking(renderer: Callable[..., str], journal: bool = False) -> Callable[..., str]:
+    """The renderer, with its finished line masked again (tracebacks, reprs of objects), and
+    with `journal` led by the syslog priority journald reads (`<4>` for a warning), so that
+    `journalctl -p warning` shows warnings and errors."""
 
     def render(logger: object, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
-        return mask_secrets(renderer(logger, method_name, event_dict))
+        prefix = f"<{_PRIORITY.get(str(event_dict.get('level')), 6)}>" if journal else ""
+        return prefix + mask_secrets(renderer(logger, method_name, event_dict))
 
     return render
+
+
+# syslog priorities (sd-daemon(3)): journald strips the prefix and files the line under it
+_PRIORITY = {"critical": 2, "exception": 3, "error": 3, "warning": 4, "info": 6, "debug": 7}
+
+
+def under_journal(stream: TextIO) -> bool:
+    """Is `stream` connected to systemd's journal ($JOURNAL_STREAM names its device:inode)?"""
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"
 
 
 class _NamedWriteLogger(structlog.WriteLogger):
@@ -167,6 +186,7 @@ def configure_logging(
     else:
         stream = sys.stderr
         as_json = (not _isatty(stream)) if json is None else json
+    journal = logfile is None and under_journal(stream)
 
     if as_json:
         renderer: Callable[..., str] = structlog.processors.JSONRenderer()
@@ -186,7 +206,7 @@ def configure_logging(
             _add_logger_name,
             *before_render,
             redact_secrets,
-            _masking(renderer),
+            _masking(renderer, journal),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=lambda *args: _NamedWriteLogger(stream, args[0] if args else None),
@@ -201,7 +221,7 @@ def configure_logging(
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 *before_render,
                 redact_secrets,
-                _masking(renderer),
+                _masking(renderer, journal),
             ],
         )
     )
