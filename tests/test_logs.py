@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
+import sys
 
 import pytest
 import structlog
@@ -221,3 +223,37 @@ def test_reconfiguring_replaces_the_previous_setup(capsys):
     configure_logging(verbosity=2, json=True)
     logging.getLogger("botocore").warning("once")
     assert len(json_lines(capsys.readouterr().err)) == 1
+
+
+def test_under_systemd_each_line_leads_with_its_journal_priority(monkeypatch, tmp_path):
+    out = (tmp_path / "journal").open("w", encoding="utf-8", buffering=1)
+    st = os.fstat(out.fileno())
+    monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+    monkeypatch.setattr(sys, "stderr", out)
+    configure_logging(verbosity=3)
+    try:
+        log = structlog.get_logger("t")
+        log.debug("d")
+        log.info("i")
+        log.warning("w")
+        log.error("e")
+        logging.getLogger("botocore").warning("library")
+    finally:
+        reset_logging()
+        out.close()
+    lines = (tmp_path / "journal").read_text().splitlines()
+    assert [line[:3] for line in lines] == ["<7>", "<6>", "<4>", "<3>", "<4>"]
+    assert json.loads(lines[2][3:])["event"] == "w"  # the rest of the line is as before
+
+
+def test_no_priority_prefix_off_the_journal(monkeypatch, tmp_path):
+    monkeypatch.setenv("JOURNAL_STREAM", "1:1")  # some other stream is the journal
+    out = (tmp_path / "pipe").open("w", encoding="utf-8", buffering=1)
+    monkeypatch.setattr(sys, "stderr", out)
+    configure_logging(verbosity=2)
+    try:
+        structlog.get_logger("t").warning("w")
+    finally:
+        reset_logging()
+        out.close()
+    assert json.loads((tmp_path / "pipe").read_text())["event"] == "w"
