@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate and print the resolved config")
     check.add_argument("-c", "--config", required=True)
+    check.add_argument(
+        "-q", "--quiet", action="store_true", help="print problems and notes only (ExecStartPre)"
+    )
 
     status = sub.add_parser("status", help="summary of a running controller")
     status.add_argument("--url", default=None, help="stats endpoint (default from [stats] listen)")
@@ -99,7 +102,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         case "check-config":
             from controller.commands.check_config import check_config
 
-            return check_config(args.config)
+            return check_config(args.config, quiet=args.quiet)
         case "import-conf":
             from controller.commands.import_conf import import_conf
 

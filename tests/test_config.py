@@ -562,3 +562,15 @@ def test_stats_on_a_public_address_needs_a_token(tmp_path) -> None:
     for ok in ("127.0.0.1:8990", "[::1]:8990", "localhost:8990", ""):
         path.write_text(f'[stats]\nlisten = "{ok}"\n')
         assert load_config(path).stats.listen == ok
+
+
+def test_check_config_quiet_prints_only_problems(capsys, tmp_path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(REPO_CONFIG.read_text())
+    assert main(["check-config", "--quiet", "-c", str(good)]) == 0
+    assert capsys.readouterr().out == ""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[master]\npoll_interval = -1\n")
+    assert main(["check-config", "-q", "-c", str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "poll_interval" in captured.err

@@ -9,9 +9,9 @@ from controller.config.reader import ConfigError, load_config
 from controller.config.render import render_toml
 
 
-def check_config(path: str) -> int:
+def check_config(path: str, quiet: bool = False) -> int:
     """Print the resolved TOML and return 0 (with any note on stderr), or print every problem to
-    stderr and return 2."""
+    stderr and return 2. `quiet` (systemd's ExecStartPre): problems and notes only."""
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -20,5 +20,6 @@ def check_config(path: str) -> int:
         return EXIT_BAD_INPUT
     for line in config.notes:
         print(line, file=sys.stderr)
-    sys.stdout.write(render_toml(config))
+    if not quiet:
+        sys.stdout.write(render_toml(config))
     return EXIT_OK
