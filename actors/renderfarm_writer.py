@@ -3,17 +3,28 @@
 It keeps the set of listed slaves from SlaveReady (add) and SlaveLost, DrainSlave, InstanceDown
 (remove), and rewrites the file in GBrowse's format (controller.gbrowse.renderfarm), atomically,
 one URL per slave and port, sorted so that the same set always gives the same bytes. The reload
-command runs only when the bytes changed; a burst of changes (a cycle that found ten slaves ready)
-is coalesced: the first change opens a short settle period, and one write and one reload follow it.
+command runs only when the bytes changed.
+
+When (the pure rule is `write_due`): messages already queued are taken first, so a batch that
+arrives together (a probe round, a scale-in) is one write. Then
+- a removal (a slave drained, lost or gone) is written at once: a dead slave listed fails
+  GBrowse's requests, and SpotPool terminates a drained or lost slave only after the
+  RenderfarmWritten that no longer lists it (unlist -> reload -> terminate), so waiting would only
+  keep it longer; pending additions go into the same write;
+- an addition after a quiet `settle_seconds` (no write in that time) is written at once;
+- additions within `settle_seconds` of a write are coalesced into one write at the end of that
+  hold. The 2 s default covers the spread of announcements of slaves that boot together
+  (SlaveHealth probes a booting slave every second, each on its own phase), so 0 -> 5 slaves
+  take at most 2 reloads, and gives Apache's graceful restart time to finish before the next.
 
 A slave that left (drained, lost, gone) is remembered, so a SlaveReady that crossed its removal on
 the bus cannot list it again.
 
 Start: an existing file is kept for `adopt_seconds` (about one probe cycle after SpotPool adopted
 the fleet), so a restart of the controller does not take healthy slaves out of the file only to
-put them back seconds later; then, or at the first change, the file is rewritten from what was
-probed, which drops any slave that died while no controller watched. A missing file is written
-at once in its empty form (`renderfarm = 0`).
+put them back seconds later; it is rewritten from what was probed then, or as soon as every slave
+it lists was announced again or left. This drops any slave that died while no controller watched.
+A missing file is written at once in its empty form (`renderfarm = 0`).
 Stop: with `on_exit = "teardown"` the slaves leave the file first (the runtime stops this actor
 before SpotPool terminates them): the empty form is written and the reload runs. With "leave" the
 file stays as it is for the next start to adopt.
@@ -48,6 +59,14 @@ class RenderfarmConfError(Exception):
     """renderfarm.conf cannot be written where the config says (a user-fixable startup error)."""
 
 
+def write_due(now: float, *, removal: bool, last_write: float | None, hold: float) -> float:
+    """When a change made at `now` is to be written: a removal, or any change after a quiet
+    `hold`, at once; else at the end of the hold that began with the last write."""
+    if removal or last_write is None:
+        return now
+    return max(now, last_write + hold)
+
+
 class RenderfarmWriter(Actor):
     def __init__(
         self,
@@ -55,7 +74,7 @@ class RenderfarmWriter(Actor):
         config: Config,
         bus: Bus,
         dry_run: bool = False,
-        settle_seconds: float = 1.0,
+        settle_seconds: float = 2.0,
         adopt_seconds: float | None = None,
         retry_seconds: float = 5.0,
         reload_timeout: float = 20.0,
@@ -77,6 +96,8 @@ class RenderfarmWriter(Actor):
         self._listed: dict[InstanceId, str] = {}  # instance -> address
         self._retired: dict[InstanceId, None] = {}  # insertion-ordered, bounded
         self._flush_at: float | None = None  # loop time the file is due to be rewritten
+        self._written_at: float | None = None  # loop time the last change was written
+        self._adopted: set[str] | None = None  # URLs of the file found at start, while adopting
         bus.subscribe(self.inbox, SlaveReady, SlaveLost, DrainSlave, InstanceDown)
 
     # lifecycle
@@ -90,6 +111,7 @@ class RenderfarmWriter(Actor):
         if not self.dry_run:
             _check_writable(self.path)
         if _exists(self.path):
+            self._adopted = set(_listed_urls(_read(self.path) or ""))
             self._flush_at = self.clock() + self.adopt_seconds
             self.log.info("renderfarm.adopting", path=self.path, rewrite_in=self.adopt_seconds)
         elif not await self.flush():
@@ -99,27 +121,58 @@ class RenderfarmWriter(Actor):
 
     async def run(self) -> None:
         while True:
-            if self._flush_at is not None and self.clock() >= self._flush_at:
-                await self.flush()
-                continue
-            timeout = None if self._flush_at is None else self._flush_at - self.clock()
-            msg = await self.inbox.get(timeout=timeout)
-            if msg is EOI:
+            if self._flush_at is None or self.clock() < self._flush_at:
+                timeout = None if self._flush_at is None else self._flush_at - self.clock()
+                msg = await self.inbox.get(timeout=timeout)
+                if msg is EOI:
+                    return
+                if msg is not None:
+                    self.take(msg)
+                    continue
+            # The write is due (a wait that timed out ends at it, whatever the clock's rounding).
+            if await self._take_queued():
                 return
-            if msg is not None and self.apply(msg):
-                settle_at = self.clock() + self.settle_seconds
-                if self._flush_at is None or settle_at < self._flush_at:
-                    self._flush_at = settle_at
+            await self.flush()
+
+    async def _take_queued(self) -> bool:
+        """Take the messages already waiting, so that a batch is one write; True at EOI (stop()
+        writes what is pending)."""
+        while len(self.inbox):
+            msg = await self.inbox.get()
+            if msg is EOI:
+                return True
+            if msg is not None:
+                self.take(msg)
+        return False
 
     async def stop(self) -> None:
         if self.clear_on_stop:
             self._listed.clear()
             self.log.info("renderfarm.clearing", path=self.path, reason="teardown")
             await self.flush()
-        elif self._flush_at is not None:
+        elif self._flush_at is not None and self._adopted is None:  # else left for the next start
             await self.flush()
 
     # state
+
+    def take(self, msg: object) -> None:
+        """Apply one message and schedule the write it calls for."""
+        changed = self.apply(msg)
+        now = self.clock()
+        if self._adopted is not None:
+            # Early only if the write keeps every adopted slave that has not left.
+            if self._adopted <= set(self.urls()):
+                self._flush_at = now
+            return
+        if changed:
+            due = write_due(
+                now,
+                removal=not isinstance(msg, SlaveReady),
+                last_write=self._written_at,
+                hold=self.settle_seconds,
+            )
+            if self._flush_at is None or due < self._flush_at:
+                self._flush_at = due
 
     def apply(self, msg: object) -> bool:
         """Update the listed set from one message; True if it changed."""
@@ -130,10 +183,12 @@ class RenderfarmWriter(Actor):
                 self._listed[iid] = address
                 return True
             case (
-                SlaveLost(instance_id=iid)
-                | DrainSlave(instance_id=iid)
-                | InstanceDown(instance_id=iid)
+                SlaveLost(instance_id=iid, address=address)
+                | DrainSlave(instance_id=iid, address=address)
+                | InstanceDown(instance_id=iid, address=address)
             ):
+                if self._adopted is not None:
+                    self._adopted.difference_update(_url(address, p) for p in self.ports)
                 self._retired[iid] = None
                 if len(self._retired) > _RETIRED_LIMIT:
                     del self._retired[next(iter(self._retired))]
@@ -151,10 +206,12 @@ class RenderfarmWriter(Actor):
         """Write the file from the listed set, reload if it changed; False if the write failed
         (it is retried after `retry_seconds`)."""
         self._flush_at = None
+        self._adopted = None
         urls = self.urls()
         text = render_renderfarm(urls)
         if self.dry_run:
-            self._would_write(urls, text)
+            if self._would_write(urls, text):
+                self._written_at = self.clock()
             return True
         try:
             changed = write_atomic(self.path, text)
@@ -176,14 +233,15 @@ class RenderfarmWriter(Actor):
             self.log.debug("renderfarm.unchanged", path=self.path, urls=len(urls))
             return True
         reloaded = await self.reload()
+        self._written_at = self.clock()
         self.log.info("renderfarm.written", path=self.path, urls=urls, reloaded=reloaded)
         self.publish(RenderfarmWritten(at=self.clock(), addresses=tuple(urls), reloaded=reloaded))
         return True
 
-    def _would_write(self, urls: Sequence[str], text: str) -> None:
+    def _would_write(self, urls: Sequence[str], text: str) -> bool:
         current = _read(self.path)
         if current == text:
-            return
+            return False
         before = set(_listed_urls(current or ""))
         self.log.info(
             "dry_run.would_write",
@@ -197,6 +255,7 @@ class RenderfarmWriter(Actor):
         self.publish(
             RenderfarmWritten(at=self.clock(), addresses=tuple(urls), reloaded=False, dry_run=True)
         )
+        return True
 
     async def reload(self) -> bool:
         """Run the reload command (no shell); True if it exited 0. Failures are logged, never

@@ -1,10 +1,13 @@
 """RenderfarmWriter on a real file and a real reload command, driven through a real Bus.
 
-The reload command appends a line to a file, so the tests count reloads exactly.
+The reload command appends a line to a file, so the tests count reloads exactly. The tests of
+when a write happens run in fake loop time (looptime) without a reload command (a subprocess
+takes real time, which looptime cannot wait for) and count RenderfarmWritten instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import signal
@@ -29,6 +32,9 @@ from tests.actor_runner import drain, listen, next_of, running
 
 EMPTY = "[GENERAL]\nrenderfarm = 0\nremote renderer =\n"
 SETTLE = 0.2
+HOLD = 2.0  # settle_seconds' default: changes within it after a write wait for its end
+
+looptime = pytest.mark.looptime(end=1000)
 
 
 def make_config(tmp_path: Path, *, reload_command=None, on_exit="teardown", **master) -> Config:
@@ -66,6 +72,16 @@ def mtime(path: str) -> int:
 def reload_count(tmp_path: Path) -> int:
     reloads = tmp_path / "reloads"
     return len(reloads.read_text().splitlines()) if reloads.exists() else 0
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def lost(n: int, address: str) -> SlaveLost:
+    return SlaveLost(
+        at=0.0, instance_id=InstanceId(f"i-{n:04}"), address=address, reason=LostReason.UNREACHABLE
+    )
 
 
 def ready(n: int, address: str) -> SlaveReady:
@@ -352,3 +368,116 @@ async def test_a_failed_write_is_retried_and_the_actor_stays_up(tmp_path: Path) 
         assert msg.addresses == ("http://127.0.20.10:8101", "http://127.0.20.10:8102")
         assert "127.0.20.10:8101" in read(real_dir / "renderfarm.conf")
     assert reload_count(tmp_path) == 3  # start, the retried write, the stop
+
+
+# when: at once after a quiet hold, coalesced within it, removals at once
+
+
+@looptime
+async def test_a_lone_change_is_written_at_once(tmp_path: Path) -> None:
+    config = make_config(tmp_path, reload_command=())
+    bus = Bus()
+    written = listen(bus, RenderfarmWritten)
+    async with running(RenderfarmWriter(config=config, bus=bus)):
+        await next_of(written, RenderfarmWritten)  # the initial empty form
+        await asyncio.sleep(10.0)  # quiet
+        changed = now()
+        bus.publish(ready(1, "127.0.20.10"))
+        msg = await next_of(written, RenderfarmWritten)
+        assert msg.at == changed
+        assert msg.addresses == ("http://127.0.20.10:8101", "http://127.0.20.10:8102")
+
+
+@looptime
+async def test_five_slaves_ready_close_together_take_two_writes_the_first_at_once(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path, reload_command=())
+    bus = Bus()
+    written = listen(bus, RenderfarmWritten)
+    async with running(RenderfarmWriter(config=config, bus=bus)):
+        await next_of(written, RenderfarmWritten)
+        await asyncio.sleep(10.0)
+        first = now()
+        for n in range(5):  # announced 0.3 s apart, as probes on their own phases find them
+            bus.publish(ready(n, f"127.0.20.{10 + n}"))
+            await asyncio.sleep(0.3)
+        msgs = await drain(written, 10.0)
+    assert [len(m.addresses) // 2 for m in msgs] == [1, 5]
+    assert [m.at - first for m in msgs] == pytest.approx([0.0, HOLD])
+
+
+@looptime
+async def test_a_removal_is_written_at_once_even_within_the_hold(tmp_path: Path) -> None:
+    config = make_config(tmp_path, reload_command=())
+    bus = Bus()
+    written = listen(bus, RenderfarmWritten)
+    async with running(RenderfarmWriter(config=config, bus=bus)):
+        await next_of(written, RenderfarmWritten)
+        await asyncio.sleep(10.0)
+        bus.publish(ready(1, "127.0.20.10"))
+        bus.publish(ready(2, "127.0.20.11"))  # the same instant: one write
+        both = await next_of(written, RenderfarmWritten)
+        assert len(both.addresses) == 4
+        await asyncio.sleep(0.5)
+        bus.publish(ready(3, "127.0.20.12"))  # within the hold: waits for its end...
+        await asyncio.sleep(0.2)
+        removed = now()
+        bus.publish(lost(1, "127.0.20.10"))  # ...unless a removal takes it along at once
+        msg = await next_of(written, RenderfarmWritten)
+        assert msg.at == removed
+        assert msg.addresses == tuple(
+            f"http://127.0.20.{a}:{p}" for a in (11, 12) for p in (8101, 8102)
+        )
+        drained = now()
+        bus.publish(
+            DrainSlave(
+                at=0.0,
+                instance_id=InstanceId("i-0002"),
+                address="127.0.20.11",
+                reason=LostReason.SCALE_IN,
+            )
+        )
+        msg = await next_of(written, RenderfarmWritten)
+        assert msg.at == drained
+        assert msg.addresses == ("http://127.0.20.12:8101", "http://127.0.20.12:8102")
+        assert await drain(written, 2 * HOLD) == []
+
+
+@looptime
+async def test_an_adopted_file_is_rewritten_as_soon_as_every_slave_it_lists_is_back(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path, reload_command=())
+    conf = Path(config.master.renderfarm_conf)
+    old = (
+        "[GENERAL]\nrenderfarm = 1\nremote renderer =\n"
+        "\thttp://127.0.20.10:8101\n\thttp://127.0.20.10:8102\n"
+        "\thttp://127.0.20.11:8101\n\thttp://127.0.20.11:8102\n"
+        "\thttp://127.0.20.12:8101\n\thttp://127.0.20.12:8102\n"
+    )
+    write(conf, old)
+    bus = Bus()
+    written = listen(bus, RenderfarmWritten)
+    async with running(RenderfarmWriter(config=config, bus=bus, adopt_seconds=60.0)):
+        start = now()
+        bus.publish(ready(1, "127.0.20.10"))
+        await asyncio.sleep(0.4)
+        bus.publish(ready(3, "127.0.20.13"))  # a new one: listed with the rest
+        assert await drain(written, 0.4) == []
+        assert read(conf) == old  # not yet: 127.0.20.11 and .12 were not probed again
+        bus.publish(
+            InstanceDown(
+                at=0.0,
+                instance_id=InstanceId("i-0002"),
+                address="127.0.20.11",
+                reason=LostReason.TERMINATED,
+            )
+        )
+        back = now()
+        bus.publish(ready(4, "127.0.20.12"))  # the last one back (or gone): written at once
+        msg = await next_of(written, RenderfarmWritten)
+        assert msg.at == back and msg.at - start < 60.0
+        assert msg.addresses == tuple(
+            f"http://127.0.20.{a}:{p}" for a in (10, 12, 13) for p in (8101, 8102)
+        )

@@ -1,7 +1,9 @@
 """SlaveHealth against real HTTP servers on 127.0.20.x (the addresses moto gives instances).
 
-Most tests drive one probe cycle at a time (`probe_cycle()`), so "after two failed cycles" is
-exact; one test runs the actor's own loop under the Runtime.
+The actor runs its own loop under the Runtime in fake loop time (looptime): the fake slaves are
+served on the same loop, so a probe takes no loop time unless it waits for a timeout, and every
+assertion can name a time. POLL is long (30 s) so that "within a second" and "within a poll"
+cannot be confused.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from actors.slave_health import SlaveHealth
+from actors.slave_health import Cadence, Outcome, SlaveHealth, _Slave, after_probe
 from controller.config.schema import Config, MasterSection, ScalingSection, SlaveSection
 from controller.messages import (
     DrainSlave,
@@ -24,12 +26,19 @@ from controller.messages import (
     SlaveLost,
     SlaveReady,
 )
-from controller.runtime.bus import Bus, Mailbox
-from tests.actor_runner import listen, next_of, running
+from controller.runtime.bus import Bus
+from tests.actor_runner import drain, listen, next_of, running
 from tests.harness.fake_slave import FakeSlave
 from tests.harness.net import free_port
 
 Factory = Callable[..., Awaitable[FakeSlave]]
+
+POLL = 30.0  # ready slaves are probed this often
+SAMPLE = 1.0  # not-yet-ready ones this often ([master] sample_interval's default)
+RECHECK = 0.5  # a ready slave's failed probe is confirmed this much later
+TIMEOUT = 2.0  # probe_timeout
+
+looptime = pytest.mark.looptime(end=2000)
 
 
 @pytest.fixture
@@ -37,9 +46,9 @@ def ports() -> tuple[int, int]:
     return free_port("127.0.20.1"), free_port("127.0.20.1")
 
 
-def make_config(ports: tuple[int, ...], probe_timeout: float = 1.0) -> Config:
+def make_config(ports: tuple[int, ...], probe_timeout: float = TIMEOUT) -> Config:
     return Config(
-        master=MasterSection(poll_interval=0.2),
+        master=MasterSection(poll_interval=POLL),
         scaling=ScalingSection(probe_timeout=probe_timeout),
         slave=SlaveSection(ports=ports),
     )
@@ -49,153 +58,204 @@ def up(n: int, address: str, role: Role = Role.SLAVE) -> InstanceUp:
     return InstanceUp(at=0.0, instance_id=InstanceId(f"i-{n:04}"), address=address, role=role)
 
 
-async def published(mailbox: Mailbox) -> list[object]:
-    """What was published so far (probe_cycle() publishes before it returns)."""
-    items = []
-    while len(mailbox):
-        items.append(await mailbox.get())
-    return items
+def down(n: int, address: str, reason: LostReason) -> InstanceDown:
+    return InstanceDown(at=0.0, instance_id=InstanceId(f"i-{n:04}"), address=address, reason=reason)
 
 
-@pytest.fixture
-def bus() -> Bus:
-    return Bus()
+def now() -> float:
+    return asyncio.get_running_loop().time()
 
 
-@pytest.fixture
-def events(bus: Bus) -> Mailbox:
-    return listen(bus, SlaveReady, SlaveLost)
-
-
-@pytest.fixture
-async def health(bus: Bus, ports: tuple[int, int]):
-    actor = SlaveHealth(config=make_config(ports), bus=bus)
-    await actor.setup()
-    try:
-        yield actor
-    finally:
-        await actor.stop()
+async def sleep_until(t: float) -> None:
+    await asyncio.sleep(t - now())
 
 
 async def both_ports(factory: Factory, address: str, ports: tuple[int, int], status=403):
     return [await factory(address, port, status) for port in ports]
 
 
-async def test_probes_of_not_yet_ready_slaves_go_on_until_they_pass(
-    health: SlaveHealth, events: Mailbox, fake_slave_factory: Factory, ports: tuple[int, int]
+@looptime
+async def test_a_booted_slave_is_announced_within_a_second_of_answering(
+    fake_slave_factory: Factory, ports: tuple[int, int]
+) -> None:
+    bus = Bus()
+    events = listen(bus, SlaveReady, SlaveLost)
+    async with running(SlaveHealth(config=make_config(ports), bus=bus)):
+        bus.publish(up(1, "127.0.20.10"))  # nothing answers yet: still booting
+        await asyncio.sleep(7.3)
+        assert await drain(events, 0) == []
+        await both_ports(fake_slave_factory, "127.0.20.10", ports)
+        answering = now()
+        ready = await next_of(events, SlaveReady, within=POLL)
+        assert ready.address == "127.0.20.10"
+        assert ready.at - answering <= SAMPLE
+
+
+@looptime
+async def test_not_ready_slaves_are_probed_until_they_pass_and_announced_once(
+    fake_slave_factory: Factory, ports: tuple[int, int]
 ) -> None:
     a = await both_ports(fake_slave_factory, "127.0.20.10", ports)
     b = await both_ports(fake_slave_factory, "127.0.20.11", ports)
     b[1].set_status(200)  # a web server, not a render slave
     c = await fake_slave_factory("127.0.20.12", ports[0])  # the second port is closed
     # 127.0.20.13: nothing listens at all (still booting).
-    for n, address in enumerate(["127.0.20.10", "127.0.20.11", "127.0.20.12", "127.0.20.13"]):
-        health.handle(up(n, address))
+    bus = Bus()
+    events = listen(bus, SlaveReady, SlaveLost)
+    async with running(SlaveHealth(config=make_config(ports), bus=bus)):
+        start = now()
+        for n, address in enumerate(["127.0.20.10", "127.0.20.11", "127.0.20.12", "127.0.20.13"]):
+            bus.publish(up(n, address))
+        first = await next_of(events, SlaveReady)
+        assert (first.instance_id, first.at) == ("i-0000", start)  # probed at once
+        assert await drain(events, 5.0) == []
 
-    await health.probe_cycle()
-    assert ready_ids(await published(events)) == ["i-0000"]
+        b[1].set_status(403)
+        await fake_slave_factory("127.0.20.12", ports[1])
+        fixed = now()
+        got = await drain(events, 2 * SAMPLE)
+        assert sorted(ready_ids(got)) == ["i-0001", "i-0002"]
+        assert all(m.at - fixed <= SAMPLE for m in got)
 
-    b[1].set_status(403)
-    await fake_slave_factory("127.0.20.12", ports[1])
-    await health.probe_cycle()
-    assert sorted(ready_ids(await published(events))) == ["i-0001", "i-0002"]
-
-    await both_ports(fake_slave_factory, "127.0.20.13", ports)
-    await health.probe_cycle()
-    assert ready_ids(await published(events)) == ["i-0003"]  # each announced once
-    assert a[0].hits == 3 and c.hits == 3  # ready ones are still probed every cycle
+        await both_ports(fake_slave_factory, "127.0.20.13", ports)
+        assert ready_ids(await drain(events, 2 * SAMPLE)) == ["i-0003"]
+        # Each announced once; the ready ones are still probed, every poll.
+        await sleep_until(start + 2 * POLL + 1)
+        assert await drain(events, 0) == []
+        assert a[0].hits == 3 and c.hits >= 3
 
 
-async def test_a_ready_slave_is_lost_after_two_failed_cycles_and_no_longer_probed(
-    health: SlaveHealth, events: Mailbox, fake_slave_factory: Factory, ports: tuple[int, int]
+@looptime
+async def test_a_killed_ready_slave_is_lost_within_a_poll_and_a_recheck(
+    fake_slave_factory: Factory, ports: tuple[int, int]
 ) -> None:
     slave = await both_ports(fake_slave_factory, "127.0.20.10", ports)
-    health.handle(up(1, "127.0.20.10"))
-    await health.probe_cycle()
-    assert ready_ids(await published(events)) == ["i-0001"]
+    bus = Bus()
+    events = listen(bus, SlaveReady, SlaveLost)
+    async with running(SlaveHealth(config=make_config(ports), bus=bus)):
+        bus.publish(up(1, "127.0.20.10"))
+        await next_of(events, SlaveReady, within=POLL)
+        await asyncio.sleep(0.1)  # just after a probe passed: the worst moment to die
+        await slave[1].stop()  # one port stops answering: connection refused
+        killed = now()
+        lost = await next_of(events, SlaveLost, within=3 * POLL)
+        assert (lost.instance_id, lost.address, lost.reason) == (
+            "i-0001",
+            "127.0.20.10",
+            LostReason.UNREACHABLE,
+        )
+        assert lost.at - killed <= POLL + TIMEOUT + RECHECK
+        # Not probed again, not re-listed: SpotPool replaces it.
+        await slave[1].start()
+        hits = slave[0].hits
+        assert await drain(events, 2 * POLL) == []
+        assert slave[0].hits == hits
 
-    await slave[1].stop()  # one port stops answering: connection refused
-    await health.probe_cycle()
-    assert await published(events) == []
-    await health.probe_cycle()
-    [lost] = await published(events)
-    assert isinstance(lost, SlaveLost)
-    assert (lost.instance_id, lost.address, lost.reason) == (
-        "i-0001",
-        "127.0.20.10",
-        LostReason.UNREACHABLE,
-    )
 
-    await slave[1].start()
-    hits = slave[0].hits
-    await health.probe_cycle()
-    assert await published(events) == []  # not re-listed: SpotPool replaces it
-    assert slave[0].hits == hits
-
-
-async def test_one_failed_cycle_is_forgiven(
-    health: SlaveHealth, events: Mailbox, fake_slave_factory: Factory, ports: tuple[int, int]
+@looptime
+async def test_one_failed_probe_is_forgiven_if_the_recheck_passes(
+    fake_slave_factory: Factory, ports: tuple[int, int]
 ) -> None:
     slave = await both_ports(fake_slave_factory, "127.0.20.10", ports)
-    health.handle(up(1, "127.0.20.10"))
-    await health.probe_cycle()
-    await published(events)
-    for status in (500, 403, 500, 403, 500):
-        slave[0].set_status(status)
-        await health.probe_cycle()
-    assert await published(events) == []
-    slave[0].set_status(502)
-    await health.probe_cycle()
-    assert [type(m) for m in await published(events)] == [SlaveLost]
+    bus = Bus()
+    events = listen(bus, SlaveReady, SlaveLost)
+    async with running(SlaveHealth(config=make_config(ports), bus=bus)):
+        bus.publish(up(1, "127.0.20.10"))
+        await next_of(events, SlaveReady)
+        for _ in range(3):  # a hiccup at a poll, gone by the recheck
+            slave[0].set_status(500)
+            failed = await next_hit(slave[0])
+            slave[0].set_status(403)
+            assert await next_hit(slave[0]) - failed == pytest.approx(RECHECK, abs=0.02)
+        assert await drain(events, 0) == []
+        slave[0].set_status(502)  # now for good
+        failed = await next_hit(slave[0])
+        lost = await next_of(events, SlaveLost, within=POLL)
+        assert lost.at - failed == pytest.approx(RECHECK, abs=0.02)
 
 
-async def test_instance_down_and_drain(
-    health: SlaveHealth, events: Mailbox, fake_slave_factory: Factory, ports: tuple[int, int]
-) -> None:
+async def next_hit(slave: FakeSlave) -> float:
+    """The loop time of the slave's next request."""
+    hits = slave.hits
+    for _ in range(int(2 * POLL / 0.01)):
+        if slave.hits > hits:
+            return now()
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{slave.url} was not probed within {2 * POLL}s")
+
+
+@looptime
+async def test_a_slave_that_hangs_is_lost_by_the_probe_timeouts() -> None:
+    port = free_port("127.0.20.1")
+    slow = SlowSlaves(delay=0.0)
+    bus = Bus()
+    events = listen(bus, SlaveReady, SlaveLost)
+    try:
+        await slow.serve("127.0.20.10", port)
+        async with running(SlaveHealth(config=make_config((port,)), bus=bus)):
+            bus.publish(up(1, "127.0.20.10"))
+            await next_of(events, SlaveReady)
+            slow.delay = 1000.0  # accepts, never answers in time
+            hung = now()
+            lost = await next_of(events, SlaveLost, within=3 * POLL)
+            assert lost.reason is LostReason.UNREACHABLE
+            # the poll's probe times out, then the recheck's (a killed slave refuses at once)
+            assert lost.at - hung <= POLL + 2 * TIMEOUT + RECHECK
+    finally:
+        await slow.close()
+
+
+@looptime
+async def test_instance_down_and_drain(fake_slave_factory: Factory, ports: tuple[int, int]) -> None:
     for address in ("127.0.20.10", "127.0.20.11"):
         await both_ports(fake_slave_factory, address, ports)
     drained = await both_ports(fake_slave_factory, "127.0.20.12", ports)
     node = await both_ports(fake_slave_factory, "127.0.20.13", ports)
-    for n, address in enumerate(["127.0.20.10", "127.0.20.11", "127.0.20.12"]):
-        health.handle(up(n, address))
-    health.handle(up(3, "127.0.20.13", role=Role.NODE))  # batch nodes are not render slaves
-    await health.probe_cycle()
-    assert sorted(ready_ids(await published(events))) == ["i-0000", "i-0001", "i-0002"]
+    bus = Bus()
+    events = listen(bus, SlaveReady, SlaveLost)
+    async with running(SlaveHealth(config=make_config(ports), bus=bus)):
+        for n, address in enumerate(["127.0.20.10", "127.0.20.11", "127.0.20.12"]):
+            bus.publish(up(n, address))
+        bus.publish(up(3, "127.0.20.13", role=Role.NODE))  # batch nodes are not render slaves
+        assert sorted(ready_ids(await drain(events, 1.0))) == ["i-0000", "i-0001", "i-0002"]
 
-    health.handle(
-        InstanceDown(
-            at=0.0,
-            instance_id=InstanceId("i-0000"),
-            address="127.0.20.10",
-            reason=LostReason.INTERRUPTED,
-        )
-    )
-    [lost] = await published(events)
-    assert (lost.instance_id, lost.reason) == ("i-0000", LostReason.INTERRUPTED)
+        bus.publish(down(0, "127.0.20.10", LostReason.INTERRUPTED))
+        lost = await next_of(events, SlaveLost)
+        assert (lost.instance_id, lost.reason) == ("i-0000", LostReason.INTERRUPTED)
 
-    health.handle(
-        DrainSlave(
-            at=0.0,
-            instance_id=InstanceId("i-0002"),
-            address="127.0.20.12",
-            reason=LostReason.SCALE_IN,
+        bus.publish(
+            DrainSlave(
+                at=0.0,
+                instance_id=InstanceId("i-0002"),
+                address="127.0.20.12",
+                reason=LostReason.SCALE_IN,
+            )
         )
-    )
-    hits = drained[0].hits
-    await health.probe_cycle()
-    assert await published(events) == []  # the writer handles drains
-    assert drained[0].hits == hits
-    # A drained slave that goes away later was not listed any more: nothing to report.
-    health.handle(
-        InstanceDown(
-            at=0.0,
-            instance_id=InstanceId("i-0002"),
-            address="127.0.20.12",
-            reason=LostReason.SCALE_IN,
-        )
-    )
-    assert await published(events) == []
+        hits = drained[0].hits
+        assert await drain(events, 2 * POLL) == []  # the writer handles drains
+        assert drained[0].hits == hits
+        # A drained slave that goes away later was not listed any more: nothing to report.
+        bus.publish(down(2, "127.0.20.12", LostReason.SCALE_IN))
+        assert await drain(events, 1.0) == []
     assert node[0].hits == 0
+
+
+@looptime
+async def test_a_slave_gone_while_its_probe_was_in_flight_is_never_announced() -> None:
+    port = free_port("127.0.20.1")
+    slow = SlowSlaves(delay=1.5)  # answers 403, but late
+    bus = Bus()
+    events = listen(bus, SlaveReady, SlaveLost)
+    try:
+        await slow.serve("127.0.20.10", port)
+        async with running(SlaveHealth(config=make_config((port,)), bus=bus)):
+            bus.publish(up(1, "127.0.20.10"))
+            await asyncio.sleep(0.5)
+            assert slow.in_flight == 1
+            bus.publish(down(1, "127.0.20.10", LostReason.TERMINATED))
+            assert await drain(events, 5.0) == []
+    finally:
+        await slow.close()
 
 
 class SlowSlaves:
@@ -229,59 +289,40 @@ class SlowSlaves:
             await runner.cleanup()
 
 
+@looptime
 async def test_probes_run_concurrently_but_within_the_bound() -> None:
     port = free_port("127.0.20.1")
     slow = SlowSlaves(delay=0.05)
     bus = Bus()
     events = listen(bus, SlaveReady)
-    health = SlaveHealth(config=make_config((port,)), bus=bus, concurrency=4)
-    await health.setup()
     try:
         for n in range(20):
             await slow.serve(f"127.0.20.{100 + n}", port)
-            health.handle(up(n, f"127.0.20.{100 + n}"))
-        await health.probe_cycle()
+        async with running(SlaveHealth(config=make_config((port,)), bus=bus, concurrency=4)):
+            for n in range(20):
+                bus.publish(up(n, f"127.0.20.{100 + n}"))
+            got = await drain(events, 1.0)
     finally:
-        await health.stop()
         await slow.close()
-    assert len(ready_ids(await published(events))) == 20
+    assert len(ready_ids(got)) == 20
     assert slow.max_in_flight == 4
 
 
-async def test_a_slave_that_hangs_fails_by_the_probe_timeout(fake_slave_factory: Factory) -> None:
-    port = free_port("127.0.20.1")
-    slow = SlowSlaves(delay=0.0)
-    bus = Bus()
-    events = listen(bus, SlaveReady, SlaveLost)
-    health = SlaveHealth(config=make_config((port,), probe_timeout=0.2), bus=bus)
-    await health.setup()
-    try:
-        await slow.serve("127.0.20.10", port)
-        health.handle(up(1, "127.0.20.10"))
-        await health.probe_cycle()
-        slow.delay = 30.0  # accepts, never answers in time
-        await health.probe_cycle()
-        await health.probe_cycle()
-    finally:
-        await health.stop()
-        await slow.close()
-    assert [type(m) for m in await published(events)] == [SlaveReady, SlaveLost]
-
-
-async def test_the_actor_loop_lists_and_loses_slaves_on_its_own(
-    fake_slave_factory: Factory, ports: tuple[int, int]
-) -> None:
-    slave = await both_ports(fake_slave_factory, "127.0.20.10", ports)
-    bus = Bus()
-    events = listen(bus, SlaveReady, SlaveLost)
-    async with running(SlaveHealth(config=make_config(ports), bus=bus, interval=0.1)):
-        bus.publish(up(1, "127.0.20.10"))
-        ready = await next_of(events, SlaveReady)
-        assert ready.address == "127.0.20.10"
-        await slave[0].stop()
-        lost = await next_of(events, SlaveLost)
-        assert lost.reason is LostReason.UNREACHABLE
-    assert await published(events) == []
+def test_the_schedule_of_one_slave() -> None:
+    """The pure rule: booting every SAMPLE, ready every POLL, a failure rechecked, then lost."""
+    cadence = Cadence(booting=SAMPLE, ready=POLL, recheck=RECHECK, failures_to_lose=2)
+    slave = _Slave(address="127.0.20.10")
+    assert after_probe(slave, "refused", 0.0, 0.0, cadence) is None
+    assert slave.due == SAMPLE
+    assert after_probe(slave, None, 1.0, 1.0, cadence) is Outcome.READY
+    assert slave.due == 1.0 + POLL
+    assert after_probe(slave, None, 31.0, 31.0, cadence) is None
+    assert after_probe(slave, "timeout", 61.0, 61.0 + TIMEOUT, cadence) is Outcome.FAILED
+    assert slave.due == 61.0 + TIMEOUT + RECHECK
+    assert after_probe(slave, None, 63.5, 63.5, cadence) is None  # forgiven
+    assert slave.due == 63.5 + POLL and slave.failures == 0
+    assert after_probe(slave, "refused", 93.5, 93.5, cadence) is Outcome.FAILED
+    assert after_probe(slave, "refused", 94.0, 94.0, cadence) is Outcome.LOST
 
 
 def ready_ids(messages: list[object]) -> list[str]:
