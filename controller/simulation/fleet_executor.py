@@ -18,8 +18,9 @@ and stands in for the other actors with the rules they follow in the daemon:
   from then on and passes at the first probe after its boot: SlaveReady then (after the cycle when
   it has booted already, as the actor's answer arrives);
 - RenderfarmWriter: every DrainSlave is a rewrite that no longer lists the slave (RenderfarmWritten,
-  after the cycle), so its drain delay runs from there (the daemon's writer settles for a second
-  first);
+  after the cycle), so its drain delay runs from there (the daemon's writer writes removals at
+  once); a ready slave serves from its SlaveReady (the daemon's writer lists it at once, or
+  within `settle_seconds` of the previous rewrite when several come close together);
 - InterruptionWatcher: each spot interruption warning arrives at its notice time and wakes the
   pool at once, as the warning does in the daemon;
 - FirewallKeeper: the group is ready from the start.
@@ -151,6 +152,8 @@ class FleetExecutor:
         self.answers: list[Any] = []  # the other actors' answers, handled after the plan
         self.notices: list[tuple[float, str]] = []  # (notice time, instance id), a heap
         self._noticed: set[str] = set()
+        self._scanned: tuple[int, Any] = (0, None)  # (len, last id) of tracked at the last scan
+        self._drain_due: float | None = None  # pool.next_drain_due(), None once stale
         self.warned: set[str] = set()  # instances that got a spot interruption warning
         self.desired = 0
         self.decisions: list[Decision] = []
@@ -163,7 +166,8 @@ class FleetExecutor:
 
     def serving(self) -> int:
         """Slaves listed in renderfarm.conf and alive: the supply the elasticity metrics count."""
-        return sum(1 for t in self._listed() if self.cloud.booted(t.instance_id))
+        booted = self.cloud.booted
+        return sum(1 for t in self._listed() if booted(t.instance_id))
 
     def _listed(self) -> Iterator[Any]:
         return (t for t in self.pool.tracked.values() if t.phase is Phase.READY)
@@ -176,7 +180,7 @@ class FleetExecutor:
         while True:
             wake = min(
                 self.next_cycle,
-                pool.next_drain_due(),
+                self._next_drain_due(),
                 self._next_notice(),
                 self.next_sample,
                 self.readings[0] if self.readings else math.inf,
@@ -194,10 +198,21 @@ class FleetExecutor:
                 self._cycle(describe=polled)
                 if polled:
                     self.next_cycle = self.now() + self.config.master.poll_interval
-            elif pool.next_drain_due() <= self.now():
+            elif self._next_drain_due() <= self.now():
                 self.on_change(self.now())
                 self._execute(pool.terminate_due())
         self._set_clock(until)
+
+    def _next_drain_due(self) -> float:
+        """pool.next_drain_due(), a scan of the fleet, asked again only after the pool handled a
+        message or ran a plan: nothing else changes its drains."""
+        if self._drain_due is None:
+            self._drain_due = self.pool.next_drain_due()
+        return self._drain_due
+
+    def _handle(self, message: Any) -> None:
+        self._drain_due = None
+        self.pool.handle(message)
 
     def rate_changed(self, at: float) -> None:
         """The trace's rate changes at `at`: the readings that see it (module docstring)."""
@@ -215,7 +230,7 @@ class FleetExecutor:
                 self.next_sample = t + self.config.master.poll_interval
             if self.readings and self.readings[0] == t:
                 self.readings.popleft()
-            self.pool.handle(self.reading(t))
+            self._handle(self.reading(t))
             self._deliver()
 
     def reading(self, t: float) -> LoadSample:
@@ -227,7 +242,7 @@ class FleetExecutor:
             _, _, iid, address = heapq.heappop(self.probes)
             if self.cloud.booted(iid):
                 self.on_change(now)
-                self.pool.handle(SlaveReady(at=now, instance_id=InstanceId(iid), address=address))
+                self._handle(SlaveReady(at=now, instance_id=InstanceId(iid), address=address))
                 self._deliver()
 
     def _cycle(self, describe: bool = True) -> None:
@@ -240,7 +255,15 @@ class FleetExecutor:
         return self.notices[0][0] if self.notices else math.inf
 
     def _schedule_notices(self) -> None:
-        for t in self.pool.tracked.values():
+        """Queue the interruption notice of each tracked instance spot will reclaim (drawn at
+        launch). The scan runs only when an instance joined the tracked set since the last: one
+        that joins goes to the end of the dict, so (len, last id) changes."""
+        tracked = self.pool.tracked
+        scanned = (len(tracked), next(reversed(tracked), None))
+        if scanned == self._scanned:
+            return
+        self._scanned = scanned
+        for t in tracked.values():
             iid = t.instance_id
             if iid in self._noticed:
                 continue
@@ -256,7 +279,7 @@ class FleetExecutor:
             _, iid = heapq.heappop(self.notices)
             self.warned.add(iid)
             self.on_change(now)
-            self.pool.handle(
+            self._handle(
                 InterruptionWarning(at=now, instance_id=InstanceId(iid), kind="interruption")
             )
             self._deliver()
@@ -264,6 +287,7 @@ class FleetExecutor:
     # executing plans
 
     def _execute(self, plan: Plan) -> None:
+        self._drain_due = None
         result: Any = None
         try:
             while True:
@@ -276,8 +300,9 @@ class FleetExecutor:
         answers, self.answers = self.answers, []
         for answer in answers:
             self.on_change(self.now())
-            self.pool.handle(self.handle_answer(answer))
+            self._handle(self.handle_answer(answer))
             self._deliver()
+        self._drain_due = None
 
     def _call(self, call: CloudCall) -> Any:
         cloud = self.cloud
@@ -296,6 +321,8 @@ class FleetExecutor:
 
     def _deliver(self) -> None:
         """What the pool said: the other actors' answers wait until its plan is done."""
+        if not self.pool.outbox:
+            return
         for item in self.pool.take_outbox():
             if not isinstance(item, Publish):
                 continue
