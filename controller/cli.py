@@ -29,9 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cluster", help="run the batch cluster [cluster.NAME] instead of slaves")
     run.add_argument("--background", action="store_true", help="detach and run as a daemon")
     run.add_argument("--pidfile", help="file holding the daemon's process id (locked)")
-    run.add_argument(
-        "--logfile", help="append logs to this file (JSON lines; reopened on SIGHUP)"
-    )
+    run.add_argument("--logfile", help="append logs to this file (JSON lines; reopened on SIGHUP)")
     run.add_argument(
         "--log-format",
         choices=("json", "console"),
@@ -86,6 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     down = sub.add_parser("teardown", help="terminate everything tagged as this fleet's")
     down.add_argument("-c", "--config", required=True)
     down.add_argument("--cluster", help="first take [cluster.NAME]'s nodes out of Grid Engine")
+    down.add_argument(
+        "--dry-run", action="store_true", help="read the fleet and print the plan; change nothing"
+    )
+    down.add_argument(
+        "--yes", action="store_true", help="do not ask first on a terminal (scripts never are)"
+    )
+    down.add_argument(
+        "--force",
+        action="store_true",
+        help="go on even while a controller of the same fleet runs (it may launch again)",
+    )
     return parser
 
 
@@ -126,7 +135,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         case "teardown":
             from controller.commands.teardown import teardown_command
 
-            return teardown_command(args.config, cluster=args.cluster)
+            return teardown_command(
+                args.config,
+                cluster=args.cluster,
+                dry_run=args.dry_run,
+                yes=args.yes,
+                force=args.force,
+            )
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -7,6 +7,8 @@ real AWS credentials or the instance metadata address.
 import asyncio
 import os
 
+import pytest
+
 for _name in (
     "AWS_PROFILE",
     "AWS_DEFAULT_PROFILE",
@@ -34,6 +36,14 @@ os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
 # would create a main-thread loop nobody closes, whose ResourceWarning then fails a later test.
 # Marking the loop as explicitly unset makes that lookup raise (looptime ignores it) instead.
 asyncio.set_event_loop(None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_lock_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`controller run` locks its fleet by name machine-wide: this session's controllers (fleet
+    "e2e" and the like) must neither block nor be blocked by another session's."""
+    os.environ["CONTROLLER_LOCK_DIR"] = str(tmp_path_factory.mktemp("fleet-locks"))
+
 
 pytest_plugins = [
     "tests.harness.moto_server",

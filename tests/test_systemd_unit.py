@@ -117,7 +117,7 @@ def test_notify_watchdog_restart_and_hardening():
         "SystemCallArchitectures": "native",
         "UMask": "0077",
         "EnvironmentFile": "-/etc/controller/controller.env",
-        "ReadWritePaths": "-/etc/gbrowse2",
+        "ReadWritePaths": "-/etc/gbrowse2 -/run/lock",
         "ExecReload": "/bin/kill -HUP $MAINPID",
     }
     for key, value in expected.items():

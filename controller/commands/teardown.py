@@ -1,10 +1,18 @@
-"""`controller teardown -c CONFIG [--cluster NAME]`: remove everything tagged as this fleet's, in
-../shared/SPEC.md's order.
+"""`controller teardown -c CONFIG [--cluster NAME] [--dry-run] [--yes] [--force]`: remove
+everything tagged as this fleet's, in ../shared/SPEC.md's order, without ever stranding a site.
 
-For a fleet whose controller is gone (or was never stopped cleanly): first renderfarm.conf goes
-back to its empty form (and the master reloads), so GBrowse stops sending work to slaves that are
-about to vanish; then controller.cloud.teardown cancels the spot requests, terminates the instances,
-waits for them and deletes the fleet's security groups. Each step prints one line.
+Before anything is touched: the fleet's lock (controller.runtime.fleet_lock) is taken, shared, so
+a teardown refuses while a controller of the fleet runs (it would relaunch what is terminated;
+`--force` goes on anyway) and no controller starts while it works. Then the fleet is read
+(controller.commands.teardown_plan): if EC2 cannot be read, the slaves cannot be ended, so
+nothing else happens either: one line, exit 1. `--dry-run` prints that plan and stops; on a
+terminal the plan is shown and a `[y/N]` asked first, unless `--yes` (not on a terminal, as from
+a script or systemd, it goes on).
+
+Then, for a fleet whose controller is gone (or was never stopped cleanly): first renderfarm.conf
+goes back to its empty form (and the master reloads), so GBrowse stops sending work to slaves
+that are about to vanish; then controller.cloud.teardown cancels the spot requests, terminates the
+instances, waits for them and deletes the fleet's security groups. Each step prints one line.
 
 With `--cluster NAME` (a batch cluster's fleet, which has no renderfarm.conf) the first step is
 Grid Engine's instead: each of the fleet's nodes is taken out of it on the head, with the `sge`
@@ -12,7 +20,8 @@ plugin's calls, as `run --cluster` does at SIGTERM. A Grid Engine that cannot be
 reported and the nodes are terminated all the same: a stale exec host is cheaper than a node
 billed forever.
 
-Exit 0 when nothing of the fleet is left (and every node left Grid Engine), 1 otherwise, 2 for a
+Exit 0 when nothing of the fleet is left (and every node left Grid Engine; a dry run: when the
+fleet could be read), 1 otherwise (refused, unreadable, answered no, something left), 2 for a
 config that cannot be used.
 """
 
@@ -23,14 +32,17 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from controller.cloud.port import Cloud, InstanceState
 from controller.commands.exit_codes import EXIT_BAD_INPUT, EXIT_LEFT, EXIT_OK
+from controller.commands.teardown_plan import TeardownPlan, plan_lines, read_failure, read_plan
 from controller.config.plugins import PluginError, SgePlugin, cluster_plugins, sge_plugin
 from controller.config.reader import ConfigError, load_config
 from controller.config.schema import Config
 from controller.gbrowse.renderfarm import render_renderfarm, write_atomic
 from controller.messages import Role
+from controller.runtime.fleet_lock import FleetBusy, FleetLock
 
 RELOAD_TIMEOUT = 60.0
 SGE_TIMEOUT = 20.0  # per Grid Engine call: an unreachable qmaster must not stall the teardown
@@ -40,7 +52,18 @@ class _BadInput(Exception):
     """A config the command cannot use; its lines go to stderr, exit 2."""
 
 
-def teardown_command(config_path: str, cluster: str | None = None) -> int:
+class _Refused(Exception):
+    """The teardown may not start (a controller of the fleet runs); one line to stderr, exit 1."""
+
+
+def teardown_command(
+    config_path: str,
+    cluster: str | None = None,
+    *,
+    dry_run: bool = False,
+    yes: bool = False,
+    force: bool = False,
+) -> int:
     try:
         config = load_config(config_path)
         plugin = _cluster_sge_plugin(config, cluster) if cluster is not None else None
@@ -55,6 +78,44 @@ def teardown_command(config_path: str, cluster: str | None = None) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
+    fleet = config.controller.fleet
+    try:
+        lock = None if dry_run else _hold_fleet(fleet, force=force, say=say)
+    except _Refused as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_LEFT
+    try:
+        # Nothing is touched before the fleet has been read: a teardown that cannot end the
+        # slaves must not take them out of GBrowse either.
+        plan = asyncio.run(_read_plan(config))
+        if plan.error is not None:
+            print(read_failure(config, plan.error), file=sys.stderr)
+            return EXIT_LEFT
+        lines = plan_lines(
+            plan,
+            renderfarm=renderfarm_step(config) if cluster is None else None,
+            grid_engine=grid_engine_steps(plan, cluster, plugin) if cluster is not None else (),
+        )
+        if dry_run:
+            for line in lines + _running_note(fleet):
+                say(line)
+            say("dry run: nothing was changed")
+            return EXIT_OK
+        if not yes and sys.stdin.isatty() and sys.stdout.isatty():
+            for line in lines:
+                say(line)
+            if not _confirm(f"Tear down fleet {fleet}? [y/N] "):
+                say("teardown cancelled: nothing was changed")
+                return EXIT_LEFT
+        return _tear_down(config, cluster, plugin, say)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _tear_down(
+    config: Config, cluster: str | None, plugin: SgePlugin | None, say: Callable[[str], None]
+) -> int:
     # A cluster's fleet has no slaves: its first step is Grid Engine's, not renderfarm.conf's.
     renderfarm_ok = clear_renderfarm(config, say) if cluster is None else True
     if cluster is not None and plugin is None:
@@ -63,6 +124,103 @@ def teardown_command(config_path: str, cluster: str | None = None) -> int:
     if report.clean and renderfarm_ok and sge_ok:
         return EXIT_OK
     return EXIT_LEFT
+
+
+def _hold_fleet(fleet: str, *, force: bool, say: Callable[[str], None]) -> FleetLock | None:
+    """The fleet's lock, held shared while the teardown works, so no controller of the fleet
+    runs meanwhile; _Refused while one does (or when that cannot be told), unless `force`:
+    then None, after saying so."""
+    lock = FleetLock(fleet, shared=True)
+    try:
+        lock.acquire()
+        return lock
+    except FleetBusy as busy:
+        problem = f"a controller of fleet {fleet} is running ({busy.holder})"
+        todo = (
+            "stop it first (at SIGTERM it tears the fleet down itself when on_exit = "
+            '"teardown"), or add --force'
+        )
+    except OSError as exc:
+        problem = (
+            f"cannot tell whether a controller of fleet {fleet} runs: "
+            f"lock {lock.path}: {exc.strerror or exc}"
+        )
+        todo = "run as the controller's user or root, or add --force"
+    if not force:
+        raise _Refused(f"teardown: {problem}; {todo}")
+    say(f"teardown: {problem}; going on (--force)")
+    return None
+
+
+def _running_note(fleet: str) -> list[str]:
+    """For --dry-run: a line when a controller of the fleet runs (the teardown would refuse)."""
+    try:
+        with FleetLock(fleet, shared=True):
+            return []
+    except FleetBusy as busy:
+        return [
+            f"note: a controller of fleet {fleet} is running ({busy.holder}): the "
+            "teardown would refuse without --force"
+        ]
+    except OSError:
+        return []
+
+
+def _confirm(question: str) -> bool:
+    print(question, end="", flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+async def _read_plan(config: Config) -> TeardownPlan:
+    from controller.cloud.ec2cloud import make_ec2_cloud
+
+    async with make_ec2_cloud(config) as cloud:
+        return await read_plan(cloud, config.controller.fleet, _kept_groups(config))
+
+
+def _kept_groups(config: Config) -> tuple[str, ...]:
+    return (config.slave.security_group,) if config.slave.security_group else ()
+
+
+def renderfarm_step(config: Config) -> str:
+    """What the teardown will do to renderfarm.conf, as clear_renderfarm decides it."""
+    path = config.master.renderfarm_conf
+    if not path:
+        return "renderfarm.conf: none configured ([master] renderfarm_conf): nothing to rewrite"
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(path) and not os.access(directory, os.W_OK):
+        return f"renderfarm.conf: {path} does not exist and {directory} is not writable: skipped"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = None
+    except OSError as exc:
+        return f"renderfarm.conf: {path} cannot be read ({exc.strerror}): rewriting it may fail"
+    if text == render_renderfarm(()):
+        return f"renderfarm.conf: {path} already lists no slaves: left as is"
+    listed = 0 if text is None else sum("://" in line for line in text.splitlines())
+    command = config.master.reload_command
+    reload = f"reload with `{' '.join(command)}`" if command else "no reload_command to run"
+    return f"renderfarm.conf: rewrite {path} with no slaves (it lists {listed}), then {reload}"
+
+
+def grid_engine_steps(plan: TeardownPlan, cluster: str, plugin: SgePlugin | None) -> list[str]:
+    """One line per node of the fleet that leaves Grid Engine first (--cluster)."""
+    from controller.gridengine.sge import ec2_hostname
+
+    if plugin is None:
+        return [f'sge: [cluster.{cluster}] has no plugin of kind "sge": no Grid Engine to leave']
+    if not plan.nodes:
+        return [f"sge: fleet {plan.fleet} has no nodes to take out of Grid Engine"]
+    lines = []
+    for node in plan.nodes:
+        try:
+            name = ec2_hostname(node.private_ip or "")
+        except ValueError:
+            lines.append(f"sge: {node.instance_id} has no EC2 host name: left in Grid Engine")
+            continue
+        lines.append(f"sge: take {name} ({node.instance_id}) out of Grid Engine on the head")
+    return lines
 
 
 def _cluster_sge_plugin(config: Config, name: str) -> SgePlugin | None:
@@ -87,10 +245,7 @@ async def _teardown(config: Config, say: Callable[[str], None], plugin: SgePlugi
         if plugin is not None:
             sge_ok = await deregister_fleet_nodes(cloud, config.controller.fleet, plugin, say)
         report = await teardown_fleet(
-            cloud,
-            config.controller.fleet,
-            keep_group_ids=(config.slave.security_group,) if config.slave.security_group else (),
-            progress=say,
+            cloud, config.controller.fleet, keep_group_ids=_kept_groups(config), progress=say
         )
         return report, sge_ok
 
