@@ -68,8 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--plot", help="draw load, demand, billed and ready (.png or .html)")
     sim.add_argument("--seed", type=int, default=1, help="random seed of the simulated cloud")
 
-    imp = sub.add_parser("import-conf", help="convert GBrowse's aws_balancer.conf to TOML")
-    imp.add_argument("conf", metavar="AWS_BALANCER_CONF")
+    imp = sub.add_parser(
+        "import-conf", help="convert GBrowse's aws_balancer.conf or a StarCluster config to TOML"
+    )
+    imp.add_argument("conf", metavar="AWS_BALANCER_CONF", nargs="?")
+    imp.add_argument(
+        "--starcluster",
+        metavar="STARCLUSTER_CONFIG",
+        help="convert a StarCluster config (~/.starcluster/config) instead",
+    )
 
     iam = sub.add_parser("iam-policy", help="print the least-privilege IAM policy")
     iam.add_argument("-c", "--config", required=True)
@@ -112,6 +119,17 @@ def _dispatch(args: argparse.Namespace) -> int:
             from controller.commands.check_config import check_config
 
             return check_config(args.config, quiet=args.quiet)
+        case "import-conf" if (args.conf is None) == (args.starcluster is None):
+            print(
+                "controller import-conf: give either AWS_BALANCER_CONF or "
+                "--starcluster STARCLUSTER_CONFIG",
+                file=sys.stderr,
+            )
+            return 2
+        case "import-conf" if args.starcluster is not None:
+            from controller.commands.import_starcluster import import_starcluster
+
+            return import_starcluster(args.starcluster)
         case "import-conf":
             from controller.commands.import_conf import import_conf
 
