@@ -10,7 +10,8 @@ StarCluster's `loadbalance` on both; this measures it.
 
 How the comparison is kept honest:
 
-- One model for all: every policy sees the same jobs, the same boot times (the k-th launch of
+- One model for all (controller.simulation.queue_model, which `controller simulate --cluster`
+  also replays through): every policy sees the same jobs, the same boot times (the k-th launch of
   every policy boots in the same `--boot` +- 20 % seconds, drawn from `--seed`), the same
   scheduler and the same price. A node is billed per second from launch to removal (or to the
   end of the replay: the last job's end) and runs jobs once booted.
@@ -51,11 +52,8 @@ How the comparison is kept honest:
 from __future__ import annotations
 
 import argparse
-import csv
-import heapq
 import math
 import os
-import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -64,48 +62,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.messages import QueueSample
 from controller.policy.band import PolicyDecision
-from controller.policy.queue_policy import Node, QueueInput, QueuePolicy
+from controller.policy.queue_policy import QueueInput, QueuePolicy
 from controller.policy.starcluster_queue import StarClusterQueuePolicy
+from controller.simulation.job_trace import Job, read_jobs
+from controller.simulation.queue_model import BOOT_SPREAD, INF, JobQueue, Model, quantile
+
+__all__ = ["BOOT_SPREAD", "Job", "Model", "Outcome", "main", "quantile", "read_jobs", "replay"]
 
 TRACES = (  # file, processors of the machine it came from, default slots per node
     ("kth_sp2_1996_first21d.csv", 100, 4),
     ("llnl_thunder_2007_first21d.csv", 4008, 8),
 )
-BOOT_SPREAD = 0.2
-INF = math.inf
 
 
 def default_traces_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "traces"
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    submit: float
-    run: float
-    cores: int
-
-
-def read_jobs(path: Path) -> list[Job]:
-    with path.open(newline="") as f:
-        rows = [
-            Job(float(r["submit_time_s"]), float(r["run_time_s"]), int(r["cores"]))
-            for r in csv.DictReader(f)
-        ]
-    rows.sort(key=lambda j: j.submit)  # stable: equal submit times keep the log's order
-    return rows
-
-
-@dataclass(slots=True)
-class SimNode:
-    instance_id: str
-    hostname: str
-    launched_at: float
-    ready_at: float
-    ready: bool = False
-    used: int = 0
 
 
 @dataclass(slots=True)
@@ -116,109 +88,7 @@ class Outcome:
     launches: int
     peak: int
     end: float
-
-
-class Model:
-    """A Grid Engine cluster in virtual time: nodes that boot, a FIFO queue without
-    reservations, fill-up placement. `replay` drives it with one policy."""
-
-    def __init__(self, *, slots: int, boot: float, seed: int):
-        self.slots = slots
-        self.boot = boot
-        self.rng = random.Random(seed)
-        self.nodes: dict[str, SimNode] = {}  # alive, in launch order
-        self.free = 0  # free slots on ready nodes
-        self.launched = 0
-        self.billed = 0.0  # node-seconds of removed nodes
-        self.peak = 0
-        self._readies: list[tuple[float, int, str]] = []
-        self._node_view: tuple[Node, ...] | None = None
-        self._hosts: tuple[tuple[str, ...], tuple[str, ...]] | None = None
-
-    def launch(self, now: float, *, ready_now: bool = False) -> SimNode:
-        self.launched += 1
-        k = self.launched
-        boot = 0.0 if ready_now else self.boot * self.rng.uniform(1 - BOOT_SPREAD, 1 + BOOT_SPREAD)
-        node = SimNode(f"i-{k:08x}", f"node{k:05d}", now, now + boot)
-        self.nodes[node.instance_id] = node
-        heapq.heappush(self._readies, (node.ready_at, k, node.instance_id))
-        self.peak = max(self.peak, len(self.nodes))
-        self._node_view = None
-        return node
-
-    def next_ready(self) -> float:
-        return self._readies[0][0] if self._readies else INF
-
-    def become_ready(self, now: float) -> bool:
-        """Nodes whose boot ends by `now` join Grid Engine; True if any did."""
-        joined = False
-        while self._readies and self._readies[0][0] <= now:
-            _, _, iid = heapq.heappop(self._readies)
-            node = self.nodes.get(iid)
-            if node is not None and not node.ready:
-                node.ready = True
-                self.free += self.slots
-                joined = True
-        if joined:
-            self._node_view = self._hosts = None
-        return joined
-
-    def remove(self, iid: str, now: float) -> None:
-        node = self.nodes[iid]
-        if node.used:
-            raise AssertionError(f"{iid} chosen for removal while running {node.used} slot(s)")
-        del self.nodes[iid]
-        if node.ready:
-            self.free -= self.slots
-        self.billed += now - node.launched_at
-        self._node_view = self._hosts = None
-
-    def place(self, cores: int) -> list[tuple[SimNode, int]]:
-        """Take `cores` free slots, filling the oldest ready node first ($fill_up)."""
-        taken, left = [], cores
-        for node in self.nodes.values():
-            if node.ready and node.used < self.slots:
-                k = min(self.slots - node.used, left)
-                node.used += k
-                taken.append((node, k))
-                left -= k
-                if left == 0:
-                    break
-        self.free -= cores
-        self._hosts = None
-        return taken
-
-    def release(self, taken: list[tuple[SimNode, int]]) -> None:
-        for node, k in taken:
-            node.used -= k  # still there: a busy node is never removed
-            self.free += k
-        self._hosts = None
-
-    def node_view(self) -> tuple[Node, ...]:
-        if self._node_view is None:
-            self._node_view = tuple(
-                Node(
-                    instance_id=n.instance_id,
-                    hostname=n.hostname,
-                    launched_at=n.launched_at,
-                    ready=n.ready,
-                )
-                for n in self.nodes.values()
-            )
-        return self._node_view
-
-    def hosts(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(busy, idle) exec hosts as qstat shows them: ready nodes, sorted by name."""
-        if self._hosts is None:
-            ready = [n for n in self.nodes.values() if n.ready]
-            self._hosts = (
-                tuple(n.hostname for n in ready if n.used),
-                tuple(n.hostname for n in ready if not n.used),
-            )
-        return self._hosts
-
-    def node_seconds(self, end: float) -> float:
-        return self.billed + sum(end - n.launched_at for n in self.nodes.values())
+    never_ran: int = 0  # launched nodes that never ran a job
 
 
 Decide = Callable[[QueueInput], PolicyDecision]
@@ -243,71 +113,21 @@ def replay(
     """
     model = Model(slots=slots, boot=boot, seed=seed)
     t0 = jobs[0].submit
-    for _ in range(prestart):
-        model.launch(t0, ready_now=True)
-    model.become_ready(t0)
-    waits = [0.0] * len(jobs)
-    running: dict[int, list[tuple[SimNode, int]]] = {}
-    ends: list[tuple[float, int]] = []  # (end, job index)
-    pending: list[int] = []  # job indices in submit order
-    pending_slots = 0
-    nxt = 0  # next job to submit
+    prestarted = {model.launch(t0, ready_now=True).instance_id for _ in range(prestart)}
+    queue = JobQueue(jobs, model)
     next_poll = t0 if decide is not None and poll else INF
     last_submit = jobs[-1].submit
     now = t0
-
-    def start(j: int) -> None:
-        nonlocal pending_slots
-        job = jobs[j]
-        running[j] = model.place(job.cores)
-        pending_slots -= job.cores
-        waits[j] = now - job.submit
-        heapq.heappush(ends, (now + job.run, j))
-
-    while nxt < len(jobs) or pending or running:
-        now = min(
-            jobs[nxt].submit if nxt < len(jobs) else INF,
-            ends[0][0] if ends else INF,
-            model.next_ready(),
-            next_poll,
-        )
+    while not queue.finished():
+        now = min(queue.next_event(), next_poll)
         if now > last_submit + 365 * 86400:
-            raise RuntimeError(f"{len(pending)} job(s) never started: the policy is stuck")
-        freed = False
-        while ends and ends[0][0] <= now:
-            _, j = heapq.heappop(ends)
-            model.release(running.pop(j))
-            freed = True
-        freed |= model.become_ready(now)
-        first_new = len(pending)
-        while nxt < len(jobs) and jobs[nxt].submit <= now:
-            pending.append(nxt)
-            pending_slots += jobs[nxt].cores
-            nxt += 1
-        # Only freed slots can let an older job start; otherwise only the new ones may fit.
-        lo = 0 if freed else first_new
-        if model.free > 0 and lo < len(pending):
-            rest = []
-            for j in pending[lo:]:
-                if jobs[j].cores <= model.free:
-                    start(j)
-                else:
-                    rest.append(j)
-            pending[lo:] = rest
-
+            raise RuntimeError(f"{len(queue.pending)} job(s) never started: the policy is stuck")
+        queue.step(now)
         if now >= next_poll:
             assert decide is not None and poll
-            busy, idle = model.hosts()
-            sample = QueueSample(
-                at=now,
-                pending_jobs=len(pending),
-                pending_slots=pending_slots,
-                running_jobs=len(running),
-                oldest_pending_seconds=now - jobs[pending[0]].submit if pending else 0.0,
-                busy_hosts=busy,
-                idle_hosts=idle,
+            decision = decide(
+                QueueInput(now=now, sample=queue.sample(now), nodes=model.node_view())
             )
-            decision = decide(QueueInput(now=now, sample=sample, nodes=model.node_view()))
             for iid in decision.remove:
                 model.remove(iid, now)
             new = [model.launch(now) for _ in range(decision.launch)]
@@ -315,14 +135,17 @@ def replay(
             if new and wake_on_ready:
                 next_poll = max(n.ready_at for n in new)
 
-    slowdowns = [max(1.0, (w + j.run) / max(j.run, 10.0)) for w, j in zip(waits, jobs, strict=True)]
+    slowdowns = [
+        max(1.0, (w + j.run) / max(j.run, 10.0)) for w, j in zip(queue.waits, jobs, strict=True)
+    ]
     return Outcome(
-        waits=waits,
+        waits=queue.waits,
         node_seconds=model.node_seconds(now),
         launches=model.launched - prestart,
         peak=model.peak,
         end=now,
         slowdowns=slowdowns,
+        never_ran=model.launched - prestart - len(model.worked - prestarted),
     )
 
 
@@ -356,25 +179,19 @@ def contenders(args: argparse.Namespace, max_nodes: int, slots: int) -> list[Con
     ]
 
 
-def quantile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank quantile of already sorted values."""
-    if not sorted_values:
-        return 0.0
-    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
-
-
 def row(name: str, cost: float, bound: float, node_hours: float, out: Outcome | None) -> str:
     if out is None:  # the bound
         return (
             f"  {name:<18} {cost:>9.2f} {cost / bound:>6.2f} {node_hours:>9.0f} "
-            f"{0:>7.1f} {0:>7.1f} {0:>7.1f} {0:>8.1f} {1:>7.2f} {'-':>8} {'-':>5}"
+            f"{0:>7.1f} {0:>7.1f} {0:>7.1f} {0:>8.1f} {1:>7.2f} {'-':>8} {'-':>6} {'-':>5}"
         )
     waits = sorted(w / 60 for w in out.waits)
     return (
         f"  {name:<18} {cost:>9.2f} {cost / bound:>6.2f} {node_hours:>9.0f} "
         f"{sum(waits) / len(waits):>7.1f} {quantile(waits, 0.5):>7.1f} "
         f"{quantile(waits, 0.95):>7.1f} {waits[-1]:>8.1f} "
-        f"{sum(out.slowdowns) / len(out.slowdowns):>7.2f} {out.launches:>8} {out.peak:>5}"
+        f"{sum(out.slowdowns) / len(out.slowdowns):>7.2f} {out.launches:>8} {out.never_ran:>6} "
+        f"{out.peak:>5}"
     )
 
 
@@ -397,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     print(
         f"boot {args.boot:g} s +- {BOOT_SPREAD:.0%}, seed {args.seed}, {args.price:g} $/node-hour; "
-        "waits in minutes; bsld = mean bounded slowdown (run time floored at 10 s)"
+        "waits in minutes; bsld = mean bounded slowdown (run time floored at 10 s); "
+        "unused = launched nodes that never ran a job"
     )
     for name, procs, default_slots in TRACES:
         path = args.traces / name
@@ -421,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"  {'policy':<18} {'cost $':>9} {'xbound':>6} {'node-h':>9} {'wait':>7} {'p50':>7} "
-            f"{'p95':>7} {'max':>8} {'bsld':>7} {'launches':>8} {'peak':>5}"
+            f"{'p95':>7} {'max':>8} {'bsld':>7} {'launches':>8} {'unused':>6} {'peak':>5}"
         )
         outcomes: dict[str, Outcome] = {}
         for c in contenders(args, max_nodes, slots):

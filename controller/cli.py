@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--timeline", help="write one CSV row per bucket to this file")
     sim.add_argument("--plot", help="draw load, demand, billed and ready (.png or .html)")
     sim.add_argument("--seed", type=int, default=1, help="random seed of the simulated cloud")
+    sim.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help="replay a batch trace (submit_time_s,run_time_s,cores,mem_mb) through [cluster.NAME]",
+    )
 
     imp = sub.add_parser(
         "import-conf", help="convert GBrowse's aws_balancer.conf or a StarCluster config to TOML"
@@ -142,6 +147,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             from controller.commands.status import status_command
 
             return status_command(url=args.url, config_path=args.config)
+        case "simulate" if args.cluster is not None:
+            from controller.commands.simulate_cluster import simulate_cluster_command
+
+            return simulate_cluster_command(args)
         case "simulate":
             from controller.commands.simulate import simulate_command
 
