@@ -96,7 +96,7 @@ class SpotPool(Actor):
                 pool.urgent = False
                 await self._execute(pool.reconcile(describe=polled))
                 if polled:
-                    next_cycle = self.now() + pool.config.master.poll_interval
+                    next_cycle = pool.next_poll(next_cycle)
             elif pool.next_drain_due() <= self.now():
                 await self._execute(pool.terminate_due())
                 pool.publish_fleet()

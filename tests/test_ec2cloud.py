@@ -308,10 +308,11 @@ async def test_server_error_is_unavailable(
 # the fleet
 
 
-async def test_describe_fleet_reads_only_its_fleet_one_call_per_page(
+async def test_describe_fleet_reads_only_its_fleet_in_pages_of_a_thousand(
     proxied: Ec2Cloud, moto_ec2: MotoEc2, fault_proxy: FaultProxy
 ) -> None:
-    ours = launch_raw(moto_ec2, FLEET, 120)  # moto pages by 100 reservations
+    # moto pages by 100 reservations unless asked for more; 120 fit in one page of 1000
+    ours = launch_raw(moto_ec2, FLEET, 120)
     theirs = launch_raw(moto_ec2, OTHER, 3)
     fault_proxy.clear()
 
@@ -321,11 +322,8 @@ async def test_describe_fleet_reads_only_its_fleet_one_call_per_page(
     assert sorted(i.instance_id for i in view.instances) == sorted(ours)
     assert not set(theirs) & {i.instance_id for i in view.instances}
     assert all(i.private_ip and i.private_ip.startswith("127.0.20.") for i in view.instances)
-    assert fault_proxy.calls == [
-        "DescribeInstances",
-        "DescribeInstances",
-        "DescribeSpotInstanceRequests",
-    ]
+    assert fault_proxy.calls == ["DescribeInstances", "DescribeSpotInstanceRequests"]
+    assert fault_proxy.params("DescribeInstances")[0]["MaxResults"] == "1000"
 
 
 async def test_describe_fleet_shows_terminated_and_interrupted_instances(

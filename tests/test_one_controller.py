@@ -60,7 +60,7 @@ from tests.actor_runner import listen, running
 pytestmark = [pytest.mark.timeout(60)]
 
 POLL = 10.0
-SAMPLE_LEAD = 0.001  # the sampler's reading lands just before the pool's regular cycle
+SAMPLE_LEAD = 0.0001  # the sampler's reading lands just before the pool's regular cycle
 BUCKET = 60.0
 # requests/sec per minute: a rise, a plateau, a fall, a second rise and the end
 LOAD = (0.0, 0.5, 1.5, 3.0, 3.0, 3.0, 2.5, 1.0, 0.2, 0.0, 0.0, 2.0, 4.0, 4.0, 1.0, 0.0)

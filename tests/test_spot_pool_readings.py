@@ -106,13 +106,14 @@ async def test_a_higher_reading_calls_again_and_a_fall_rearms() -> None:
 
 
 @looptime
-async def test_a_burst_just_before_the_poll_is_served_by_the_poll() -> None:
+async def test_a_burst_just_before_the_poll_brings_the_poll_forward() -> None:
     farm = counting_farm()
     farm.group_ready()
     reading(farm, 0.0)
     async with running(farm.pool):
         await until(9.5)
-        reading(farm, 1.0)  # the poll at 10 is within a reading (1 s): one cycle, not two
-        await until(11)
-    assert [d.at for d in await farm.decisions()] == [0, 10]
-    assert [i.launched_at for i in farm.launched()] == [10]
+        reading(farm, 1.0)  # the poll due at 10 is within a reading (1 s): it runs now
+        await until(21)
+    assert [d.at for d in await farm.decisions()] == [0, 9.5, 20]  # one cycle, not two
+    assert [i.launched_at for i in farm.launched()] == [9.5]
+    assert [t for t in farm.sim.describes if t < 21] == [0, 9.5, 20]  # the polls keep their cadence

@@ -62,6 +62,7 @@ log = structlog.get_logger(__name__)
 TERMINATE_BATCH = 1000  # TerminateInstances' documented maximum
 CANCEL_BATCH = 1000
 FILTER_VALUES_MAX = 200  # values per DescribeInstances filter
+DESCRIBE_PAGE_SIZE = 1000  # DescribeInstances MaxResults: its documented maximum
 ALIVE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
 # RunInstances retried by `launch` itself (throttling, 5xx other than capacity), same token.
 LAUNCH_RETRY_DELAYS = (1.0, 2.0, 4.0)
@@ -161,7 +162,11 @@ class Ec2Cloud(Ec2SecurityGroups):
             instances = [
                 parse_instance(item)
                 async for reservation in self._paginate(
-                    "describe_instances", "Reservations", Filters=tag_filter
+                    "describe_instances",
+                    "Reservations",
+                    Filters=tag_filter,
+                    # EC2's largest page: one call for a fleet of up to 1,000 reservations
+                    PaginationConfig={"PageSize": DESCRIBE_PAGE_SIZE},
                 )
                 for item in reservation.get("Instances", ())
             ]

@@ -233,12 +233,18 @@ class FleetReconciler(LaunchPlans, RetirePlans):
 
     def cycle_due(self, next_poll: float) -> tuple[bool, bool]:
         """(a cycle now, with a describe): the poll when it is due; an urgent cycle at once,
-        unless the poll comes within a reading (then the poll serves it, one cycle not two)."""
+        as the poll itself when that is due within a reading (one cycle, not two)."""
         now = self.now()
         if now >= next_poll:
             return True, True
-        soon = next_poll - now < self.config.master.reading_interval
-        return self.urgent and not soon, False
+        if not self.urgent:
+            return False, False
+        return True, next_poll - now < self.config.master.reading_interval
+
+    def next_poll(self, due: float) -> float:
+        """After the poll that was due at `due`: the next one a poll later (the polls keep their
+        cadence whether one ran a little early or its calls took a while), never in the past."""
+        return max(due + self.config.master.poll_interval, self.now())
 
     def reconcile(self, describe: bool = True) -> Plan:
         """Observe the whole fleet, ask the policy, act; every branch logs its reason.

@@ -197,7 +197,7 @@ class FleetExecutor:
                 pool.urgent = False
                 self._cycle(describe=polled)
                 if polled:
-                    self.next_cycle = self.now() + self.config.master.poll_interval
+                    self.next_cycle = pool.next_poll(self.next_cycle)
             elif self._next_drain_due() <= self.now():
                 self.on_change(self.now())
                 self._execute(pool.terminate_due())
