@@ -496,22 +496,26 @@ async def test_a_drain_never_confirmed_still_ends_after_a_grace() -> None:
 # (7) a lost slave
 
 
+async def lose_a_ready_slave(farm: Farm) -> tuple[SimInstance, InstanceId]:
+    """One slave launched at 0, ready, then reported lost (unreachable) at 25."""
+    farm.group_ready()
+    farm.load(1.0)
+    await until(15)
+    lost = one(farm.launched())
+    farm.ready(lost)
+    await until(25)
+    iid = InstanceId(lost.instance_id)
+    farm.bus.publish(
+        SlaveLost(at=now(), instance_id=iid, address=lost.private_ip, reason=LostReason.UNREACHABLE)
+    )
+    return lost, iid
+
+
 @looptime
 async def test_a_lost_slave_is_unlisted_then_terminated_at_once_and_replaced() -> None:
     farm = Farm(config())
-    farm.group_ready()
-    farm.load(1.0)
     async with running(farm.pool):
-        await until(15)
-        lost = one(farm.launched())
-        farm.ready(lost)
-        await until(25)
-        iid = InstanceId(lost.instance_id)
-        farm.bus.publish(
-            SlaveLost(
-                at=now(), instance_id=iid, address=lost.private_ip, reason=LostReason.UNREACHABLE
-            )
-        )
+        lost, iid = await lose_a_ready_slave(farm)
         await until(26)
         assert await farm.drains() == [(25, iid, LostReason.UNREACHABLE)]
         replacement = farm.launched()[-1]
@@ -529,19 +533,8 @@ async def test_a_lost_slave_is_unlisted_then_terminated_at_once_and_replaced() -
 @looptime
 async def test_a_lost_slave_the_writer_never_unlists_still_goes_after_the_grace() -> None:
     farm = Farm(config())
-    farm.group_ready()
-    farm.load(1.0)
     async with running(farm.pool):
-        await until(15)
-        lost = one(farm.launched())
-        farm.ready(lost)
-        await until(25)
-        iid = InstanceId(lost.instance_id)
-        farm.bus.publish(
-            SlaveLost(
-                at=now(), instance_id=iid, address=lost.private_ip, reason=LostReason.UNREACHABLE
-            )
-        )
+        lost, _ = await lose_a_ready_slave(farm)
         await until(25 + UNLIST_GRACE + 1)
         assert lost.ended_at == 25 + UNLIST_GRACE  # a broken writer never leaks an instance
 
