@@ -497,9 +497,8 @@ async def test_a_drain_never_confirmed_still_ends_after_a_grace() -> None:
 
 
 async def lose_a_ready_slave(farm: Farm) -> tuple[SimInstance, InstanceId]:
-    """One slave launched at 0, ready, then reported lost (unreachable) at 25."""
-    farm.group_ready()
-    farm.load(1.0)
+    """One slave launched at 0 (the farm was given its group and a load before it ran), ready,
+    then reported lost (unreachable) at 25."""
     await until(15)
     lost = one(farm.launched())
     farm.ready(lost)
@@ -514,6 +513,8 @@ async def lose_a_ready_slave(farm: Farm) -> tuple[SimInstance, InstanceId]:
 @looptime
 async def test_a_lost_slave_is_unlisted_then_terminated_at_once_and_replaced() -> None:
     farm = Farm(config())
+    farm.group_ready()
+    farm.load(1.0)
     async with running(farm.pool):
         lost, iid = await lose_a_ready_slave(farm)
         await until(26)
@@ -533,6 +534,8 @@ async def test_a_lost_slave_is_unlisted_then_terminated_at_once_and_replaced() -
 @looptime
 async def test_a_lost_slave_the_writer_never_unlists_still_goes_after_the_grace() -> None:
     farm = Farm(config())
+    farm.group_ready()
+    farm.load(1.0)
     async with running(farm.pool):
         lost, _ = await lose_a_ready_slave(farm)
         await until(25 + UNLIST_GRACE + 1)
