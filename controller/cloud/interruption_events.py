@@ -87,6 +87,8 @@ def _load_object(body: str) -> dict:
         value = json.loads(body)
     except (TypeError, ValueError) as exc:
         raise EventError(f"not JSON: {exc}") from None
+    except RecursionError:  # json recurses into nested arrays and objects
+        raise EventError("not JSON we read: arrays or objects nested too deeply") from None
     if not isinstance(value, dict):
         raise EventError(f"not a JSON object but {type(value).__name__}")
     return value
@@ -121,8 +123,7 @@ def _action_time(event_time: str) -> str:
     if not event_time:
         return ""
     try:
-        emitted = datetime.fromisoformat(event_time.replace("Z", "+00:00"))
-    except ValueError:
+        acts = datetime.fromisoformat(event_time.replace("Z", "+00:00")) + INTERRUPTION_NOTICE
+    except (ValueError, OverflowError):  # not a time, or past year 9999
         return ""
-    acts = emitted + INTERRUPTION_NOTICE
     return acts.isoformat().replace("+00:00", "Z")

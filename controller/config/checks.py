@@ -101,7 +101,8 @@ def listen(value: str) -> str | None:
     if value == "":
         return None
     host, sep, port = value.rpartition(":")
-    if not sep or not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+    digits = port.isascii() and port.isdigit()  # "²".isdigit(), yet int("²") fails
+    if not sep or not host.strip("[]") or not digits or not 1 <= int(port) <= 65535:
         return f'expected "host:port" with a port 1..65535, or "" to disable (got {value!r})'
     return None
 

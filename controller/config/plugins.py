@@ -24,6 +24,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from controller.config.checks import join
 from controller.config.schema import ClusterSection, Config, PluginSection
 
 KNOWN_PLUGIN_KINDS = ("profile", "motd", "stop-services", "sge", "commands")
@@ -170,7 +171,7 @@ class _Options:
         self.problems: list[str] = []
 
     def problem(self, key: str, reason: str) -> None:
-        self.problems.append(f"plugin.{self.section.name}.{key}: {reason}")
+        self.problems.append(f"{join('plugin', self.section.name, key)}: {reason}")
 
     def _get(self, key: str) -> object:
         self.used.add(key)

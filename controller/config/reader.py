@@ -81,6 +81,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError([msg]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    except ValueError:  # tomllib lets int()'s limit of 4300 digits through
+        raise ConfigError([f"{path}: invalid TOML: a number with too many digits"]) from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigError([f"{path}: invalid TOML: arrays or tables nested too deeply"]) from None
     config = parse_config(data, path)
     problems = _plugin_problems(config.clusters, config.plugins)
     if problems:
@@ -90,7 +94,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 def parse_config(data: Mapping[str, Any], path: str) -> Config:
     """Turn parsed TOML into a Config, collecting every problem before raising ConfigError."""
-    problems: list[tuple[str, str]] = []
+    problems = _huge_integers(data, "")
+    if problems:  # TOML integers are 64-bit; tomllib reads any size, which no reader expects
+        raise ConfigError([f"{path}: {key}: {reason}" for key, reason in problems], problems)
     top = Table(data, "", problems)
     tables = {name: top.get(name) for name in (*SECTION_READERS, "volume", "plugin", "cluster")}
     top.finish(hint=section_hint)
@@ -115,6 +121,23 @@ def parse_config(data: Mapping[str, Any], path: str) -> Config:
         notes=(f"{path}: simulate: {note}",) if note else (),
         **sections,
     )
+
+
+def _huge_integers(value: object, keypath: str) -> list[tuple[str, str]]:
+    """Integers outside TOML's 64-bit range, anywhere in `value`."""
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        return [(keypath, "integer out of range: TOML integers are 64-bit (-2**63 .. 2**63-1)")]
+    if isinstance(value, Mapping):
+        items = [(_subkey(keypath, str(key)), item) for key, item in value.items()]
+    elif isinstance(value, list):
+        items = [(f"{keypath}[{i}]", item) for i, item in enumerate(value)]
+    else:
+        return []
+    return [problem for key, item in items for problem in _huge_integers(item, key)]
+
+
+def _subkey(keypath: str, key: str) -> str:
+    return f"{keypath}.{join(key)}" if keypath else join(key)
 
 
 def _plugin_problems(

@@ -17,7 +17,7 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from controller.config.checks import is_credential_key
 from controller.config.reader import ConfigError, parse_config
@@ -45,6 +45,7 @@ _GBROWSE_DEFAULTS = {"instance_type": "m1.large", "spot_bid": 0.08}
 
 _HEADER = re.compile(r"\[([^\]]+)\]")
 _TRAILING_COMMENT = re.compile(r"\s+#.*$")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but tab
 
 
 @dataclass
@@ -131,11 +132,13 @@ def _convert_row(conv: _Conversion, number: int, line: str) -> None:
     if len(tokens) != 3:
         conv.error(number, label, "expected three columns: <requests/sec> <min> <max> instances")
         return
+    rps = _float(tokens[0])
     try:
-        rps = float(tokens[0])
         low, high = int(tokens[1]), int(tokens[2])
     except ValueError:
-        conv.error(number, label, "expected a number of requests/sec and two whole numbers")
+        rps = None
+    if rps is None:
+        conv.error(number, label, "expected a finite number of requests/sec and two whole numbers")
         return
     conv.rows.append((rps, low, high, number, label))
 
@@ -146,15 +149,16 @@ def _convert_master(conv: _Conversion, key: str, value: str, number: int) -> Non
         conv.sections["master"].append(f"# {key} is empty in the file: the default applies")
     elif key == "poll_interval":
         minutes = _float(value)
-        if minutes is None or minutes <= 0:
+        seconds = None if minutes is None else round(minutes * 60, 6)
+        if seconds is None or not 0 < seconds < math.inf:
             conv.error(number, label, f"expected a number of minutes above 0 (got {value!r})")
             return
-        seconds = round(minutes * 60, 6)
         note = f"seconds ({value} minutes in the legacy file)"
         conv.emit("master", key, seconds, number, label, note)
-    elif key == "server_status_url" and "auto" not in urlsplit(value).query.split("&"):
+    elif key == "server_status_url" and (parts := _url(value)) is None:
+        conv.error(number, label, f"expected an http:// URL (got {value!r})")
+    elif key == "server_status_url" and "auto" not in parts.query.split("&"):
         # GBrowse's parser read the HTML page; we read the machine-readable one.
-        parts = urlsplit(value)
         query = f"{parts.query}&auto" if parts.query else "auto"
         url = urlunsplit(parts._replace(query=query))
         conv.emit("master", key, url, number, label, "?auto added: the machine-readable page")
@@ -174,7 +178,8 @@ def _convert_slave(conv: _Conversion, key: str, value: str, number: int) -> None
             return
         conv.emit("slave", key, bid, number, label, "max $/h per slave")
     elif key == "ports":
-        if not all(p.isdigit() for p in value.split()):
+        # ASCII digits only ("²".isdigit()), and few: int() refuses more than 4300.
+        if not all(re.fullmatch(r"[0-9]{1,9}", p) for p in value.split()):
             conv.error(number, label, f"expected space-separated port numbers (got {value!r})")
             return
         conv.emit("slave", key, [int(p) for p in value.split()], number, label)
@@ -230,7 +235,8 @@ def _render(conv: _Conversion, table: list[str]) -> str:
         "[slave]",
         *conv.sections["slave"],
     ]
-    return "\n".join(lines) + "\n"
+    # The comments quote the legacy file, whose control characters TOML forbids even there.
+    return "\n".join(_CONTROL.sub(_escape, line) for line in lines) + "\n"
 
 
 def _check(conv: _Conversion, output: str) -> None:
@@ -276,6 +282,17 @@ def _not_converted_line(line: str) -> str:
     if is_credential_key(line):
         return "# not converted: a line naming credentials (not copied)"
     return f"# not converted: {line}"
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
+def _url(text: str) -> SplitResult | None:
+    try:
+        return urlsplit(text)
+    except ValueError:  # such as an unclosed "[" of an IPv6 address
+        return None
 
 
 def _float(text: str) -> float | None:

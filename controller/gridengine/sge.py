@@ -96,7 +96,7 @@ def parse_qstat(xml_text: str, *, consumable: str = MEM_CONSUMABLE) -> QueueSnap
     """Read `qstat -f -xml -r -u '*'` output."""
     try:
         root = ET.fromstring(xml_text)
-    except ET.ParseError as exc:
+    except (ET.ParseError, UnicodeEncodeError) as exc:  # expat encodes str to UTF-8 first
         raise SgeParseError(f"qstat output is not XML: {exc}") from None
     if root.tag != "job_info":
         raise SgeParseError(f"qstat XML starts with <{root.tag}>, expected <job_info>")
@@ -153,7 +153,8 @@ def count_tasks(spec: str) -> int:
     """How many tasks an array range names: `1-3:1` is 3, `3-9:2` is 4, `1,5-7` is 4."""
     total = 0
     for part in spec.split(","):
-        match = re.fullmatch(r"\s*(\d+)(?:-(\d+)(?::(\d+))?)?\s*", part)
+        # At most 18 digits a number: task ids are far smaller, and int() refuses over 4300.
+        match = re.fullmatch(r"\s*(\d{1,18})(?:-(\d{1,18})(?::(\d{1,18}))?)?\s*", part)
         if match is None:
             raise SgeParseError(f"not an array task range: {spec!r}")
         first = int(match.group(1))
@@ -280,6 +281,9 @@ def _int(element: ET.Element, tag: str, default: int | None = None) -> int:
     if not text and default is not None:
         return default
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
-        raise SgeParseError(f"<{element.tag}><{tag}> is not a whole number: {text!r}") from None
+        value = -1
+    if value < 0:  # every one is a count of slots
+        raise SgeParseError(f"<{element.tag}><{tag}> is not a whole number >= 0: {text!r}")
+    return value
