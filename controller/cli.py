@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ARN",
         help="a customer managed KMS key encrypting the image or data snapshots (repeatable)",
     )
+    iam.add_argument(
+        "--sync-data", action="store_true", help="also grant what `controller sync-data` needs"
+    )
 
     down = sub.add_parser("teardown", help="terminate everything tagged as this fleet's")
     down.add_argument("-c", "--config", required=True)
@@ -107,6 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="go on even while a controller of the same fleet runs (it may launch again)",
     )
+
+    sync = sub.add_parser("sync-data", help="copy the master's data to a new snapshot for slaves")
+    sync.add_argument("-c", "--config", "--conf", dest="config", required=True)
+    sync.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a directory to copy (repeatable; default GBrowse's /var/lib/gbrowse2/databases)",
+    )
+    sync.add_argument("--mysql", metavar="DIR", help="MySQL's data directory (copied whole)")
+    sync.add_argument("--postgres", metavar="DIR", help="PostgreSQL's data directory (whole)")
+    sync.add_argument("--image-id", metavar="AMI", help="slave image; also set as [slave] image_id")
+    sync.add_argument(
+        "--keep", type=int, default=2, metavar="N", help="snapshot generations kept (default 2)"
+    )
+    sync.add_argument("--dry-run", action="store_true", help="print the plan; create nothing")
+    sync.add_argument("--yes", action="store_true", help="do not ask first on a terminal")
     return parser
 
 
@@ -158,7 +179,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         case "iam-policy":
             from controller.commands.iam_policy import iam_policy_command
 
-            return iam_policy_command(args.config, args.kms_key)
+            return iam_policy_command(args.config, args.kms_key, sync_data=args.sync_data)
         case "teardown":
             from controller.commands.teardown import teardown_command
 
@@ -169,6 +190,10 @@ def _dispatch(args: argparse.Namespace) -> int:
                 yes=args.yes,
                 force=args.force,
             )
+        case "sync-data":
+            from controller.commands.sync_data import sync_data_command
+
+            return sync_data_command(args)
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -19,6 +19,7 @@ RequestId = NewType("RequestId", str)
 class Role(enum.StrEnum):
     SLAVE = "slave"
     NODE = "node"
+    STAGING = "staging"  # `sync-data`'s short-lived instance: never adopted as a slave or node
 
 
 class LostReason(enum.StrEnum):

@@ -43,6 +43,9 @@ class Feature(enum.StrEnum):
     DATA_SNAPSHOTS = "data-snapshots"
     INTERRUPTION_QUEUE = "interruption-queue"  # [scaling] interruption_queue = "https://sqs..."
     CLUSTER_NODES = "cluster-nodes"  # [cluster.X]: nodes launch from its image_id and subnet
+    # `controller sync-data`: on with [slave] data_snapshots (what it maintains), or asked for
+    # (`iam-policy --sync-data`, for the first sync)
+    SYNC_DATA = "sync-data"
 
 
 def features(config: Config) -> set[Feature]:
@@ -56,6 +59,8 @@ def features(config: Config) -> set[Feature]:
         on.add(Feature.INTERRUPTION_QUEUE)
     if config.clusters:
         on.add(Feature.CLUSTER_NODES)
+    if config.slave.data_snapshots:
+        on.add(Feature.SYNC_DATA)
     return on
 
 
@@ -197,6 +202,14 @@ def _region_only(config: Config) -> dict:
     return {"StringEquals": {"aws:RequestedRegion": config.slave.region}}
 
 
+def _every(*kinds: str) -> Callable[[Config], list[str]]:
+    """Every resource of these kinds in the region (images and snapshots name no account)."""
+    return lambda config: [
+        _arn(config, f"{kind}/*", account="" if kind in ("image", "snapshot") else "*")
+        for kind in kinds
+    ]
+
+
 def queue_arn(queue_url: str, default_region: str) -> str:
     """arn:aws:sqs:REGION:ACCOUNT:NAME from https://sqs.REGION.amazonaws.com/ACCOUNT/NAME (also
     the legacy https://queue.amazonaws.com/ACCOUNT/NAME and VPC endpoint forms)."""
@@ -304,6 +317,56 @@ RULES: tuple[Rule, ...] = (
         _fleet_resource_tag,
     ),
     Rule(
+        "SyncDataReadVolumesSnapshotsAndKeyPairs",
+        Feature.SYNC_DATA,
+        ("ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeKeyPairs"),
+        lambda config: ["*"],  # Describe calls have no resource-level permissions
+        _region_only,
+    ),
+    Rule(  # any image (`--image-id` may name a new one), its own group and key pair; the subnet
+        "SyncDataLaunchStagingInstance",  # is the slaves' (LaunchFromConfiguredImageAndNetwork)
+        Feature.SYNC_DATA,
+        ("ec2:RunInstances",),
+        _every("image", "security-group", "key-pair"),
+    ),
+    Rule(
+        "SyncDataCreateOnlyFleetTaggedGroupKeyPairAndSnapshot",
+        Feature.SYNC_DATA,
+        ("ec2:CreateSecurityGroup", "ec2:ImportKeyPair", "ec2:CreateSnapshot"),
+        _every("security-group", "key-pair", "snapshot"),
+        _fleet_request_tag,
+    ),
+    Rule(
+        "SyncDataCreateGroupInVpc", Feature.SYNC_DATA, ("ec2:CreateSecurityGroup",), _every("vpc")
+    ),
+    Rule(
+        "SyncDataTagOnlyWhileCreating",
+        Feature.SYNC_DATA,
+        ("ec2:CreateTags",),
+        _every("security-group", "key-pair", "snapshot"),
+        lambda config: {
+            "StringEquals": {
+                "ec2:CreateAction": ["CreateSecurityGroup", "CreateSnapshot", "ImportKeyPair"]
+            }
+        },
+    ),
+    Rule(
+        "SyncDataManageOnlyThisFleetsStagingResources",
+        Feature.SYNC_DATA,
+        (
+            "ec2:AuthorizeSecurityGroupIngress",
+            "ec2:DeleteSecurityGroup",
+            "ec2:DeleteKeyPair",
+            "ec2:DeleteVolume",
+            "ec2:GetConsoleOutput",
+            "ec2:CreateSnapshot",  # of the staging volume
+            "ec2:DeleteSnapshot",
+            "ec2:CreateTags",  # a snapshot the config names becomes controller:role=data
+        ),
+        _every("security-group", "key-pair", "volume", "instance", "snapshot"),
+        _fleet_resource_tag,
+    ),
+    Rule(
         "ReadSpotInterruptionQueue",
         Feature.INTERRUPTION_QUEUE,
         ("sqs:ReceiveMessage", "sqs:DeleteMessage"),
@@ -361,10 +424,11 @@ def kms_statements(config: Config, kms_keys: Sequence[str]) -> list[dict]:
     ]
 
 
-def iam_policy(config: Config, kms_keys: Sequence[str] = ()) -> dict:
+def iam_policy(config: Config, kms_keys: Sequence[str] = (), *, sync_data: bool = False) -> dict:
     """The IAM policy document (JSON-ready) granting exactly what this config needs, and the use
-    of `kms_keys` (ARNs or ids; ValueError for anything else) for encrypted images or snapshots."""
-    on = features(config)
+    of `kms_keys` (ARNs or ids; ValueError for anything else) for encrypted images or snapshots.
+    `sync_data`: also what `controller sync-data` needs (on anyway with data snapshots)."""
+    on = features(config) | ({Feature.SYNC_DATA} if sync_data else set())
     return {
         "Version": "2012-10-17",
         "Statement": [rule.statement(config) for rule in RULES if rule.feature in on]

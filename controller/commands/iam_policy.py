@@ -11,11 +11,15 @@ from controller.commands.exit_codes import EXIT_BAD_INPUT, EXIT_OK
 from controller.config.reader import ConfigError, load_config
 
 
-def iam_policy_command(config_path: str, kms_keys: Sequence[str] = ()) -> int:
+def iam_policy_command(
+    config_path: str, kms_keys: Sequence[str] = (), *, sync_data: bool = False
+) -> int:
     """The policy on stdout (ready for `aws iam create-policy --policy-document file://...`).
 
     `kms_keys` (`--kms-key`, repeatable): customer managed keys that encrypt the images or data
     snapshots the config launches from; each adds the KMS use EC2 makes of it on our behalf.
+    `sync_data` (`--sync-data`): also what `controller sync-data` needs (a config with data
+    snapshots gets it anyway).
     """
     try:
         config = load_config(config_path)
@@ -24,7 +28,7 @@ def iam_policy_command(config_path: str, kms_keys: Sequence[str] = ()) -> int:
             print(line, file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        policy = iam_policy(config, kms_keys)
+        policy = iam_policy(config, kms_keys, sync_data=sync_data)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -238,6 +238,7 @@ def _cluster_sge_plugin(config: Config, name: str) -> SgePlugin | None:
 
 async def _teardown(config: Config, say: Callable[[str], None], plugin: SgePlugin | None):
     from controller.cloud.ec2cloud import make_ec2_cloud
+    from controller.cloud.staging_leftovers import remove_staging_leftovers
     from controller.cloud.teardown import teardown_fleet
 
     async with make_ec2_cloud(config) as cloud:
@@ -247,7 +248,11 @@ async def _teardown(config: Config, say: Callable[[str], None], plugin: SgePlugi
         report = await teardown_fleet(
             cloud, config.controller.fleet, keep_group_ids=_kept_groups(config), progress=say
         )
-        return report, sge_ok
+        # what a `sync-data` killed with -9 left: its key pair, unfinished snapshots, a volume
+        staging_ok = await remove_staging_leftovers(
+            cloud, config.controller.fleet, keep_snapshots=config.slave.data_snapshots, progress=say
+        )
+        return report, sge_ok and staging_ok
 
 
 async def deregister_fleet_nodes(

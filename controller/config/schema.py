@@ -109,6 +109,16 @@ class StatsSection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SyncSection:
+    """`controller sync-data`: the staging instance that fills the slaves' data snapshot."""
+
+    ssh_user: str = "admin"  # login user of the staging instance (the slave image's user)
+    ssh_key_file: str = ""  # its private key; "" = a temporary EC2 key pair, deleted after
+    ssh_port: int = 22
+    staging_instance_type: str = "t3.small"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SimulateSection:
     """The simulated cloud; its slaves serve and boot as [scaling] says one slave does."""
 
@@ -165,6 +175,7 @@ class Config:
     slave: SlaveSection = field(default_factory=SlaveSection)
     aws: AwsSection = field(default_factory=AwsSection)
     stats: StatsSection = field(default_factory=StatsSection)
+    sync: SyncSection = field(default_factory=SyncSection)
     simulate: SimulateSection = field(default_factory=SimulateSection)
     clusters: tuple[ClusterSection, ...] = ()
     volumes: tuple[VolumeSection, ...] = ()

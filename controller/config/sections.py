@@ -1,5 +1,5 @@
 """The readers of the fixed sections ([controller], [master], [load_table], [scaling], [slave],
-[aws], [stats], [simulate]): which keys each has and what each key accepts."""
+[aws], [stats], [sync], [simulate]): which keys each has and what each key accepts."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from controller.config.schema import (
     SimulateSection,
     SlaveSection,
     StatsSection,
+    SyncSection,
 )
 from controller.config.table import Table
 
@@ -208,6 +209,15 @@ def _read_stats(t: Table) -> StatsSection:
     return StatsSection(**t.values)
 
 
+def _read_sync(t: Table) -> SyncSection:
+    t.text("ssh_user", check=checks.nonempty)
+    t.text("ssh_key_file")
+    t.integer("ssh_port", least=1, most=65535)
+    t.text("staging_instance_type", check=checks.instance_type)
+    t.finish()
+    return SyncSection(**t.values)
+
+
 def _read_simulate(t: Table) -> SimulateSection:
     t.number("boot_spread", least=0, most=1)
     t.number("spot_price", least=0)
@@ -226,6 +236,7 @@ SECTION_READERS: dict[str, Callable[[Table], Any]] = {
     "slave": _read_slave,
     "aws": _read_aws,
     "stats": _read_stats,
+    "sync": _read_sync,
     "simulate": _read_simulate,
 }
 
@@ -246,4 +257,5 @@ _SECTION_CLASSES = {
     "aws": AwsSection,
     "stats": StatsSection,
     "simulate": SimulateSection,
+    "sync": SyncSection,
 }
