@@ -35,6 +35,8 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ec2_rig import min_count_at_max  # noqa: E402
+
 from tests.harness.apache import Apache  # noqa: E402
 from tests.harness.e2e import Controller, Farm, healthy  # noqa: E402
 from tests.harness.fake_slave import FakeSlave  # noqa: E402
@@ -110,8 +112,9 @@ class Call:
 class BenchProxy(FaultProxy):
     """The counting fault proxy, with arrival times and capacity refusals by instance type."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, fill_max: bool = False) -> None:
         super().__init__(upstream)
+        self.fill_max = fill_max  # a RunInstances gets MaxCount, as EC2 gives with capacity
         self.calls = _StampedCalls()
         self.refused_types: set[str] = set()
         self._refused: set[int] = set()  # indexes into calls
@@ -129,6 +132,11 @@ class BenchProxy(FaultProxy):
                 message = f"We currently do not have sufficient {kind} capacity (bench)."
                 return _error(request, 500, "InsufficientInstanceCapacity", message)
         return await super()._handle(request)
+
+    async def _forward(self, request: web.Request, body: bytes, action: str) -> web.Response:
+        if self.fill_max and action == "RunInstances":
+            body = min_count_at_max(body)
+        return await super()._forward(request, body, action)
 
     def reset(self) -> None:
         self.clear()
@@ -280,7 +288,7 @@ class Settings:
 class Rig:
     """Every server of the bench, started once; `fresh()` empties EC2 for the next run."""
 
-    def __init__(self, keep: bool = False) -> None:
+    def __init__(self, keep: bool = False, fill_max: bool = False) -> None:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto logs every request
@@ -293,7 +301,7 @@ class Rig:
         self.moto_url = f"http://{host}:{port}"
         self.apache = Apache(self.tmp / "apache")
         self.apache.start()
-        self.proxy = BenchProxy(self.moto_url)
+        self.proxy = BenchProxy(self.moto_url, fill_max=fill_max)
         self.proxy.start()
         self.port = free_port()
         self.ec2 = _client(self.moto_url)

@@ -277,7 +277,8 @@ def by_action(runs: list[dict | None]) -> dict[str, list[float | None]]:
 def print_rows(runs: list[RowsRun], args: argparse.Namespace) -> None:
     print(
         f"rows: poll_interval {args.poll:g} s, load table 1.5:0-1 4:1-3 8:5-5, burst "
-        f"{args.rps:g} req/s, {len(runs)} runs"
+        f"{args.rps:g} req/s, {len(runs)} runs, RunInstances filled to "
+        + ("MaxCount (as EC2 with capacity)" if args.ec2_fills == "max" else "MinCount (moto)")
     )
     print(f"  {'':52} {'min':>7} {'median':>7} {'max':>7}")
     line = "  {:52} {}"
@@ -331,6 +332,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=90.0, help="longest wait for one step of a run (90 s)"
     )
+    parser.add_argument(
+        "--ec2-fills",
+        choices=("moto", "max"),
+        default="moto",
+        help="moto: RunInstances launches MinCount (1), as moto does (default); max: MaxCount, "
+        "as EC2 does when it has the capacity",
+    )
     parser.add_argument("--json", action="store_true", help="every run's figures as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the runs' logs and configs")
     args = parser.parse_args(argv)
@@ -345,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     dummy_aws_environment()
     rng = random.Random(args.seed)
     try:
-        rig = Rig(keep=args.keep)
+        rig = Rig(keep=args.keep, fill_max=args.ec2_fills == "max")
     except AssertionError as exc:  # the harness's ServerStartError says which server and why
         print(f"gbrowse_rows: a server did not start: {exc}", file=sys.stderr)
         return 1
