@@ -22,6 +22,7 @@ the fleet hold) and `reclaim_at()` (spot reclaims one instance at a given time).
 from __future__ import annotations
 
 import collections
+import math
 import random
 from collections.abc import Callable, Collection, Sequence
 from typing import Self
@@ -107,6 +108,9 @@ class SimFleet:
         self._tokens: dict[str, LaunchResult] = {}
         self._closed_seconds = 0.0
         self._live_launch_sum = 0.0
+        self.ends = 0  # instances ended so far: what is booted changes only with it and time
+        # the last fleet_view: (what it depends on, valid from, valid until, the view)
+        self._last_view: tuple[tuple[object, ...], float, float, FleetView] | None = None
 
     @classmethod
     def from_config(
@@ -238,6 +242,7 @@ class SimFleet:
         return inst
 
     def _end(self, inst: SimInstance, at: float, reason: str) -> None:
+        self.ends += 1
         inst.ended_at = at
         inst.state_reason = reason
         del self._live[inst.instance_id]
@@ -383,8 +388,25 @@ class SimFleet:
         return [*self._open.values(), *(r for r in active if r is not None and r.state == "active")]
 
     def fleet_view(self, fleet: str, *, with_requests: bool = True) -> FleetView:
+        """What DescribeInstances (and, `with_requests`, DescribeSpotInstanceRequests) list.
+
+        A month replayed describes the fleet at every poll, and mostly nothing has changed: the
+        last view is given again while no instance or request was made, ended or cancelled and
+        no instance has reached its boot, its visibility or the end of its listing since."""
         self.advance()
         now = self.clock()
+        depends = (
+            fleet,
+            with_requests,
+            self._seq,
+            self.ends,
+            self.counters.cancelled,
+            self.visibility_lag,
+            self.wall_offset,
+        )
+        last = self._last_view
+        if last is not None and last[0] == depends and last[1] <= now < last[2]:
+            return last[3]
         ended = self._ended
         while ended and now - (ended[0].ended_at or now) >= KEEP_ENDED_SECONDS:
             ended.popleft()
@@ -407,4 +429,19 @@ class SimFleet:
             for r in (self._current_requests() if with_requests else ())
             if r.fleet == fleet
         )
-        return FleetView(instances=instances, requests=requests, requests_read=with_requests)
+        view = FleetView(instances=instances, requests=requests, requests_read=with_requests)
+        self._last_view = (depends, now, self._view_changes_after(now), view)
+        return view
+
+    def _view_changes_after(self, now: float) -> float:
+        """The first time after `now` at which a view would differ by time alone: an instance
+        boots (pending -> running) or becomes visible, or an ended one drops off the list."""
+        times = [
+            t
+            for i in (*self._live.values(), *self._ended)
+            for t in (i.ready_at, i.launched_at + self.visibility_lag)
+            if t > now
+        ]
+        if self._ended:
+            times.append((self._ended[0].ended_at or now) + KEEP_ENDED_SECONDS)
+        return min(times, default=math.inf)

@@ -1,7 +1,8 @@
 """`controller simulate`: replay a trace, print cost, churn and elasticity, optionally save.
 
 Bad input (config, trace, policy name, plot suffix) is reported in one line naming the file and
-the problem, exit 2, before anything runs.
+the problem, exit 2, before anything runs. While it replays, a progress bar is drawn on stderr
+when stderr is a terminal (nothing is added to a log or a pipe).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import sys
 
 from controller.commands.exit_codes import EXIT_BAD_INPUT, EXIT_OK
+from controller.commands.progress import ProgressBar
 from controller.config.reader import ConfigError, load_config
 from controller.policy.factory import POLICY_NAMES
 from controller.simulation.replay import simulate
@@ -53,7 +55,14 @@ def simulate_command(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    result = simulate(trace, config, args.policy, seed=args.seed)
+    bar = ProgressBar(sys.stderr, "simulating") if sys.stderr.isatty() else None
+    try:
+        result = simulate(
+            trace, config, args.policy, seed=args.seed, progress=bar.update if bar else None
+        )
+    finally:
+        if bar is not None:
+            bar.close()
 
     if args.timeline:
         try:

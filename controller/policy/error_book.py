@@ -39,19 +39,24 @@ class ErrorBook:
 
     def score(self, now: float, rps: float) -> list[tuple[float, float]]:
         """Score the levels due by `now` against `rps`; forget the old. (made, excess) each."""
+        # Four books score every poll of a replay: locals, and `unit` inline.
         scored = []
-        while self._due and self._due[0][1] <= now:
-            made, _, level = self._due.popleft()
-            unit = self.unit(level)
+        due, kept, errs, floor = self._due, self._kept, self._sorted, self.floor
+        relative = self.scale == "relative"
+        while due and due[0][1] <= now:
+            made, _, level = due.popleft()
+            base = floor if floor > level else level  # max(level, floor)
+            unit = base if relative else math.sqrt(base * floor)
             excess = (rps - level) / unit if unit > 0 else 0.0
-            self._kept.append((now, excess, level, unit))
-            bisect.insort(self._sorted, excess)
+            kept.append((now, excess, level, unit))
+            bisect.insort(errs, excess)
             self._level_sum += level
             self._scale_sum += unit
             scored.append((made, excess))
-        while self._kept and self._kept[0][0] < now - self.horizon:
-            _, old, level, unit = self._kept.popleft()
-            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        oldest = now - self.horizon
+        while kept and kept[0][0] < oldest:
+            _, old, level, unit = kept.popleft()
+            del errs[bisect.bisect_left(errs, old)]
             self._level_sum -= level
             self._scale_sum -= unit
         return scored

@@ -223,11 +223,12 @@ class ForecastPolicy(BandPolicy):
         for period in self.settings.season_seconds:
             index, slot = self._phase(period, now)
             slots = max(1, round(period / self.poll))
+            oldest = index - self.settings.season_periods
             worst: dict[int, float] = {}  # period index -> its worst excess over the slots
             for s in range(slot, slot + self.settings.season_width + 1):
                 for i, e in self._season.get((period, s % slots), ()):
-                    if i >= index - self.settings.season_periods:
-                        worst[i] = max(worst.get(i, e), e)
+                    if i >= oldest and (i not in worst or e > worst[i]):
+                        worst[i] = e
             if len(worst) >= self.settings.season_rank:
                 best = max(
                     best, sorted(worst.values(), reverse=True)[self.settings.season_rank - 1]
@@ -264,9 +265,11 @@ class ForecastPolicy(BandPolicy):
 
     def _trend(self, now: float) -> float:
         """Least-squares slope (rps per second) of the samples of the last trend_seconds."""
+        if self.settings.trend_seconds <= 0:
+            return 0.0
         pts = [(t, r) for t, r in self._samples if t >= now - self.settings.trend_seconds]
         n = len(pts)
-        if self.settings.trend_seconds <= 0 or n < 3:
+        if n < 3:
             return 0.0
         mt = sum(t for t, _ in pts) / n
         mr = sum(r for _, r in pts) / n

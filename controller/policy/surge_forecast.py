@@ -57,6 +57,7 @@ class SurgeForecaster:
         self.prior = prior
         self._last_loads: deque[float] = deque(maxlen=3)
         self._starts: deque[float] = deque()  # polls that saw a surge start, within history
+        self._seen: dict[int, int] = {}  # phase -> how many of `_starts` are at it
         self._peaks: deque[float] = deque(maxlen=10)  # the load each surge rose to
         self._rising: tuple[float, float] | None = None  # (surge seen at, its peak so far)
         self._chances: dict[tuple[int, int], float] = {}  # (phase, gap bin) -> chance
@@ -82,9 +83,15 @@ class SurgeForecaster:
         if self._starts and now - self._starts[-1] < self.refractory:
             return  # the same surge, still rising
         self._starts.append(now)
+        self._count_phase(now, 1)
         self._rising = (now, rps)
         while self._starts[0] < now - self.history:
-            self._starts.popleft()
+            self._count_phase(self._starts.popleft(), -1)
+
+    def _count_phase(self, start: float, step: int) -> None:
+        """Keep `_seen` in step with `_starts`, so `due` need not count them every poll."""
+        phase = self.phase(start)
+        self._seen[phase] = self._seen.get(phase, 0) + step
 
     def phase(self, t: float) -> int:
         return int((t % self.period) // self.poll)
@@ -121,9 +128,7 @@ class SurgeForecaster:
         """The peak of a surge due within `lead` seconds from now, or 0 if none is due."""
         if len(self._starts) < 4 or not self._peaks:
             return 0.0
-        seen: dict[int, int] = {}
-        for t in self._starts:
-            seen[self.phase(t)] = seen.get(self.phase(t), 0) + 1
+        seen = self._seen
         need = max(2.0, self.share * len(self._starts))
         last = self._starts[-1]
         for k in range(math.ceil(lead / self.poll) + 1):

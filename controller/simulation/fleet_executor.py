@@ -154,6 +154,7 @@ class FleetExecutor:
         self._noticed: set[str] = set()
         self._scanned: tuple[int, Any] = (0, None)  # (len, last id) of tracked at the last scan
         self._drain_due: float | None = None  # pool.next_drain_due(), None once stale
+        self._serving: tuple[int, int] | None = None  # (cloud.ends, serving()), None once stale
         self.warned: set[str] = set()  # instances that got a spot interruption warning
         self.desired = 0
         self.decisions: list[Decision] = []
@@ -165,9 +166,16 @@ class FleetExecutor:
     # what is serving
 
     def serving(self) -> int:
-        """Slaves listed in renderfarm.conf and alive: the supply the elasticity metrics count."""
-        booted = self.cloud.booted
-        return sum(1 for t in self._listed() if booted(t.instance_id))
+        """Slaves listed in renderfarm.conf and alive: the supply the elasticity metrics count.
+
+        Counted again only when the pool has handled a message or run a plan (what is listed)
+        or an instance has ended (what is alive): a listed slave has booted, and stays booted
+        until it ends."""
+        ends = self.cloud.ends
+        if self._serving is None or self._serving[0] != ends:
+            booted = self.cloud.booted
+            self._serving = (ends, sum(1 for t in self._listed() if booted(t.instance_id)))
+        return self._serving[1]
 
     def _listed(self) -> Iterator[Any]:
         return (t for t in self.pool.tracked.values() if t.phase is Phase.READY)
@@ -211,8 +219,12 @@ class FleetExecutor:
         return self._drain_due
 
     def _handle(self, message: Any) -> None:
-        self._drain_due = None
         self.pool.handle(message)
+        self._stale()
+
+    def _stale(self) -> None:
+        """The pool may have changed: what is cached from it is to be read again."""
+        self._drain_due = self._serving = None
 
     def rate_changed(self, at: float) -> None:
         """The trace's rate changes at `at`: the readings that see it (module docstring)."""
@@ -287,7 +299,6 @@ class FleetExecutor:
     # executing plans
 
     def _execute(self, plan: Plan) -> None:
-        self._drain_due = None
         result: Any = None
         try:
             while True:
@@ -296,13 +307,13 @@ class FleetExecutor:
                 result = self._call(call)
         except StopIteration:
             pass
+        self._stale()
         self._deliver()
         answers, self.answers = self.answers, []
         for answer in answers:
             self.on_change(self.now())
             self._handle(self.handle_answer(answer))
             self._deliver()
-        self._drain_due = None
 
     def _call(self, call: CloudCall) -> Any:
         cloud = self.cloud

@@ -18,6 +18,7 @@ as after a restart. The oracle is computed from the future instead (controller.s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 
 from controller.cloud.port import SPOT_INTERRUPTION_REASON, LaunchSpec
@@ -32,16 +33,31 @@ from controller.simulation.report import SimResult, Timeline, make_report
 from controller.simulation.trace import Trace, demand_of, load_rate
 
 MAX_ACTIONS_KEPT = 2000
+PROGRESS_STEPS = 1000  # progress is reported this many times over a replay, at most
+
+Progress = Callable[[float], None]  # told the share of the trace replayed so far, 0 to 1
 
 
 def simulate(
-    trace: Trace, config: Config, policy: str = "ours", *, seed: int = 1, warm: bool = True
+    trace: Trace,
+    config: Config,
+    policy: str = "ours",
+    *,
+    seed: int = 1,
+    warm: bool = True,
+    progress: Progress | None = None,
 ) -> SimResult:
     """Replay `trace` under `policy` (any make_policy name, or "oracle"); `warm`: start with the
-    first bucket's demand booted, as a controller that had been running."""
+    first bucket's demand booted, as a controller that had been running; `progress`: called
+    now and then with the share of the trace replayed (a month of polls takes seconds)."""
     if policy == "oracle":
-        return oracle(trace, config, seed)
-    return _Replay(trace, config, make_policy(policy, config), policy, seed, warm).run()
+        result = oracle(trace, config, seed)
+    else:
+        replay = _Replay(trace, config, make_policy(policy, config), policy, seed, warm)
+        result = replay.run(progress)
+    if progress is not None:
+        progress(1.0)
+    return result
 
 
 class _Replay:
@@ -135,10 +151,13 @@ class _Replay:
             if i.state_reason == SPOT_INTERRUPTION_REASON
         }
 
-    def run(self) -> SimResult:
+    def run(self, progress: Progress | None = None) -> SimResult:
         tr = self.trace
         n, b = len(tr.rps), tr.bucket_seconds
+        every = max(1, n // PROGRESS_STEPS)
         for j in range(n):
+            if progress is not None and j % every == 0:
+                progress(j / n)
             t = tr.time(j)
             self.fleet.run_until(t)
             self._mark(t)

@@ -115,18 +115,20 @@ def demand_of(rps: float, capacity: float) -> int:
 def load_rate(trace: Trace) -> Callable[[float, float], float]:
     """rate(a, b): requests/sec the trace delivered between times a and b (what a sensor
     counting requests would measure)."""
-    b = trace.bucket_seconds
+    # Called a few times per reading, hundreds of thousands of times a replay: plain locals.
+    b, start, end, rps = trace.bucket_seconds, trace.start, trace.end, trace.rps
     cum = [0.0]
-    for r in trace.rps:
+    for r in rps:
         cum.append(cum[-1] + r * b)
+    times = [trace.time(j) for j in range(len(rps))]
 
     def cumulative(t: float) -> float:
-        if t <= trace.start:
-            return trace.rps[0] * (t - trace.start)
-        if t >= trace.end:
-            return cum[-1] + trace.rps[-1] * (t - trace.end)
-        j = int((t - trace.start) // b)
-        return cum[j] + trace.rps[j] * (t - trace.time(j))
+        if t <= start:
+            return rps[0] * (t - start)
+        if t >= end:
+            return cum[-1] + rps[-1] * (t - end)
+        j = int((t - start) // b)
+        return cum[j] + rps[j] * (t - times[j])
 
     def rate(a: float, z: float) -> float:
         return max(0.0, (cumulative(z) - cumulative(a)) / (z - a))

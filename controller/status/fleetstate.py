@@ -192,7 +192,14 @@ class FleetState:
 
     @property
     def ready(self) -> int:
-        return sum(1 for view in self.member_views() if view.healthy)
+        """The healthy members as member_views() shows them, counted without building the views
+        (systemd's STATUS= line asks every few seconds, and a fleet may have 10,000)."""
+        health = self.health
+        return sum(
+            1
+            for iid, view in self.members.items()
+            if (view.healthy if (verdict := health.get(iid)) is None else verdict.healthy)
+        )
 
     def spend(self, now: float) -> float:
         """Dollars spent since the first cost observation, up to `now` (loop time)."""
