@@ -113,6 +113,22 @@ def trace_reading(rate: Callable[[float, float], float], config: Config, t: floa
     return LoadSample(at=t, rps=max(rate(t - poll, t), last), window_rps=rate(t - window, t))
 
 
+def sim_call(cloud: SimCloud, fleet: str, call: CloudCall) -> Any:
+    """Make one cloud call a plan yielded on SimCloud's synchronous core; its result."""
+    match call:
+        case DescribeFleet(with_requests=with_requests):
+            return cloud.fleet_view(fleet, with_requests=with_requests)
+        case LaunchCall(spec=spec):
+            return cloud.launch_now(spec)
+        case TerminateCall(ids=ids):
+            return cloud.terminate_now(ids)
+        case CancelCall(ids=ids):
+            return cloud.cancel_now(ids)
+        case PriceCall():
+            return cloud.price
+    raise TypeError(f"not a cloud call: {call!r}")
+
+
 class FleetExecutor:
     """One fleet: the reconciler, SimCloud, and the other actors' stand-ins (module docstring).
 
@@ -316,19 +332,7 @@ class FleetExecutor:
             self._deliver()
 
     def _call(self, call: CloudCall) -> Any:
-        cloud = self.cloud
-        match call:
-            case DescribeFleet(with_requests=with_requests):
-                return cloud.fleet_view(self.config.controller.fleet, with_requests=with_requests)
-            case LaunchCall(spec=spec):
-                return cloud.launch_now(spec)
-            case TerminateCall(ids=ids):
-                return cloud.terminate_now(ids)
-            case CancelCall(ids=ids):
-                return cloud.cancel_now(ids)
-            case PriceCall():
-                return cloud.price
-        raise TypeError(f"not a cloud call: {call!r}")
+        return sim_call(self.cloud, self.config.controller.fleet, call)
 
     def _deliver(self) -> None:
         """What the pool said: the other actors' answers wait until its plan is done."""

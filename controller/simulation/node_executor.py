@@ -39,17 +39,13 @@ from controller.messages import (
     SecurityGroupReady,
 )
 from controller.policy.fleet_plans import (
-    CancelCall,
     CloudCall,
-    DescribeFleet,
-    LaunchCall,
     Plan,
-    PriceCall,
     Publish,
-    TerminateCall,
 )
 from controller.policy.pool_profile import NodeProfile
 from controller.policy.reconciler import FleetReconciler
+from controller.simulation.fleet_executor import sim_call
 
 SIM_NODE_GROUP = "sg-simulated-nodes"
 
@@ -146,19 +142,7 @@ class NodeExecutor:
             self._deliver()
 
     def _call(self, call: CloudCall) -> Any:
-        cloud = self.cloud
-        match call:
-            case DescribeFleet(with_requests=with_requests):
-                return cloud.fleet_view(self.config.controller.fleet, with_requests=with_requests)
-            case LaunchCall(spec=spec):
-                return cloud.launch_now(spec)
-            case TerminateCall(ids=ids):
-                return cloud.terminate_now(ids)
-            case CancelCall(ids=ids):
-                return cloud.cancel_now(ids)
-            case PriceCall():
-                return cloud.price
-        raise TypeError(f"not a cloud call: {call!r}")
+        return sim_call(self.cloud, self.config.controller.fleet, call)
 
     def _deliver(self) -> None:
         """What the pool said to the other actors."""
