@@ -98,6 +98,9 @@ class Apache:
         procs.stop(self._process)
         self._process = None
 
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def close(self) -> None:
         """Stop every background load and the server."""
         for load in self._loads:

@@ -6,18 +6,27 @@ consistency: instances a RunInstances just returned stay invisible to DescribeIn
 TerminateInstances on them answers InvalidInstanceID.NotFound, for a while (real EC2 does this;
 moto is always consistent). It runs on its own event loop in a background thread, so sync tests
 and async tests (including looptime ones) can both use it.
+
+A rule may name the Action "*" (every Action without a rule of its own) and fail only a share of
+the calls (`rate`, drawn from a seeded generator), as a throttling or 5xx storm does. The proxy
+counts what it injected (`injected`) and the retries (`retries`: requests whose
+`amz-sdk-request` header says attempt 2 or later, as botocore sends them, and requests that
+repeat an earlier one's ClientToken, as a caller retrying a launch itself does), for the fault
+scenarios' figures.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
+import re
 import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -42,16 +51,33 @@ _ID_PARAM = {
     "DeleteTags": "ResourceId.",
 }
 
+ANY_ACTION = "*"  # a rule for every Action that has none of its own
+_BLOCK = 10  # calls over which a rule's rate is exact
+_ATTEMPT = re.compile(r"attempt=(\d+)")
+
 
 @dataclass
 class _Rule:
-    """What to do with one Action: fail with an error, or wait first; `times` None = forever."""
+    """What to do with one Action: fail with an error, or wait first; `times` None = forever;
+    `rate`: the share of calls it applies to (the others pass untouched): in each run of
+    `_BLOCK` calls exactly that share, at random places, so short tests see the stated rate."""
 
     code: str = ""
     message: str = ""
     status: int = 400
     delay: float = 0.0
     times: int | None = None
+    rate: float = 1.0
+    _draws: list[bool] = field(default_factory=list)
+
+    def applies(self, rng: random.Random) -> bool:
+        if self.rate >= 1.0:
+            return True
+        if not self._draws:
+            hits = round(self.rate * _BLOCK)
+            self._draws = [True] * hits + [False] * (_BLOCK - hits)
+            rng.shuffle(self._draws)
+        return self._draws.pop()
 
 
 class FaultProxy:
@@ -61,14 +87,23 @@ class FaultProxy:
     in order, as the Action name (EC2 query `Action=`, or the operation from `X-Amz-Target`).
     `requests` records the same requests as (Action, parameters) pairs; the parameters are the
     query string and form body merged, e.g. {"Action": "TerminateInstances", "InstanceId.1": ...}.
+    `injected` counts the requests answered with an injected error or dropped; `retries` the
+    requests that retry an earlier one (botocore's attempt 2 or later, or a ClientToken again).
     """
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, seed: int = 0) -> None:
         self.upstream = upstream
         self.port = free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self.calls: list[str] = []
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.injected = 0
+        self.retries = 0
+        self._tokens: set[str] = set()
+        # Called with (Action, parameters) as each request arrives, before it is answered or
+        # forwarded, on the proxy's thread: a test may look at the world as EC2 gets the call.
+        self.on_request: Callable[[str, dict[str, str]], None] | None = None
+        self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._hide_for = 0.0
         self._hidden_until: dict[str, float] = {}  # instance id -> time.monotonic() deadline
@@ -91,13 +126,17 @@ class FaultProxy:
         message: str = "Injected by the test fault proxy",
         status: int = 400,
         times: int | None = None,
+        rate: float = 1.0,
     ) -> None:
-        """Answer `action` with EC2 error `code` (the next `times` calls, or always)."""
+        """Answer `action` (or every Action: "*") with EC2 error `code`: the next `times` calls,
+        or always; only a `rate` share of them, drawn at random."""
         with self._lock:
-            self._failures[action] = _Rule(code=code, message=message, status=status, times=times)
+            self._failures[action] = _Rule(
+                code=code, message=message, status=status, times=times, rate=rate
+            )
 
     def delay(self, action: str, seconds: float, times: int | None = None) -> None:
-        """Hold `action` for `seconds` (real time) before forwarding it."""
+        """Hold `action` (or every Action: "*") for `seconds` (real time) before forwarding it."""
         with self._lock:
             self._delays[action] = _Rule(delay=seconds, times=times)
 
@@ -120,6 +159,13 @@ class FaultProxy:
             self._down_status = None
         if was_refusing:
             self._run(self._listen())
+
+    def heal(self) -> None:
+        """Stop injecting (failures, delays, down) but keep the record of calls and counts."""
+        self.up()
+        with self._lock:
+            self._failures.clear()
+            self._delays.clear()
 
     def hide_new_instances(self, seconds: float) -> None:
         """Emulate EC2's eventual consistency for instances launched from now on.
@@ -150,6 +196,8 @@ class FaultProxy:
             self._hidden_until.clear()
             self.calls.clear()
             self.requests.clear()
+            self.injected = self.retries = 0
+            self._tokens.clear()
 
     def count(self, action: str) -> int:
         """How many requests for `action` reached the proxy."""
@@ -211,14 +259,16 @@ class FaultProxy:
     # the proxy itself
 
     def _take(self, rules: dict[str, _Rule], action: str) -> _Rule | None:
-        """The rule for `action`, spending one of its `times`. Call with the lock held."""
-        rule = rules.get(action)
-        if rule is None:
+        """The rule for `action` (its own, else "*") if it applies to this call, spending one of
+        its `times`. Call with the lock held."""
+        key = action if action in rules else ANY_ACTION
+        rule = rules.get(key)
+        if rule is None or not rule.applies(self._random):
             return None
         if rule.times is not None:
             rule.times -= 1
             if rule.times <= 0:
-                del rules[action]
+                del rules[key]
         return rule
 
     def _hidden_now(self) -> set[str]:
@@ -232,12 +282,23 @@ class FaultProxy:
         body = await request.read()
         action = _action_of(request, body)
         params = _params_of(request, body)
+        attempt = _ATTEMPT.search(request.headers.get("amz-sdk-request", ""))
         with self._lock:
             self.calls.append(action)
             self.requests.append((action, params))
+            token = params.get("ClientToken")
+            if (attempt is not None and int(attempt.group(1)) > 1) or token in self._tokens:
+                self.retries += 1
+            if token:
+                self._tokens.add(token)
             is_down, down_status = self._is_down, self._down_status
             failure = self._take(self._failures, action)
             delay = self._take(self._delays, action)
+            if is_down or failure is not None:
+                self.injected += 1
+            hook = self.on_request
+        if hook is not None:
+            hook(action, params)
         if is_down and down_status is None:
             if request.transport is not None:
                 request.transport.close()

@@ -3,7 +3,8 @@
 `RenderFarm` listens on 0.0.0.0:PORT inside the test's network namespace, so it answers on every
 127.x address moto hands out: each instance the controller launches has a "render slave" at
 http://<its private ip>:PORT/ answering 403, as GBrowse's slaves do. An address can be killed
-(connections to it are dropped) to play a slave that went away.
+(connections to it are dropped) to play a slave that went away, or hung (connections are
+accepted and requests read, but never answered) to play a slave stuck in a render.
 
 `SteadyLoad` sends GET requests to Apache at a fixed rate from a thread, so the measured
 requests/sec lands in a chosen load-table band (ab has no rate limit).
@@ -22,6 +23,10 @@ class _SlaveHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         local = self.connection.getsockname()[0]
+        if local in self.server.hung:
+            self.server.closing.wait()  # never answers; the server's close() lets it go
+            self.close_connection = True
+            return
         if local in self.server.dead:
             self.close_connection = True
             self.connection.close()
@@ -43,6 +48,8 @@ class _FarmServer(http.server.ThreadingHTTPServer):
     def __init__(self, port: int) -> None:
         super().__init__(("0.0.0.0", port), _SlaveHandler)
         self.dead: set[str] = set()
+        self.hung: set[str] = set()
+        self.closing = threading.Event()
         self.hits: dict[str, int] = {}
         self.lock = threading.Lock()
 
@@ -57,11 +64,15 @@ class RenderFarm:
     def kill(self, address: str) -> None:
         self._server.dead.add(address)
 
+    def hang(self, address: str) -> None:
+        self._server.hung.add(address)
+
     def hits(self, address: str) -> int:
         with self._server.lock:
             return self._server.hits.get(address, 0)
 
     def close(self) -> None:
+        self._server.closing.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
