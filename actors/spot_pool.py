@@ -40,6 +40,7 @@ from controller.runtime.bus import EOI, Bus
 class SpotPool(Actor):
     # Teardown terminates and waits for EC2 to agree: far longer than the default grace.
     grace_seconds = 900.0
+    stop_exit_code = 0  # 1: the teardown at stop left part of the fleet (the supervisor reads it)
 
     def __init__(
         self,
@@ -127,7 +128,15 @@ class SpotPool(Actor):
             pool.announce_down(LostReason.TEARDOWN)
             self._deliver()
         pool.tracked.clear()
-        self.log.info("fleet.torn_down", report=str(report))
+        if report.clean:
+            self.log.info("fleet.torn_down", report=str(report))
+        else:  # the process exits 1: whoever stopped it must look (`controller teardown`)
+            self.stop_exit_code = 1
+            self.log.error(
+                "fleet.teardown_incomplete",
+                report=str(report),
+                hint="run `controller teardown -c CONFIG` to finish it",
+            )
 
     async def _execute(self, plan: Plan) -> None:
         """Run one plan: await each cloud call it yields, send it the result, and deliver what

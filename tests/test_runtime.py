@@ -198,7 +198,8 @@ async def test_an_actor_that_survives_cancellation_is_abandoned_and_a_slow_stop_
     stop_at(runtime, 5)
 
     with capture_logs() as logs:
-        assert await runtime.run_until_stopped() == 0
+        # a stop cut short may have left something behind: the exit code says so
+        assert await runtime.run_until_stopped() == 1
 
     # slow: stop() cut at 5+3; stubborn: grace, cancel, grace, abandon at 8+3+3; first: at once.
     assert stops(events) == ["slow", "stubborn", "first"]

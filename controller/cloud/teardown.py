@@ -19,8 +19,10 @@ Renderfarm.conf is the caller's first step (slaves leave it before they go), not
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from controller.cloud.port import (
     VISIBILITY_SECONDS,
@@ -30,13 +32,15 @@ from controller.cloud.port import (
     ProviderError,
     SecurityGroup,
 )
-from controller.messages import InstanceId, RequestId
+from controller.messages import ErrorKind, InstanceId, RequestId
 from controller.runtime.backoff import backoff_delay
 
 OPEN_REQUEST_STATES = ("open", "active")
 ROUNDS = 3  # reads of the fleet; a second one normally finds nothing left
 SHOWN_IDS = 10  # ids named in one progress line
 UNSEEN_RETRY_DELAYS = (2.0, 4.0, 8.0, 15.0)  # asking again to end what EC2 does not know yet
+TRANSIENT = frozenset({ErrorKind.THROTTLED, ErrorKind.UNAVAILABLE})  # worth asking again
+TRANSIENT_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,8 +101,12 @@ async def teardown_fleet(
     requests: tuple[RequestId, ...] = ()
     verified = False
     unseen = tuple(dict.fromkeys(known_ids))  # launched, not yet taken by TerminateInstances
+
+    def again(step: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+        return _retrying(step, deadline, progress)
+
     for round_number in range(1, ROUNDS + 1):
-        view = await cloud.describe_fleet(fleet)
+        view = await again(partial(cloud.describe_fleet, fleet))
         if view.error is not None:
             errors.append(view.error)
             progress(f"cannot read fleet {fleet}: {_error(view.error)}")
@@ -117,10 +125,11 @@ async def teardown_fleet(
             break
         if requests:
             progress(f"cancelling {len(requests)} spot request(s) {_ids(requests)}")
-            _note(await cloud.cancel_requests(requests, dry_run=dry_run), errors, progress)
+            cancelled = await again(partial(cloud.cancel_requests, requests, dry_run=dry_run))
+            _note(cancelled, errors, progress)
         if alive:
             progress(f"terminating {len(alive)} instance(s) {_ids(alive)}")
-            result = await cloud.terminate(alive, dry_run=dry_run)
+            result = await again(partial(cloud.terminate, alive, dry_run=dry_run))
             if not _note(result, errors, progress):
                 break  # nothing is going away: waiting would only burn the timeout
             if not dry_run:
@@ -217,6 +226,26 @@ async def _terminate_unseen(
             continue  # a throttled or failed call: the same ids, again after the next delay
         ids = tuple(i for i in ids if i in set(result.not_found))
     return ids
+
+
+async def _retrying(
+    step: Callable[[], Awaitable[Any]], deadline: float, progress: Callable[[str], None]
+) -> Any:
+    """`step()` (a describe, cancel or terminate) until it is not throttled or unavailable, on a
+    growing backoff, while the deadline allows: a teardown must not give up on a busy EC2."""
+    loop = asyncio.get_running_loop()
+    attempt = 0
+    while True:
+        result = await step()
+        error = result.error
+        if error is None or error.kind not in TRANSIENT:
+            return result
+        delay = backoff_delay(TRANSIENT_RETRY_DELAYS, attempt)
+        if loop.time() + delay > deadline:
+            return result
+        progress(f"{error.operation}: {_error(error)}; again in {delay:.0f}s")
+        await asyncio.sleep(delay)
+        attempt += 1
 
 
 def _note(result: OpResult, errors: list[ProviderError], progress: Callable[[str], None]) -> bool:

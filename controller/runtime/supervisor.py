@@ -281,10 +281,13 @@ class Runtime:
             async with asyncio.timeout(grace) as deadline:
                 await actor.stop()
         except Exception as exc:
+            self.exit_code = max(self.exit_code, 1)  # its cleanup may be partial: say so
             if isinstance(exc, TimeoutError) and deadline.expired():
                 log.error("actor.stop_timeout", grace_seconds=grace, hint="cleanup may be partial")
             else:
                 log.error("actor.stop_failed", error=repr(exc), exc_info=exc)
+        # an actor whose stop left something behind (a fleet not torn down) fails the exit
+        self.exit_code = max(self.exit_code, getattr(actor, "stop_exit_code", 0))
         self._set_state(slot, "stopped")
         log.info("actor.stopped")
 
