@@ -340,6 +340,42 @@ async def test_every_type_refused_probes_capacity_on_a_growing_backoff() -> None
     assert [(i.instance_type, i.launched_at) for i in farm.launched()] == [("c5.large", 220)]
 
 
+@looptime
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [
+        (ErrorKind.INVALID, "InvalidAMIID.NotFound"),
+        (ErrorKind.AUTH, "UnauthorizedOperation"),
+        (ErrorKind.LIMIT, "MaxSpotInstanceCountExceeded"),
+    ],
+)
+async def test_a_refusal_that_would_repeat_is_not_asked_every_cycle(kind, code) -> None:
+    # A wrong image id, a missing permission or an account limit: asking again each poll would
+    # only be refused again. Each type is asked once, then the growing probe backoff applies;
+    # a SIGHUP with new launch settings is tried at once.
+    cfg = config()
+    farm = Farm(cfg)
+    farm.sim.launch_refusal = (kind, code)
+    farm.group_ready()
+    farm.load(1.0)
+    async with running(farm.pool):
+        await until(105)
+        assert [(e[0], e[1]) for e in await farm.errors()] == [
+            (t, kind) for t in (0, 0, 10, 40, 100)
+        ]
+        assert farm.launched() == []
+
+        farm.sim.launch_refusal = None
+        fixed = dataclasses.replace(
+            cfg, slave=dataclasses.replace(cfg.slave, image_id="ami-0fedcba9876543210")
+        )
+        farm.pool.reconfigure(fixed)
+        farm.load(1.0)
+        await until(115)
+    # the new settings were tried at the next cycle (110), not at the probe due at 220
+    assert [(i.instance_type, i.launched_at) for i in farm.launched()] == [("m5.large", 110)]
+
+
 # (4) spot price above the bid
 
 

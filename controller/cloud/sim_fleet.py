@@ -91,6 +91,9 @@ class SimFleet:
         # At most this many instances per launch (EC2 gives what capacity allows between MinCount
         # 1 and MaxCount; moto always gives MinCount); None: all of them.
         self.launch_limit = launch_limit
+        # Scripted: every RunInstances is refused with this (kind, code) while it is set (a bad
+        # image id, a missing permission, an account limit).
+        self.launch_refusal: tuple[ErrorKind, str] | None = None
         # Scripted: TerminateInstances answers NotFound for these ids (a replica that lags)
         # while they run on.
         self.terminate_not_found: set[str] = set()
@@ -179,6 +182,10 @@ class SimFleet:
                 spec,
             )
             return LaunchResult(error=err)
+        if self.launch_refusal is not None:
+            kind, code = self.launch_refusal
+            msg = f"{code} for {spec.instance_type} (simulated)"
+            return LaunchResult(error=sim_error(kind, code, "RunInstances", msg, spec))
         refused = spec.instance_type in self.capacity_errors_for
         if refused or (self.capacity_error_rate and self._rng.random() < self.capacity_error_rate):
             self.counters.capacity_errors += 1

@@ -2,10 +2,13 @@
 (FleetReconciler's).
 
 Types are tried in order; a capacity error cools its (type, zone) for capacity_cooldown and the
-next type is asked in the same cycle. With every type cooling, one launch still probes the type
-that cools soonest after each of STARVED_BACKOFF. A price above the bid waits, as GBrowse's
-balancer does. A launch that EC2 ends while it starts for a reason of its own making (a KMS key,
-a snapshot, an image that shuts down) pauses its type the same way.
+next type is asked in the same cycle. So does a refusal that asking again would only repeat (a bad
+parameter, a missing permission, an account limit: COOLED_ERRORS), so a wrong image or a missing
+permission costs one call per type and then the growing backoff below, not a call every cycle.
+With every type cooling, one launch still probes the type that cools soonest after each of
+STARVED_BACKOFF. A price above the bid waits, as GBrowse's balancer does. A launch that EC2 ends
+while it starts for a reason of its own making (a KMS key, a snapshot, an image that shuts down)
+pauses its type the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ from controller.policy.fleet_plans import (
     outcome,
 )
 from controller.policy.lifecycle import Phase
+from controller.policy.pool_profile import LaunchSettings
+
+# Refusals a RunInstances of the same type would meet again: cool the type, try the next one.
+COOLED_ERRORS = frozenset({ErrorKind.CAPACITY, ErrorKind.INVALID, ErrorKind.AUTH, ErrorKind.LIMIT})
 
 
 class LaunchPlans:
@@ -104,8 +111,8 @@ class LaunchPlans:
                     return
                 if result.error is not None and not result.instances:
                     self._provider_error(result.error)
-                    if result.error.kind is ErrorKind.CAPACITY:
-                        self._cool_down(instance_type, zone)
+                    if result.error.kind in COOLED_ERRORS:
+                        self._cool_down(instance_type, zone, why=result.error.kind)
                         break  # the next type in the list
                     return
                 if not result.instances:
@@ -133,6 +140,15 @@ class LaunchPlans:
             self.note(
                 "warning", "launch.no_type_available", types=launch.instance_types, short=count
             )
+
+    def relaunch_with(self, launch: LaunchSettings) -> None:
+        """SIGHUP's new launch settings (types, image, bid, ...). Changed settings are tried at
+        once: what the old ones were refused for (cooldowns, the probe backoff) is forgotten."""
+        if launch != self.launch:
+            self.cooldowns.clear()
+            self.starved_tries, self.starved_until = 0, 0.0
+            self.note("info", "launch.settings_changed", cooldowns="cleared")
+        self.launch = launch
 
     def announce(self, t: Tracked, address: str) -> None:
         """InstanceUp, once: the other actors may reach the instance at `address` from now on."""
@@ -178,12 +194,14 @@ class LaunchPlans:
 
     # prices and cooldowns
 
-    def _cool_down(self, instance_type: str, zone: str) -> None:
+    def _cool_down(self, instance_type: str, zone: str, why: str = ErrorKind.CAPACITY) -> None:
         """Skip this type for capacity_cooldown. The key is the zone launches ask for: with no
         `availability_zone` EC2 picks the zone, so the failure in `zone` cools the whole type."""
         key = (instance_type, self.launch.availability_zone)
         self.cooldowns[key] = self.now() + self.config.scaling.capacity_cooldown
-        self.note("info", "capacity.cooldown", instance_type=instance_type, zone=zone or "any")
+        self.note(
+            "info", "capacity.cooldown", instance_type=instance_type, zone=zone or "any", why=why
+        )
 
     def _launch_failed(self, t: Tracked, state_reason: str) -> None:
         """EC2 ended a booting instance for a reason of the launch's making: launching the same
@@ -207,7 +225,7 @@ class LaunchPlans:
                 zone=t.zone,
             )
         )
-        self._cool_down(t.instance_type, t.zone)
+        self._cool_down(t.instance_type, t.zone, why=ErrorKind.INVALID)
 
     def _cooling(self, instance_type: str, zone: str) -> bool:
         until = self.cooldowns.get((instance_type, zone))

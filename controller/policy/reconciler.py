@@ -141,7 +141,7 @@ class FleetReconciler(LaunchPlans, RetirePlans):
             return
         old, self.config = self.config, config
         self.profile = SlaveProfile(config)
-        self.launch = self.profile.launch_settings()  # types, image, zone, bid, user data
+        self.relaunch_with(self.profile.launch_settings())
         policy_keys = ("load_table", "scaling", "simulate", "master")
         if any(getattr(old, k) != getattr(config, k) for k in policy_keys):
             self.policy = make_policy(config.scaling.policy, config)
@@ -159,7 +159,7 @@ class FleetReconciler(LaunchPlans, RetirePlans):
             return
         self.config = config
         self.profile = old.reconfigured(config, cluster)
-        self.launch = self.profile.launch_settings()  # types, image, zone, bid, user data
+        self.relaunch_with(self.profile.launch_settings())
         if _queue_keys(config, cluster) != _queue_keys(old.config, old.cluster):
             self.policy = QueuePolicy.for_cluster(config, cluster)
             self.note("info", "policy.rebuilt", policy=QueuePolicy.name, cluster=name)
