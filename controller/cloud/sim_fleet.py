@@ -88,14 +88,11 @@ class SimFleet:
         # EC2's eventual consistency: for this long after its launch an instance is missing
         # from describe_fleet and TerminateInstances does not know it (it goes on running).
         self.visibility_lag = visibility_lag
-        # At most this many instances per launch (EC2 gives what capacity allows between MinCount
-        # 1 and MaxCount; moto always gives MinCount); None: all of them.
+        # At most this many per launch (EC2 fills MinCount 1..MaxCount; moto MinCount); None: all
         self.launch_limit = launch_limit
-        # Scripted: every RunInstances is refused with this (kind, code) while it is set (a bad
-        # image id, a missing permission, an account limit).
+        # Scripted: every RunInstances refused with this (kind, code): a bad image, no permission
         self.launch_refusal: tuple[ErrorKind, str] | None = None
-        # Scripted: TerminateInstances answers NotFound for these ids (a replica that lags)
-        # while they run on.
+        # Scripted: TerminateInstances answers NotFound for these running ids (a lagging replica)
         self.terminate_not_found: set[str] = set()
         self.counters = SimCounters()
         self._rng = random.Random(seed)
@@ -331,18 +328,17 @@ class SimFleet:
         """Interruption warnings in force now (what EventBridge would have delivered)."""
         self.advance()
         now = self.clock()
-        out = []
-        for inst in self._interruptible.values():
-            assert inst.interrupt_at is not None
-            if inst.ended_at is None and inst.interrupt_at - NOTICE_SECONDS <= now:
-                out.append(
-                    InterruptionNotice(
-                        instance_id=InstanceId(inst.instance_id),
-                        notice_at=inst.interrupt_at - NOTICE_SECONDS,
-                        action_at=inst.interrupt_at,
-                    )
-                )
-        return tuple(out)
+        return tuple(
+            InterruptionNotice(
+                instance_id=InstanceId(inst.instance_id),
+                notice_at=inst.interrupt_at - NOTICE_SECONDS,
+                action_at=inst.interrupt_at,
+            )
+            for inst in self._interruptible.values()
+            if inst.interrupt_at is not None  # always, for what is in _interruptible
+            and inst.ended_at is None
+            and inst.interrupt_at - NOTICE_SECONDS <= now
+        )
 
     def billed_count(self) -> int:
         self.advance()
