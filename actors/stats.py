@@ -47,16 +47,28 @@ class Stats(Actor):
         actor_states: ActorStates | None = None,
         name: str = "stats",
         clock: Callable[[], float] | None = None,
+        cluster: str | None = None,
     ) -> None:
+        """`cluster`: the [cluster.NAME] `run --cluster` runs, so /status speaks of jobs and
+        nodes from the start (it would once the first queue message came)."""
         super().__init__(name=name, bus=bus, clock=clock)
         self.config = config
-        self.state = FleetState(dry_run=dry_run)
-        self.metrics = Metrics(self.state, clock=lambda: self.clock())
+        self.cluster = cluster
+        self.state = FleetState(dry_run=dry_run, mode="gbrowse" if cluster is None else "cluster")
+        self.metrics = Metrics(
+            self.state,
+            clock=lambda: self.clock(),
+            max_cost_per_hour=lambda: self.config.scaling.max_cost_per_hour,
+        )
         self.actor_states = actor_states
         self.server: StatsServer | None = None
         self._ready_sent = False
         self._stopping_sent = False
         self._status_line = ""
+
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: /metrics' budget cap follows the new config."""
+        self.config = config
 
     def bind_runtime(self, runtime: Runtime) -> None:
         """Answer /healthz and READY=1 from the runtime's own view of its actors."""
@@ -83,6 +95,7 @@ class Stats(Actor):
             actor_states=lambda: self._actor_states(),
             extra={
                 "fleet": self.config.controller.fleet,
+                "cluster": self.cluster,
                 "max_cost_per_hour": self.config.scaling.max_cost_per_hour,
             },
         )

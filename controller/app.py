@@ -196,7 +196,7 @@ def build_cluster_actors(
     )
     profile = NodeProfile(config, cluster, head_public_key=head_public_key(cluster))
     actors: list[Actor] = [
-        Stats(config=config, bus=bus, dry_run=dry_run),
+        Stats(config=config, bus=bus, dry_run=dry_run, cluster=cluster.name),
         FirewallKeeper(
             config=config,
             bus=bus,

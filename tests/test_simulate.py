@@ -209,8 +209,10 @@ def test_simulate_cli_bad_trace_exits_2(tmp_path, capsys):
 
 def test_simulate_cli_bad_policy_and_plot_suffix_exit_2(tmp_path, capsys):
     cfg = write(tmp_path / "c.toml", CONFIG)
-    assert main(["simulate", "-c", cfg, "--trace", SHIPPED, "--policy", "magic"]) == 2
-    assert "unknown --policy 'magic'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:  # --policy has argparse choices
+        main(["simulate", "-c", cfg, "--trace", SHIPPED, "--policy", "magic"])
+    assert done.value.code == 2
+    assert "invalid choice: 'magic'" in capsys.readouterr().err
     plot = str(tmp_path / "p.gif")
     assert main(["simulate", "-c", cfg, "--trace", SHIPPED, "--plot", plot]) == 2
     assert ".html" in capsys.readouterr().err

@@ -25,6 +25,7 @@ from controller.messages import (
     LoadSample,
     LostReason,
     ProviderErrorSeen,
+    SensorLost,
     SlaveReady,
     SlaveView,
 )
@@ -312,11 +313,11 @@ async def test_status_page_data_of_a_long_story():
 # controller status
 
 
-async def status(capsys, url=None, config_path=None) -> tuple[int, str, str]:
+async def status(capsys, url=None, config_path=None, **options) -> tuple[int, str, str]:
     from controller.commands.status import status_command
 
     capsys.readouterr()  # drop the runtime's log lines so far
-    code = await asyncio.to_thread(status_command, url, config_path)
+    code = await asyncio.to_thread(status_command, url, config_path, **options)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -385,3 +386,99 @@ async def test_status_command_takes_host_and_port_as_in_stats_listen(capsys):
         code, out, err = await status(capsys, url=run.url.removeprefix("http://"))
         assert (code, err) == (0, "")
         assert out.startswith("controller gbrowse: all actors running")
+
+
+# controller status --json and --nagios
+
+
+async def test_status_json_prints_the_endpoints_document(capsys):
+    async with Running(config(budget=0.5), lambda bus: Idle(name="pool", bus=bus)) as run:
+        publish_story(run.bus)
+        code, out, err = await status(capsys, url=run.url, as_json=True)
+        served = json.loads((await fetch(run.url + "/status"))[1])
+    assert (code, err) == (0, "")
+    printed = json.loads(out)
+    for moving in ("now", "uptime", "spend"):
+        printed.pop(moving), served.pop(moving)
+    assert printed == served
+    assert printed["mode"] == "gbrowse" and printed["queue"] is None
+
+
+async def test_status_nagios_ok_then_warning_then_critical(capsys):
+    async with Running(config(budget=0.5), lambda bus: Idle(name="pool", bus=bus)) as run:
+        publish_story(run.bus)
+        ok = await status(capsys, url=run.url, nagios=True)
+        now = asyncio.get_running_loop().time()
+        run.bus.publish(
+            Decision(at=now, load_rps=9.0, band=(2, 3), desired=2, launch=0, remove=(), reason="r")
+        )
+        below_band = await status(capsys, url=run.url, nagios=True)
+        run.bus.publish(SensorLost(at=now, since=now - 60, reason="connection refused"))
+        lost_a_minute = await status(capsys, url=run.url, nagios=True)
+        run.bus.publish(SensorLost(at=now, since=now - 400, reason="connection refused"))
+        lost_long = await status(capsys, url=run.url, nagios=True)
+    assert ok == (
+        0,
+        "CONTROLLER OK - gbrowse: load 1.50 req/s; slaves desired 2, ready 1; $0.070/h"
+        " | load=1.5 desired=2 ready=1 cost_per_hour=0.07\n",
+        "",
+    )
+    code, out, _ = below_band
+    assert code == 1
+    assert out.startswith("CONTROLLER WARNING - 1 ready, below the band's minimum of 2 slaves;")
+    code, out, _ = lost_a_minute
+    assert code == 1 and "load sensor lost for 60s: connection refused" in out
+    code, out, _ = lost_long
+    assert code == 2 and out.startswith("CONTROLLER CRITICAL - load sensor lost for 7m: ")
+    assert out.count("\n") == 1
+
+
+async def test_status_nagios_restarting_actor_is_a_warning(capsys):
+    crashing = Running(config(), lambda bus: Crasher(name="sampler", bus=bus))
+    crashing.task = asyncio.create_task(crashing.runtime.run_until_stopped())
+    try:
+        await until(crashing.bus, lambda: crashing.runtime.states()["sampler"][0] == "restarting")
+        code, out, _ = await status(capsys, url=crashing.url, nagios=True)
+    finally:
+        await crashing.__aexit__()
+    assert code == 1
+    assert out.startswith("CONTROLLER WARNING - actor sampler restarting (RuntimeError('boom'))")
+
+
+async def test_status_nagios_failed_actor_is_critical_and_no_actor_unknown(capsys):
+    state = FleetState()
+    app = create_app(state, Metrics(state, time.monotonic), clock=time.monotonic)
+    server = StatsServer(app)
+    await server.start("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.port}"
+    try:
+        none_yet = await status(capsys, url=url, nagios=True)
+        state.apply(ActorStateChanged(at=1.0, actor="pool", state="failed", restarts=5))
+        failed = await status(capsys, url=url, nagios=True)
+        plain = await status(capsys, url=url)
+    finally:
+        await server.stop()
+    assert none_yet[0] == 3 and none_yet[1].startswith(
+        "CONTROLLER UNKNOWN - no actor has reported yet;"
+    )
+    assert failed[0] == 2 and failed[1].startswith("CONTROLLER CRITICAL - actor pool failed;")
+    assert plain[0] == 0  # without --nagios: 0 whenever the endpoint answers, as SPEC says
+
+
+async def test_status_options_when_unreachable_or_misconfigured(capsys, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"  # bound, not listening
+        nagios = await status(capsys, url=url, nagios=True)
+        as_json = await status(capsys, url=url, as_json=True)
+    assert nagios[0] == 3 and nagios[2] == ""
+    assert nagios[1].startswith(f"CONTROLLER UNKNOWN - cannot reach {url} (")
+    assert nagios[1].count("\n") == 1
+    assert as_json[0] == 1 and as_json[1] == "" and "cannot reach" in as_json[2]
+
+    bad = tmp_path / "config.toml"
+    bad.write_text("[stats]\nlisten = 5\n")
+    code, out, err = await status(capsys, config_path=str(bad))
+    assert code == 2 and out == "" and str(bad) in err
+    code, out, err = await status(capsys, config_path=str(bad), nagios=True)
+    assert code == 3 and out.startswith(f"CONTROLLER UNKNOWN - {bad}") and err == ""

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ import pytest
 from controller.status.fleetstate import FleetState
 from controller.status.metrics import Metrics
 from controller.status.stats import StatsServer, create_app
-from tests import synthetic_fleet
+from tests import synthetic_cluster, synthetic_fleet
 
 SCREENSHOT_COPY = os.environ.get("STATUS_PAGE_SCREENSHOT", "")  # e.g. docs/status-page.png
 WINDOW_HEIGHT = os.environ.get("STATUS_PAGE_HEIGHT", "900")
@@ -77,25 +78,35 @@ async def run_chromium(command: list[str], out: Path, log: Path, timeout: float 
     assert code == 0, f"chromium exited {code}:\n{log.read_text(errors='replace')[-3000:]}"
 
 
-@pytest.fixture
-async def page_url():
+@asynccontextmanager
+async def serving(story, end: float, extra: dict):
+    """The page's URL, served from a FleetState that folded `story(wall_start)`."""
     wall_now = time.time()
     state = FleetState()
-    for msg in synthetic_fleet.events(wall_start=wall_now - synthetic_fleet.END):
+    for msg in story(wall_start=wall_now - end):
         state.apply(msg)
-    clock = lambda: synthetic_fleet.END + 1.0  # noqa: E731 - the loop time "now" of the story
-    app = create_app(
-        state,
-        Metrics(state, clock),
-        clock=clock,
-        extra={"fleet": "gbrowse", "max_cost_per_hour": 0.25},
-    )
+    clock = lambda: end + 1.0  # noqa: E731 - the loop time "now" of the story
+    app = create_app(state, Metrics(state, clock), clock=clock, extra=extra)
     server = StatsServer(app)
     await server.start("127.0.0.1", 0)
     try:
         yield f"http://127.0.0.1:{server.port}/"
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def page_url():
+    extra = {"fleet": "gbrowse", "max_cost_per_hour": 0.25}
+    async with serving(synthetic_fleet.events, synthetic_fleet.END, extra) as url:
+        yield url
+
+
+@pytest.fixture
+async def cluster_page_url():
+    extra = {"fleet": "segway", "cluster": "small", "max_cost_per_hour": None}
+    async with serving(synthetic_cluster.events, synthetic_cluster.END, extra) as url:
+        yield url
 
 
 async def test_page_draws_charts_and_tables_without_script_errors(page_url, tmp_path):
@@ -119,6 +130,30 @@ async def test_page_draws_charts_and_tables_without_script_errors(page_url, tmp_
     assert "table band" in dom and "no decision yet" not in dom
     assert "all actors running" in dom
     assert "cannot read /status" not in dom
+    assert ">req/s<" in dom and ">slaves<" in dom and "jobs pending" not in dom
+
+
+async def test_cluster_page_speaks_of_jobs_and_nodes(cluster_page_url, tmp_path):
+    dom_file = tmp_path / "dom.html"
+    command = chromium_command(
+        chromium_binary(), tmp_path / "profile-dom", cluster_page_url, "--dump-dom"
+    )
+    await run_chromium(command, dom_file, tmp_path / "chromium-dom.log")
+    dom = dom_file.read_text()
+
+    assert "data-js-error" not in dom, _js_errors(dom)
+    assert re.search(r'<html[^>]* data-rendered="\d+"', dom), "the page never rendered /status"
+    assert "segway · cluster small" in dom
+    for words in ("jobs pending", "node band", "queue sensor", "pending jobs", "running jobs"):
+        assert f">{words}<" in dom, words
+    assert '<h2 data-word="members">nodes</h2>' in dom
+    assert '<th data-word="decisionLoad">pending slots</th>' in dom
+    text = re.sub(r"<[^>]*>", " ", dom)  # what a person reads, not ids
+    assert "req/s" not in text and "slave" not in text, text
+    assert re.search(r'id="t-pending">\d+ setting up · \d+ booting · \d+ draining<', dom)
+    chart = re.search(r'<svg id="chart-load".*?</svg>', dom, re.S).group(0)
+    assert len(re.findall(r'<path class="series" d="M[^"]{100,}"', chart)) >= 2  # pending, running
+    assert re.search(r"<td>i-0+[0-9a-f]+</td><td>127\.0\.20\.\d+</td>", dom)
 
 
 async def test_page_screenshot(page_url, tmp_path):

@@ -1,10 +1,16 @@
-"""`controller check-config`: validate a config and print it resolved, defaults filled in."""
+"""`controller check-config`: validate a config and print it resolved, defaults filled in.
+
+Beyond the config's own validity it checks what a real run would trip over on this machine
+(controller.commands.preflight): an unknown region, a placeholder image id, a key or token file
+that is missing or readable by others, a renderfarm.conf directory that does not exist.
+"""
 
 from __future__ import annotations
 
 import sys
 
 from controller.commands.exit_codes import EXIT_BAD_INPUT, EXIT_OK
+from controller.commands.preflight import preflight
 from controller.config.reader import ConfigError, load_config
 from controller.config.render import render_toml
 
@@ -18,8 +24,11 @@ def check_config(path: str, quiet: bool = False) -> int:
         for line in exc.errors:
             print(line, file=sys.stderr)
         return EXIT_BAD_INPUT
-    for line in config.notes:
+    problems, notes = preflight(config)
+    for line in (*problems, *config.notes, *notes):
         print(line, file=sys.stderr)
+    if problems:
+        return EXIT_BAD_INPUT
     if not quiet:
         sys.stdout.write(render_toml(config))
     return EXIT_OK

@@ -1,4 +1,9 @@
-"""`controller status`: a terminal summary of a running controller, read from GET /status."""
+"""`controller status`: a terminal summary of a running controller, read from GET /status.
+
+The summary speaks of load (req/s) and slaves for the render farm, of jobs and nodes for a batch
+cluster (`run --cluster`, the document's `mode`). `--json` prints the document itself;
+`--nagios` one line and a monitoring check's exit code (controller.commands.status_check).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,64 @@ import urllib.error
 import urllib.request
 
 from controller.commands.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNREACHABLE
+from controller.commands.status_check import check, unknown_line
+from controller.commands.status_text import ago, queue_text
 
 DEFAULT_URL = "http://127.0.0.1:8990"
 TIMEOUT_SECONDS = 10.0
 
 
-def status_command(url: str | None = None, config_path: str | None = None) -> int:
-    """Print the summary and return 0; 1 with one line if the endpoint cannot be read."""
+def status_command(
+    url: str | None = None,
+    config_path: str | None = None,
+    *,
+    as_json: bool = False,
+    nagios: bool = False,
+) -> int:
+    """Print the summary (or with `as_json` the endpoint's JSON) and return 0; 1 with one line
+    if the endpoint cannot be read, 2 if the config cannot. With `nagios`: one status line and
+    a monitoring check's exit code instead (controller.commands.status_check)."""
+    try:
+        url, token = endpoint(url, config_path)
+        doc = fetch_status(url, token)
+    except BadConfig as exc:
+        if nagios:
+            return unknown(exc.lines[0])
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except StatusUnavailable as exc:
+        if nagios:
+            return unknown(str(exc))
+        print(f"controller status: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if nagios:
+        code, line = check(doc)
+        print(line)
+        return code
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
+    sys.stdout.write(render(doc))
+    return EXIT_OK
+
+
+def unknown(reason: str) -> int:
+    code, line = unknown_line(reason)
+    print(line)
+    return code
+
+
+class BadConfig(Exception):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(lines[0])
+        self.lines = lines
+
+
+def endpoint(url: str | None, config_path: str | None) -> tuple[str, str]:
+    """The base URL and bearer token: `--url`, else the config's [stats] listen; the token
+    from the config. BadConfig when the config is unusable, StatusUnavailable when it serves
+    no status."""
     token = ""
     if config_path:
         from controller.config.reader import ConfigError, load_config
@@ -25,29 +81,17 @@ def status_command(url: str | None = None, config_path: str | None = None) -> in
             config = load_config(config_path)
             token = load_token(config.stats)
         except ConfigError as exc:
-            for line in exc.errors:
-                print(line, file=sys.stderr)
-            return EXIT_BAD_INPUT
+            raise BadConfig(list(exc.errors)) from None
         except StatsError as exc:
-            print(f"{config_path}: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            raise BadConfig([f"{config_path}: {exc}"]) from None
         if url is None:
             if not config.stats.listen:
-                print(
+                raise StatusUnavailable(
                     f"{config_path}: [stats] listen is empty, so the controller serves no "
-                    "status; set it, or give --url",
-                    file=sys.stderr,
+                    "status; set it, or give --url"
                 )
-                return EXIT_UNREACHABLE
             url = listen_url(config.stats.listen)
-    url = base_url(url or DEFAULT_URL)
-    try:
-        doc = fetch_status(url, token)
-    except StatusUnavailable as exc:
-        print(f"controller status: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    sys.stdout.write(render(doc))
-    return EXIT_OK
+    return base_url(url or DEFAULT_URL), token
 
 
 def base_url(url: str) -> str:
@@ -102,6 +146,7 @@ def fetch_status(url: str, token: str = "") -> dict:
 
 def render(doc: dict) -> str:
     now = doc.get("now") or time.time()
+    cluster = doc.get("mode") == "cluster"
     lines = []
     actors = doc.get("actors") or {}
     failing = [name for name, a in actors.items() if a.get("state") != "running"]
@@ -111,27 +156,41 @@ def render(doc: dict) -> str:
         else ("NOT RUNNING: " + ", ".join(failing) if failing else "no actor has reported yet")
     )
     title = f"controller {doc.get('fleet', '')}".rstrip()
+    if doc.get("cluster"):
+        title += f", cluster {doc['cluster']}"
     lines.append(f"{title}: {health}{'  [DRY RUN]' if doc.get('dry_run') else ''}")
 
-    load, window = doc.get("load"), doc.get("load_window")
     sensor = doc.get("sensor") or {}
     if sensor.get("ok", True):
         sensor_text = "sensor ok"
     else:
         since = sensor.get("since")
         sensor_text = f"SENSOR LOST {ago(now - since) if since else ''} ago: {sensor.get('reason')}"
-    load_text = "?" if load is None else f"{load:.2f} req/s"
-    if window is not None:
-        load_text += f" (window {window:.2f})"
-    lines.append(f"load     {load_text}   {sensor_text}")
+    if cluster:
+        lines.append(f"queue    {queue_text(doc.get('queue'))}   {sensor_text}")
+    else:
+        load, window = doc.get("load"), doc.get("load_window")
+        load_text = "?" if load is None else f"{load:.2f} req/s"
+        if window is not None:
+            load_text += f" (window {window:.2f})"
+        lines.append(f"load     {load_text}   {sensor_text}")
 
     band = doc.get("table_band")
     band_text = f"{band[0]}-{band[1]}" if band else "?"
     desired = doc.get("desired")
-    lines.append(
-        f"fleet    band {band_text}   desired {'?' if desired is None else desired}   "
-        f"ready {doc.get('ready', 0)}   pending {doc.get('pending_requests', 0)}"
-    )
+    desired_text = "?" if desired is None else desired
+    if cluster:
+        nodes = doc.get("nodes") or {}
+        lines.append(
+            f"nodes    band {band_text}   desired {desired_text}   ready {doc.get('ready', 0)}   "
+            f"setting up {nodes.get('setting_up', 0)}   booting {nodes.get('booting', 0)}   "
+            f"draining {nodes.get('draining', 0)}   requests {doc.get('pending_requests', 0)}"
+        )
+    else:
+        lines.append(
+            f"fleet    band {band_text}   desired {desired_text}   "
+            f"ready {doc.get('ready', 0)}   pending {doc.get('pending_requests', 0)}"
+        )
     cap = doc.get("max_cost_per_hour")
     cost = f"${doc.get('cost_per_hour', 0.0):.3f}/h" + (f" (cap ${cap:.3f}/h)" if cap else "")
     lines.append(
@@ -143,9 +202,9 @@ def render(doc: dict) -> str:
         extra = f", {a['restarts']} restarts" if a.get("restarts") else ""
         error = f": {a['error']}" if a.get("error") and a.get("state") != "running" else ""
         lines.append(f"  {name:<20} {a.get('state')}{extra}{error}")
-    slaves = doc.get("slaves") or []
-    lines.append(f"slaves   {len(slaves)}")
-    for s in slaves:
+    members = doc.get("slaves") or []
+    lines.append(f"{'nodes' if cluster else 'slaves':<8} {len(members)}")
+    for s in members:
         since = f"since {ago(now - s['since'])}" if s.get("since") else ""
         health_text = "healthy" if s.get("healthy") else "not healthy"
         lines.append(
@@ -163,16 +222,3 @@ def render(doc: dict) -> str:
             f"{error['code']} ({error['kind']})"
         )
     return "\n".join(lines) + "\n"
-
-
-def ago(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    s = max(0, round(seconds))
-    if s < 90:
-        return f"{s}s"
-    m = round(s / 60)
-    if m < 90:
-        return f"{m}m"
-    h, m = divmod(m, 60)
-    return f"{h}h {m}m" if h < 48 else f"{h // 24}d {h % 24}h"

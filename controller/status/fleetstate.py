@@ -4,8 +4,14 @@ Every message any actor publishes goes through `FleetState.apply`; nothing here 
 a clock. Times are the messages' loop times (`at`); `snapshot(now, wall_now)` turns them into
 wall-clock epoch seconds for people (the page and `controller status`), given both clocks' "now".
 SpotPool's FleetObserved is the authority on which members (slaves or nodes) exist;
-SlaveReady/SlaveLost arrive in between and say whether each one answers, so their verdict
-overrides the pool's `healthy` until the member leaves the fleet.
+SlaveReady/SlaveLost (NodeReady/NodeSetupFailed in cluster mode) arrive in between and say
+whether each one answers, so their verdict overrides the pool's `healthy` until the member leaves
+the fleet.
+
+A batch cluster (`run --cluster`) is folded too: QueueSampler's QueueSample is the sensor's good
+reading there (as LoadSample is the farm's), so a good qstat after a failed one shows the sensor
+ok again; the queue and the nodes by state (controller.status.queueview) are kept for people.
+`mode` is "cluster" once any cluster message is seen (or from the start, when Stats is told).
 """
 
 from __future__ import annotations
@@ -24,12 +30,17 @@ from controller.messages import (
     InstanceUp,
     LoadSample,
     LostReason,
+    NodeReady,
+    NodeSetupFailed,
     ProviderErrorSeen,
+    QueueSample,
+    Role,
     SensorLost,
     SlaveLost,
     SlaveReady,
     SlaveView,
 )
+from controller.status.queueview import LOAD_SOURCES, QueueView, count_states, node_state
 
 DECISIONS_KEPT = 50
 SERIES_STEP_SECONDS = 60.0  # one chart point per minute: the latest values in that minute
@@ -54,6 +65,8 @@ class SeriesPoint:
     desired: int | None
     ready: int
     cost: float
+    pending: int | None = None  # cluster mode: jobs waiting (None while the sensor is lost)
+    running: int | None = None  # cluster mode: jobs running
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +83,14 @@ class FleetState:
     """The folded model. Mutable, but only `apply` changes it."""
 
     dry_run: bool = False
+    mode: str = "gbrowse"  # or "cluster": a batch cluster's nodes (`run --cluster`)
     load: float | None = None
     load_window: float | None = None
     load_at: float | None = None
     sensor_ok: bool = True
     sensor_since: float | None = None
     sensor_reason: str = ""
+    queue: QueueView | None = None  # the latest QueueSample (cluster mode)
     band: tuple[int, int] | None = None
     desired: int | None = None
     members: dict[InstanceId, SlaveView] = field(default_factory=dict)  # slaves or nodes
@@ -101,6 +116,8 @@ class FleetState:
     started_at: float | None = None
     _up_seen: dict[InstanceId, None] = field(default_factory=dict)
     _down_seen: dict[InstanceId, None] = field(default_factory=dict)
+    # nodes EC2 said run (InstanceUp), by loop time: their setup has begun
+    _announced: dict[InstanceId, float] = field(default_factory=dict)
 
     # folding
 
@@ -111,11 +128,15 @@ class FleetState:
             self.started_at = at
         match msg:
             case LoadSample():
-                if not self.sensor_ok or self.sensor_since is None:
-                    self.sensor_since = msg.at
-                self.sensor_ok, self.sensor_reason = True, ""
+                self._sensor_answers(msg.at)
                 self.load, self.load_window, self.load_at = msg.rps, msg.window_rps, msg.at
+            case QueueSample():
+                self.mode = "cluster"
+                self._sensor_answers(msg.at)
+                self.queue = QueueView.of(msg)
             case SensorLost():
+                if msg.source not in LOAD_SOURCES:
+                    self.mode = "cluster"
                 self.sensor_ok, self.sensor_since, self.sensor_reason = False, msg.since, msg.reason
             case Decision():
                 if msg.launch or msg.remove or (msg.band, msg.desired) != (self.band, self.desired):
@@ -133,14 +154,27 @@ class FleetState:
                 self.health = {
                     i: h for i, h in self.health.items() if i in self.members or h.at > msg.at
                 }
+                self._announced = {
+                    i: at for i, at in self._announced.items() if i in self.members or at > msg.at
+                }
             case SlaveReady():
                 self.health[msg.instance_id] = Health(True, "ready", msg.at)
             case SlaveLost():
                 self.health[msg.instance_id] = Health(False, f"lost ({msg.reason})", msg.at)
+            case NodeReady():
+                self.mode = "cluster"
+                self.health[msg.instance_id] = Health(True, "ready", msg.at)
+            case NodeSetupFailed():
+                self.mode = "cluster"
+                self.health[msg.instance_id] = Health(False, f"setup failed ({msg.step})", msg.at)
             case InstanceUp():
                 if _first_time(self._up_seen, msg.instance_id):
                     self.launches += 1
+                if msg.role is Role.NODE:
+                    self.mode = "cluster"
+                    self._announced[msg.instance_id] = msg.at
             case InstanceDown():
+                self._announced.pop(msg.instance_id, None)
                 if _first_time(self._down_seen, msg.instance_id):
                     if msg.reason in _INTERRUPTED:
                         self.interruptions += 1
@@ -157,6 +191,12 @@ class FleetState:
                 self.actor_restarts_total[msg.actor] += max(0, msg.restarts - before)
                 self.actors[msg.actor] = ActorStatus(msg.state, msg.restarts, msg.error, msg.at)
 
+    def _sensor_answers(self, at: float) -> None:
+        """A good reading: the sensor is ok again, since now if it was not."""
+        if not self.sensor_ok or self.sensor_since is None:
+            self.sensor_since = at
+        self.sensor_ok, self.sensor_reason = True, ""
+
     def _settle_spend(self, at: float) -> None:
         """Integrate cost: each observed $/h holds until the next observation."""
         if self.cost_at is not None and at > self.cost_at:
@@ -165,7 +205,16 @@ class FleetState:
 
     def _sample(self, at: float) -> None:
         load = self.load if self.sensor_ok else None  # a gap in the chart, not a stale line
-        point = SeriesPoint(at, load, self.desired, self.ready, self.cost_per_hour)
+        queue = self.queue if self.sensor_ok else None
+        point = SeriesPoint(
+            at,
+            load,
+            self.desired,
+            self.ready,
+            self.cost_per_hour,
+            pending=None if queue is None else queue.pending_jobs,
+            running=None if queue is None else queue.running_jobs,
+        )
         if self.series and _minute(self.series[-1].at) == _minute(at):
             self.series[-1] = point
         else:
@@ -187,6 +236,8 @@ class FleetState:
                     healthy=verdict.healthy,
                     state=view.state if keep_state else verdict.state,
                 )
+            elif view.state == "booting" and instance_id in self._announced:
+                view = replace(view, state="setting up")
             views.append(view)
         return views
 
@@ -201,6 +252,24 @@ class FleetState:
             if (view.healthy if (verdict := health.get(iid)) is None else verdict.healthy)
         )
 
+    @property
+    def cluster(self) -> bool:
+        return self.mode == "cluster"
+
+    def node_counts(self) -> dict[str, int]:
+        """Nodes by state (controller.status.queueview.NODE_STATES), without building views."""
+        health, announced = self.health, self._announced
+        return count_states(
+            [
+                node_state(
+                    view.state,
+                    view.healthy if (verdict := health.get(iid)) is None else verdict.healthy,
+                    iid in announced,
+                )
+                for iid, view in self.members.items()
+            ]
+        )
+
     def spend(self, now: float) -> float:
         """Dollars spent since the first cost observation, up to `now` (loop time)."""
         if self.cost_at is None or now <= self.cost_at:
@@ -208,10 +277,12 @@ class FleetState:
         return self.spend_settled + self.cost_per_hour * (now - self.cost_at) / 3600.0
 
     def decision_latency(self, decision: Decision) -> float | None:
-        """Seconds from the load sample a decision read to the decision, if it read one."""
-        if decision.load_rps is None or self.load_at is None or decision.at < self.load_at:
+        """Seconds from the load (or queue) sample a decision read to the decision, if it read
+        one."""
+        sampled = self.queue.at if self.cluster and self.queue is not None else self.load_at
+        if decision.load_rps is None or sampled is None or decision.at < sampled:
             return None
-        return decision.at - self.load_at
+        return decision.at - sampled
 
     def recent_decisions(self) -> list[Decision]:
         """Newest first: the latest decision (even a hold), then the ones that changed something."""
@@ -222,9 +293,16 @@ class FleetState:
 
     def summary(self) -> str:
         """One line for systemd's STATUS= and logs."""
-        load = "?" if self.load is None else f"{self.load:.2f}"
         desired = "?" if self.desired is None else str(self.desired)
         sensor = "" if self.sensor_ok else " sensor lost"
+        if self.cluster:
+            q = self.queue
+            queue = "?" if q is None else f"{q.pending_jobs} pending, {q.running_jobs} running"
+            return (
+                f"jobs {queue}, nodes desired {desired}, ready {self.ready}, "
+                f"requests {self.pending_requests}, ${self.cost_per_hour:.3f}/h{sensor}"
+            )
+        load = "?" if self.load is None else f"{self.load:.2f}"
         return (
             f"load {load} req/s, desired {desired}, ready {self.ready}, "
             f"pending {self.pending_requests}, ${self.cost_per_hour:.3f}/h{sensor}"
@@ -253,6 +331,7 @@ class FleetState:
             )
         return {
             "now": round(wall_now, 3),
+            "mode": self.mode,
             "dry_run": self.dry_run,
             "load": _num(self.load),
             "load_window": _num(self.load_window),
@@ -269,6 +348,8 @@ class FleetState:
                 "since": wall(self.sensor_since),
                 "reason": self.sensor_reason,
             },
+            "queue": None if self.queue is None else self.queue.document(wall(self.queue.at)),
+            "nodes": self.node_counts() if self.cluster else None,
             "actors": {
                 name: {"state": s.state, "restarts": s.restarts, "error": s.error}
                 for name, s in sorted(self.actors.items())
@@ -293,6 +374,8 @@ class FleetState:
                     "desired": p.desired,
                     "ready": p.ready,
                     "cost": round(p.cost, 6),
+                    "pending": p.pending,
+                    "running": p.running,
                 }
                 for p in self.series
             ],

@@ -2,6 +2,8 @@
 // from anywhere else, so it works offline and behind a firewall.
 // A bearer token, when the endpoint needs one, is given as /#token=... (a fragment never reaches
 // the server or its logs); it is kept for this tab only.
+// The words follow the document's `mode`: load (req/s) and slaves for the GBrowse render farm,
+// jobs and nodes for a batch cluster (`run --cluster`).
 "use strict";
 
 window.onerror = function (message, source, line) {
@@ -16,6 +18,19 @@ window.onerror = function (message, source, line) {
 const POLL_MS = 5000;
 const SPAN_S = 6 * 3600;
 const SVG = "http://www.w3.org/2000/svg";
+// Text of the elements marked data-word="key", by mode.
+const WORDS = {
+  gbrowse: {
+    load: "load", band: "table band", members: "slaves", sensor: "load sensor",
+    loadChart: "load", loadKey: "req/s", runningKey: "", fleetChart: "fleet size",
+    decisionLoad: "load", none: "no slaves",
+  },
+  cluster: {
+    load: "jobs pending", band: "node band", members: "nodes", sensor: "queue sensor",
+    loadChart: "queue", loadKey: "pending jobs", runningKey: "running jobs", fleetChart: "nodes",
+    decisionLoad: "pending slots", none: "no nodes",
+  },
+};
 
 function token() {
   const match = location.hash.match(/token=([^&]+)/);
@@ -101,7 +116,12 @@ function dotted(text, ok) {
 
 function render(s) {
   const now = s.now;
-  document.getElementById("fleet").textContent = s.fleet ? `· ${s.fleet}` : "";
+  const cluster = s.mode === "cluster";
+  const words = WORDS[cluster ? "cluster" : "gbrowse"];
+  for (const node of document.querySelectorAll("[data-word]")) node.textContent = words[node.dataset.word];
+  document.querySelector(".k-running").hidden = !cluster;
+  const name = [s.fleet, s.cluster ? `cluster ${s.cluster}` : ""].filter(Boolean).join(" · ");
+  document.getElementById("fleet").textContent = name ? `· ${name}` : "";
   document.getElementById("dry-run").hidden = !s.dry_run;
 
   const actors = Object.entries(s.actors || {});
@@ -111,10 +131,14 @@ function render(s) {
   else setText("health", `not running: ${failing.join(", ")}`, "badge bad");
   setText("updated", `updated ${clock(now)}`);
 
-  setText("t-load", num(s.load));
+  if (cluster) renderQueue(s.queue, s.nodes || {});
+  else {
+    setText("t-load", num(s.load));
+    setText("t-load-more", "req/s");
+    setText("t-pending", `${s.pending_requests} pending`);
+  }
   setText("t-band", s.table_band ? `${s.table_band[0]}–${s.table_band[1]}` : "–");
   setText("t-fleet", `${s.desired ?? "–"} / ${s.ready ?? 0}`);
-  setText("t-pending", `${s.pending_requests} pending`);
   setText("t-cost", money(s.cost_per_hour));
   setText("t-budget", s.max_cost_per_hour ? `$/hour, cap ${money(s.max_cost_per_hour)}` : "$/hour");
   setText("t-spend", money(s.spend));
@@ -123,7 +147,7 @@ function render(s) {
   setText("t-sensor", sensor.ok ? "ok" : "lost", sensor.ok ? "ok" : "bad");
   setText("t-sensor-why", sensor.ok ? "" : `${sensor.reason} (${ago(now - sensor.since)})`);
 
-  drawCharts(s.series || [], now);
+  drawCharts(s.series || [], now, cluster);
 
   fillTable(
     "slaves",
@@ -134,7 +158,7 @@ function render(s) {
       v.since ? `${ago(now - v.since)} ago` : "–",
     ]),
     4,
-    "no slaves",
+    words.none,
   );
   fillTable(
     "actors",
@@ -152,7 +176,7 @@ function render(s) {
     "decisions",
     (s.decisions || []).slice(0, 12).map((d) => [
       clock(d.at),
-      num(d.load),
+      cluster ? num(d.load, 0) : num(d.load),
       `${d.band[0]}–${d.band[1]}`,
       String(d.desired),
       action(d),
@@ -162,6 +186,17 @@ function render(s) {
     "no decision yet",
   );
   document.documentElement.dataset.rendered = String((Number(document.documentElement.dataset.rendered) || 0) + 1);
+}
+
+function renderQueue(q, nodes) {
+  setText("t-load", q ? String(q.pending_jobs) : "–");
+  let more = "no queue reading yet";
+  if (q) {
+    more = `${q.pending_slots} slots · ${q.running_jobs} running`;
+    if (q.pending_jobs) more += ` · oldest ${ago(q.oldest_pending_seconds)}`;
+  }
+  setText("t-load-more", more);
+  setText("t-pending", `${nodes.setting_up || 0} setting up · ${nodes.booting || 0} booting · ${nodes.draining || 0} draining`);
 }
 
 function action(d) {
@@ -174,11 +209,25 @@ function action(d) {
 
 // ---- charts -------------------------------------------------------------------------------
 
-function drawCharts(series, now) {
+function drawCharts(series, now, cluster) {
   const start = Math.max(now - SPAN_S, Math.min(now - 1800, series.length ? series[0].t : now));
   const pick = (key) => series.map((p) => [p.t, p[key]]);
   const extend = (points) => (points.length ? [...points, [now, points[points.length - 1][1]]] : points);
-  chart("chart-load", start, now, [{ points: pick("load"), color: "#2563eb", area: true }], (v) => num(v, v < 10 ? 1 : 0));
+  if (cluster) {
+    chart(
+      "chart-load",
+      start,
+      now,
+      [
+        { points: pick("pending"), color: "#2563eb", step: true, area: true },
+        { points: pick("running"), color: "#0d9488", step: true },
+      ],
+      (v) => String(Math.round(v)),
+      true,
+    );
+  } else {
+    chart("chart-load", start, now, [{ points: pick("load"), color: "#2563eb", area: true }], (v) => num(v, v < 10 ? 1 : 0));
+  }
   chart(
     "chart-fleet",
     start,
