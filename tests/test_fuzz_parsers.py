@@ -42,7 +42,10 @@ settings.register_profile(
 )
 settings.register_profile("fuzz", parent=settings.get_profile("parsers"), max_examples=10_000)
 # Applied per test, so the env var never changes the examples of other test modules.
-FUZZ = settings.get_profile("fuzz" if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else "parsers")
+FUZZING = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
+FUZZ = settings.get_profile("fuzz" if FUZZING else "parsers")
+# 10,000 config documents take minutes: the suite's per-test timeout is for the usual run
+pytestmark = pytest.mark.timeout(3600 if FUZZING else 180)
 
 DEEP = 100_000  # nesting far past the interpreter's recursion limit
 
