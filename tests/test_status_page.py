@@ -24,42 +24,23 @@ from controller.status.fleetstate import FleetState
 from controller.status.metrics import Metrics
 from controller.status.stats import StatsServer, create_app
 from tests import synthetic_cluster, synthetic_fleet
+from tests.harness.chromium import ChromiumMissing
+from tests.harness.chromium import chromium_binary as find_chromium
+from tests.harness.chromium import chromium_command as loopback_chromium
 
 SCREENSHOT_COPY = os.environ.get("STATUS_PAGE_SCREENSHOT", "")  # e.g. docs/status-page.png
 WINDOW_HEIGHT = os.environ.get("STATUS_PAGE_HEIGHT", "900")
 
 
 def chromium_binary() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail("Chromium is not installed: apt-get install chromium (Debian package)")
+    try:
+        return find_chromium()
+    except ChromiumMissing as exc:
+        pytest.fail(str(exc))
 
 
 def chromium_command(binary: str, profile: Path, url: str, *action: str) -> list[str]:
-    return [
-        binary,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-domain-reliability",
-        "--disable-client-side-phishing-detection",
-        "--no-pings",
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-        f"--user-data-dir={profile}",
-        f"--window-size=1280,{WINDOW_HEIGHT}",
-        "--hide-scrollbars",
-        "--virtual-time-budget=5000",
-        *action,
-        url,
-    ]
+    return loopback_chromium(binary, profile, url, *action, height=WINDOW_HEIGHT)
 
 
 async def run_chromium(command: list[str], out: Path, log: Path, timeout: float = 60.0) -> None:
