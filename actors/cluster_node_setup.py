@@ -1,13 +1,18 @@
 """ClusterNodeSetup: turns a booted instance into a Grid Engine node over SSH, and back.
 
+At start, before any node exists, the head's Grid Engine is made ready
+(controller.gridengine.sge_head.prepare_head): the `mem_requested` consumable exists, so Segway
+jobs asking for it are accepted and wait as demand; the head has its memory as that consumable
+(head_is_exec_host) or no slots in the queue. If Grid Engine does not answer, this is tried
+again with backoff, and before every node's registration. With `head_banner` (the daemon), the
+head gets its motd banner (MASTER).
+
 For each InstanceUp with role NODE, in its own task:
 
 1. ssh: connect as `ssh_user` (root, as StarCluster set nodes up; `cluster_user` is whom jobs
-   run as) to `cluster.ssh_port` with the key in `cluster.ssh_key_file`. While the node boots the
-   connection is refused or times out: only OSError is retried, with backoff, until
-   `ssh_wait_timeout`; an authentication failure or a wrong host key fails at once (retrying
-   would hide it). Host keys are trusted on first use and pinned per instance
-   (controller.gridengine.host_keys, in `known_hosts_path`).
+   run as) to `cluster.ssh_port` with the key in `cluster.ssh_key_file`, waiting while the node
+   boots; host keys are pinned per instance in `known_hosts_path`
+   (controller.gridengine.node_ssh).
 2. volume:NAME for each of the cluster's volumes (controller.gridengine.node_volumes).
 3. plugin:NAME for each of its plugins, in order (controller.gridengine.node_plugins). The sge
    plugin reads the node's memory, registers the node on the head through the local Grid Engine
@@ -16,11 +21,21 @@ For each InstanceUp with role NODE, in its own task:
 
 Setups run concurrently, at most `max_concurrent` past the SSH wait at a time; head-side Grid
 Engine changes are serialised. A node that was set up is not set up again for a repeated
-InstanceUp. On InstanceDown the node's setup is cancelled if it runs, its host key pin dropped,
-and (with an sge plugin) it is taken out of Grid Engine: queue instance disabled, removed from the
-hostlist, exec/submit/admin host deleted; each step tolerates the host being gone already. A node
-announced down twice (drained, then gone) is deregistered once, unless the first attempt failed.
-Nothing here crashes the actor: a failure is the node's, reported and logged.
+InstanceUp. On InstanceDown the node's setup is cancelled if it runs, and (with an sge plugin) it
+is taken out of Grid Engine: queue instance disabled, removed from the hostlist, exec/submit/admin
+host deleted; each step tolerates the host being gone already. A scale-in (the policy chose the
+node on a queue sample that may be older than Grid Engine's last dispatch) first disables the
+node's queue instance and reads qstat for it again: a node found running a job is kept (NodeKept,
+its queue enabled again), an empty one is deregistered and released (NodeReleased), and only then
+does the node pool terminate it. Its host key pin goes once it left Grid Engine. A node announced
+down twice (drained, then gone) is deregistered once, unless the first attempt failed. Nothing
+here crashes the actor: a failure is the node's, reported and logged.
+
+After a restart (`kill -9` included) the node pool adopts the running nodes and each is set up
+again: every step is idempotent, runs under a lock on the node (so it waits for what the killed
+controller left running there), and `commands` run once per instance and boot (markers in
+`node_state_dir/INSTANCE` on the node). At the pool's first view of the fleet, the hosts of
+pinned instances that are gone leave Grid Engine.
 """
 
 from __future__ import annotations
@@ -28,33 +43,43 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import asyncssh
 
 from controller.config.plugins import Plugin, PluginError, SgePlugin, cluster_plugins, sge_plugin
 from controller.config.schema import ClusterSection, Config, VolumeSection
-from controller.gridengine.host_keys import HostKeyStore, host_pattern
+from controller.gridengine.head_motd import write_head_banners
+from controller.gridengine.host_keys import HostKeyStore, host_pattern, pattern_address
 from controller.gridengine.node_plugins import (
-    HeadCommand,
     NodeInfo,
     RemoteCommand,
-    consumable_line,
+    locked,
     memory_command,
     node_memory,
-    register_commands,
     remote_commands,
 )
+from controller.gridengine.node_ssh import NodeSsh, StepFailed
 from controller.gridengine.node_volumes import volume_commands
-from controller.gridengine.sge import ec2_hostname, with_consumable
-from controller.gridengine.sge_client import SgeClient, SgeError
-from controller.gridengine.sge_deregister import deregister_node, run_head_command
+from controller.gridengine.sge import ec2_hostname
+from controller.gridengine.sge_client import SgeClient
+from controller.gridengine.sge_deregister import Release, deregister_node, release_node
+from controller.gridengine.sge_head import (
+    HeadStepFailed,
+    head_memory,
+    prepare_head,
+    register_node,
+)
 from controller.messages import (
+    FleetObserved,
     InstanceDown,
     InstanceId,
     InstanceUp,
+    LostReason,
+    NodeKept,
     NodeReady,
+    NodeReleased,
     NodeSetupFailed,
     Role,
 )
@@ -62,14 +87,8 @@ from controller.runtime.actor import Actor
 from controller.runtime.backoff import backoff_delay
 from controller.runtime.bus import EOI, Bus
 
-
-class StepFailed(Exception):
-    """One setup step of one node failed; `reason` is the line NodeSetupFailed carries."""
-
-    def __init__(self, step: str, reason: str) -> None:
-        super().__init__(f"{step}: {reason}")
-        self.step = step
-        self.reason = reason
+HEAD_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+NODE_STATE_DIR = "/run/controller-node"  # tmpfs: a rebooted node is set up in full again
 
 
 class ClusterNodeSetup(Actor):
@@ -92,38 +111,53 @@ class ClusterNodeSetup(Actor):
         connect_timeout: float = 15.0,
         command_timeout: float = 600.0,
         device_wait: int = 60,
+        node_state_dir: str = NODE_STATE_DIR,
+        head_banner: bool = False,  # write the motd plugins' MASTER banner here (on the head)
     ) -> None:
         super().__init__(name="cluster_node_setup", bus=bus)
         self.config = config
         self.cluster = cluster
         self.host_keys = HostKeyStore(known_hosts_path)
         self.sge = sge
-        self.ssh_user = ssh_user
         self.head_host = head_host  # "" = the qmaster's name, else this machine's
-        self.ssh_wait_timeout = ssh_wait_timeout
-        self.ssh_retry_delays = tuple(ssh_retry_delays)
-        self.connect_timeout = connect_timeout
-        self.command_timeout = command_timeout
         self.device_wait = device_wait
+        self.node_state_dir = node_state_dir  # on the node: each instance's lock and markers
+        self.head_banner = head_banner
+        self.ssh = NodeSsh(
+            user=ssh_user,
+            port=cluster.ssh_port,
+            key_file=cluster.ssh_key_file,
+            client_keys=(),
+            host_keys=self.host_keys,
+            clock=self.clock,
+            log=self.log,
+            wait_timeout=ssh_wait_timeout,
+            retry_delays=tuple(ssh_retry_delays),
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
+        )
         self._max_concurrent = max_concurrent
         self._limit: asyncio.Semaphore | None = None
         self._head_lock = asyncio.Lock()
+        self._head_ready = False  # prepare_head succeeded
         self._plugins: list[Plugin] = []
         self._sge_plugin: SgePlugin | None = None
-        self._client_keys: list[asyncssh.SSHKey] | tuple[()] = ()
         self._setups: dict[InstanceId, asyncio.Task[None]] = {}
         self._removals: set[asyncio.Task[None]] = set()
         self._ready: set[InstanceId] = set()
         # Taken out of Grid Engine, awaiting the node's second InstanceDown (SpotPool announces
         # a drained node and again a gone one); a failed deregistration is tried again then.
         self._deregistered: set[InstanceId] = set()
-        bus.subscribe(self.inbox, InstanceUp, InstanceDown)
+        self.removals_dropped = 0  # scale-ins dropped: the node had a job when looked at again
+        self._swept = False  # the hosts of pinned instances that are gone were taken out
+        bus.subscribe(self.inbox, InstanceUp, InstanceDown, FleetObserved)
 
     # lifecycle
 
     async def setup(self) -> None:
         """Check the plugins and the key before any node arrives: a config mistake stops the
-        start with one line naming it."""
+        start with one line naming it. Then make the head's Grid Engine ready (once: run()
+        tries again if it did not answer)."""
         try:
             self._plugins = cluster_plugins(self.config, self.cluster)
         except PluginError as exc:
@@ -139,7 +173,7 @@ class ClusterNodeSetup(Actor):
             )
         if self.cluster.ssh_key_file:
             try:
-                self._client_keys = [asyncssh.read_private_key(self.cluster.ssh_key_file)]
+                self.ssh.client_keys = [asyncssh.read_private_key(self.cluster.ssh_key_file)]
             except (OSError, asyncssh.KeyImportError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                 raise ValueError(
@@ -153,13 +187,21 @@ class ClusterNodeSetup(Actor):
             else:
                 self.head_host = socket.gethostname()
         self._limit = asyncio.Semaphore(self._max_concurrent)
+        await self._prepare_head()
+        plugins = self._plugins if self.head_banner else []
+        for problem in await write_head_banners(plugins, self.head_host, self.cluster.name):
+            self.log.warning("head.motd_not_written", problem=problem)
 
     async def run(self) -> None:
-        while True:
-            msg = await self.inbox.get()
-            if msg is EOI:
-                return
-            self.handle(msg)
+        retry = asyncio.create_task(self._prepare_head_until_done(), name="sge-head")
+        try:
+            while True:
+                msg = await self.inbox.get()
+                if msg is EOI:
+                    return
+                self.handle(msg)
+        finally:
+            retry.cancel()
 
     async def stop(self) -> None:
         """Setups in flight are cancelled; removals (the teardown's deregistrations, which the
@@ -180,14 +222,56 @@ class ClusterNodeSetup(Actor):
                 task.add_done_callback(self._setup_done)
             case InstanceDown(instance_id=iid):
                 running = self._setups.pop(iid, None)
-                task = asyncio.create_task(self._remove(msg, running), name=f"node-remove:{iid}")
-                self._removals.add(task)
-                task.add_done_callback(self._removals.discard)
+                self._in_background(self._remove(msg, running), f"node-remove:{iid}")
+            case FleetObserved(members=members) if not self._swept:
+                self._swept = True
+                alive = {m.instance_id for m in members}
+                self._in_background(self._take_out_orphans(alive), "node-orphans")
+
+    def _in_background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
 
     def _setup_done(self, task: asyncio.Task[None]) -> None:
         for iid, running in list(self._setups.items()):
             if running is task:
                 del self._setups[iid]
+
+    # the head
+
+    async def _prepare_head(self) -> bool:
+        """prepare_head once; True when the head is ready (or there is no sge plugin)."""
+        plugin = self._sge_plugin
+        if self._head_ready or plugin is None or self.sge is None:
+            return True
+        try:
+            async with self._head_lock:
+                ready = await prepare_head(self.sge, plugin, self.head_host, head_memory())
+        except (HeadStepFailed, OSError) as exc:
+            self.log.warning(
+                "sge.head_not_ready",
+                reason=str(exc),
+                hint=f"jobs asking for {plugin.consumable} are refused until this works; "
+                "trying again",
+            )
+            return False
+        self._head_ready = True
+        self.log.info(
+            "sge.head_ready",
+            consumable=plugin.consumable,
+            consumable_added=ready.consumable_added,
+            head=self.head_host,
+            head_memory=ready.head_memory or None,
+            note=ready.note or None,
+        )
+        return True
+
+    async def _prepare_head_until_done(self) -> None:
+        attempt = 0
+        while not await self._prepare_head():
+            await self.sleep(backoff_delay(HEAD_RETRY_DELAYS, attempt))
+            attempt += 1
 
     # set up one node
 
@@ -197,18 +281,22 @@ class ClusterNodeSetup(Actor):
         step = "address"
         try:
             node = NodeInfo(
-                instance_id=up.instance_id, address=up.address, hostname=ec2_hostname(up.address)
+                instance_id=up.instance_id,
+                address=up.address,
+                hostname=ec2_hostname(up.address),
+                cluster=self.cluster.name,
+                state_dir=f"{self.node_state_dir}/{up.instance_id}",
             )
             log.info("node.setup_started", hostname=node.hostname)
             step = "ssh"
-            conn = await self._connect(node)
+            conn = await self.ssh.connect(node)
             assert self._limit is not None, "setup() creates it"
             async with conn, self._limit:
                 for name, command in volume_commands(
                     self._volumes(), self.head_host, device_wait=self.device_wait
                 ):
                     step = f"volume:{name}"
-                    await self._remote(conn, step, command)
+                    await self._remote(conn, step, command, node)
                 for plugin in self._plugins:
                     step = f"plugin:{plugin.name}"
                     await self._apply(conn, step, plugin, node)
@@ -250,129 +338,30 @@ class ClusterNodeSetup(Actor):
         by_name = {v.name: v for v in self.config.volumes}
         return [by_name[name] for name in self.cluster.volumes if name in by_name]
 
-    async def _connect(self, node: NodeInfo) -> asyncssh.SSHClientConnection:
-        """Wait for the node's sshd and log in; refused or unreachable is retried until
-        ssh_wait_timeout, anything SSH itself says is final."""
-        port = self.cluster.ssh_port
-        pattern = host_pattern(node.address, port)
-        where = f"{self.ssh_user}@{node.address}:{port}"
-        deadline = self.clock() + self.ssh_wait_timeout
-        attempt = 0
-        while True:
-            pinned = self.host_keys.get(pattern)
-            if pinned is not None and pinned.instance_id != node.instance_id:
-                self.host_keys.forget(pattern)  # the address belongs to a new instance now
-                pinned = None
-            known_hosts = (
-                asyncssh.import_known_hosts(f"{pattern} {pinned.key}\n") if pinned else None
-            )
-            try:
-                conn = await asyncssh.connect(
-                    node.address,
-                    port=port,
-                    username=self.ssh_user,
-                    client_keys=self._client_keys or (),
-                    known_hosts=known_hosts,
-                    config=None,
-                    agent_path=None,
-                    gss_auth=False,
-                    gss_kex=False,
-                    connect_timeout=self.connect_timeout,
-                )
-            except OSError as exc:  # refused, unreachable, timed out: still booting
-                left = deadline - self.clock()
-                if left <= 0:
-                    raise StepFailed(
-                        "ssh",
-                        f"no SSH on {node.address}:{port} within "
-                        f"{self.ssh_wait_timeout:g}s (last: {exc.strerror or exc!r}); check the "
-                        "security group allows port "
-                        f"{port} from the head and that the image runs sshd",
-                    ) from None
-                delay = min(backoff_delay(self.ssh_retry_delays, attempt), left)
-                attempt += 1
-                await asyncio.sleep(delay)
-                continue
-            except asyncssh.PermissionDenied as exc:
-                raise StepFailed(
-                    "ssh",
-                    f"{where} refused the key {self.cluster.ssh_key_file or '(default keys)'}: "
-                    f"{exc.reason}; put its public key in the node's authorized_keys",
-                ) from None
-            except asyncssh.HostKeyNotVerifiable as exc:
-                raise StepFailed(
-                    "ssh",
-                    f"{where} shows a host key other than the one pinned for "
-                    f"{node.instance_id} in {self.host_keys.path} ({exc.reason}); "
-                    "refusing to connect",
-                ) from None
-            except asyncssh.Error as exc:
-                raise StepFailed("ssh", f"{where}: {type(exc).__name__}: {exc.reason}") from None
-            if pinned is None:
-                key = conn.get_server_host_key()
-                if key is not None:
-                    public = key.export_public_key("openssh").decode()
-                    self.host_keys.pin(pattern, public, node.instance_id)
-                    self.log.info("node.host_key_pinned", instance_id=node.instance_id)
-            return conn
-
     async def _apply(
         self, conn: asyncssh.SSHClientConnection, step: str, plugin: Plugin, node: NodeInfo
     ) -> None:
         if not isinstance(plugin, SgePlugin):
             for command in remote_commands(plugin, node):
-                await self._remote(conn, step, command)
+                await self._remote(conn, step, command, node)
             return
+        assert self.sge is not None, "an sge plugin gives a client"
         memory = plugin.node_memory
         if not memory:
-            memory = node_memory(plugin, await self._remote(conn, step, memory_command()))
-        async with self._head_lock:
-            await self._ensure_consumable(step, plugin)
-            for command in register_commands(plugin, node.hostname, memory, self.head_host):
-                await self._head(step, command)
+            memory = node_memory(plugin, await self.ssh.run(conn, step, memory_command()))
+        try:
+            async with self._head_lock:
+                await register_node(self.sge, plugin, node.hostname, memory)
+        except HeadStepFailed as exc:
+            raise StepFailed(step, str(exc)) from None
         self.log.info("node.registered", hostname=node.hostname, memory=memory)
         for command in remote_commands(plugin, node, self.head_host):
-            await self._remote(conn, step, command)
+            await self._remote(conn, step, command, node)
 
     async def _remote(
-        self, conn: asyncssh.SSHClientConnection, step: str, command: RemoteCommand
+        self, conn: asyncssh.SSHClientConnection, step: str, command: RemoteCommand, node: NodeInfo
     ) -> str:
-        """Run one command on the node; its stdout. A non-zero exit fails the step."""
-        try:
-            async with asyncio.timeout(self.command_timeout):
-                result = await conn.run(command.command, input=command.input, check=False)
-        except TimeoutError:
-            raise StepFailed(
-                step, f"{command.what}: no end within {self.command_timeout:g}s"
-            ) from None
-        except (asyncssh.Error, OSError) as exc:
-            raise StepFailed(step, f"{command.what}: the SSH session failed: {exc}") from None
-        stdout = _text(result.stdout)
-        if result.exit_status != 0:
-            said = " ".join((_text(result.stderr) or stdout).split())[-400:] or "no output"
-            status = result.exit_status if result.exit_status is not None else result.exit_signal
-            raise StepFailed(step, f"{command.what} exited with {status}: {said}")
-        return stdout
-
-    async def _head(self, step: str, command: HeadCommand) -> None:
-        assert self.sge is not None, "an sge plugin gives a client"
-        try:
-            await run_head_command(self.sge, command)
-        except SgeError as exc:
-            raise StepFailed(step, f"{command.what} on the head: {exc}") from None
-
-    async def _ensure_consumable(self, step: str, plugin: SgePlugin) -> None:
-        assert self.sge is not None, "an sge plugin gives a client"
-        try:
-            complexes = await self.sge.run("qconf", "-sc")
-            updated = with_consumable(complexes, consumable_line(plugin))
-            if updated is not None:
-                await self.sge.run_with_file("qconf", "-Mc", text=updated)
-                self.log.info("sge.consumable_added", consumable=plugin.consumable)
-        except SgeError as exc:
-            raise StepFailed(
-                step, f"adding the {plugin.consumable} consumable on the head: {exc}"
-            ) from None
+        return await self.ssh.run(conn, step, locked(command, node))
 
     # take one node out
 
@@ -382,30 +371,79 @@ class ClusterNodeSetup(Actor):
             setup.cancel()
             await asyncio.wait({setup})
             log.info("node.setup_cancelled", reason=str(down.reason))
-        self._ready.discard(down.instance_id)
-        self.host_keys.forget(host_pattern(down.address, self.cluster.ssh_port))
-        if self._sge_plugin is None or self.sge is None:
-            return
+        scale_in = down.reason is LostReason.SCALE_IN
         try:
             hostname = ec2_hostname(down.address)
         except ValueError:
+            hostname = ""
+        if self._sge_plugin is None or self.sge is None or not hostname:
+            self._let_go(down, scale_in, forget=True)
             return
         async with self._head_lock:
             if down.instance_id in self._deregistered:
                 # The second InstanceDown of a scaled-in or lost node (drained, then gone):
                 # Grid Engine let it go at the first.
                 self._deregistered.discard(down.instance_id)
+                self._let_go(down, scale_in, forget=True)
                 return
-            failures = await deregister_node(self.sge, self._sge_plugin, hostname)
-            if not failures:
+            if scale_in:  # chosen on a sample that may be stale: only if it is empty
+                release = await release_node(self.sge, self._sge_plugin, hostname)
+            else:  # lost, interrupted or torn down: it goes whatever runs there
+                release = Release(
+                    True, failures=await deregister_node(self.sge, self._sge_plugin, hostname)
+                )
+            if release.released and not release.failures:
                 self._deregistered.add(down.instance_id)
-        if failures:
-            log.warning("node.deregister_failed", hostname=hostname, reasons=failures)
+        if not release.released:
+            self.removals_dropped += 1
+            log.warning("node.removal_dropped", hostname=hostname, reason=release.reason)
+            self.publish(
+                NodeKept(
+                    at=self.clock(),
+                    instance_id=down.instance_id,
+                    address=down.address,
+                    reason=release.reason,
+                )
+            )
+            return
+        if release.failures:
+            log.warning("node.deregister_failed", hostname=hostname, reasons=release.failures)
         else:
             log.info("node.deregistered", hostname=hostname, reason=str(down.reason))
+        self._let_go(down, scale_in, forget=not release.failures)
 
+    async def _take_out_orphans(self, alive: set[str]) -> None:
+        """After a restart, at the node pool's first view of the fleet: a host this controller
+        set up (pinned) whose instance is gone (ended while no controller ran, or while a
+        killed one was taking it out) leaves Grid Engine, so no host stays without an instance."""
+        if self._sge_plugin is None or self.sge is None:
+            return
+        for pin in self.host_keys.pins():
+            if pin.instance_id in alive:
+                continue
+            try:
+                hostname = ec2_hostname(pattern_address(pin.pattern))
+            except ValueError:
+                continue
+            async with self._head_lock:
+                failures = await deregister_node(self.sge, self._sge_plugin, hostname)
+            if failures:
+                self.log.warning(
+                    "node.orphan_deregister_failed", hostname=hostname, reasons=failures
+                )
+                continue
+            self.host_keys.forget(pin.pattern)
+            self.log.info(
+                "node.orphan_deregistered", hostname=hostname, instance_id=pin.instance_id
+            )
 
-def _text(data: object) -> str:
-    if data is None:
-        return ""
-    return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+    def _let_go(self, down: InstanceDown, scale_in: bool, *, forget: bool) -> None:
+        """Forget the node, and its pin once it left Grid Engine (until then the pin tells a
+        restart the host may be registered); for a scale-in, the pool may terminate it."""
+        self._ready.discard(down.instance_id)
+        if forget:
+            self.host_keys.forget(host_pattern(down.address, self.cluster.ssh_port))
+        if scale_in:
+            self.publish(
+                NodeReleased(at=self.clock(), instance_id=down.instance_id, address=down.address)
+            )

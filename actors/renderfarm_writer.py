@@ -25,15 +25,20 @@ the fleet), so a restart of the controller does not take healthy slaves out of t
 put them back seconds later; it is rewritten from what was probed then, or as soon as every slave
 it lists was announced again or left. This drops any slave that died while no controller watched.
 A missing file is written at once in its empty form (`renderfarm = 0`).
+A write that fails (a read-only or full directory, a file that is not text) leaves the old file
+whole, is logged, said on the bus (RenderfarmWriteFailed: SpotPool then keeps a drained slave the
+file still lists instead of terminating it) and retried every `retry_seconds`.
 Stop: with `on_exit = "teardown"` the slaves leave the file first (the runtime stops this actor
-before SpotPool terminates them): the empty form is written and the reload runs. With "leave" the
-file stays as it is for the next start to adopt.
+before SpotPool terminates them): the empty form is written and the reload runs. If it cannot be
+written the teardown goes on (the instances would bill on): one error says the file still lists
+them, and the process exits 1. With "leave" the file stays as it is for the next start to adopt.
 Dry run: nothing is written or reloaded; what would be is logged, with the URLs added and removed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import os
 import subprocess
@@ -45,6 +50,7 @@ from controller.messages import (
     DrainSlave,
     InstanceDown,
     InstanceId,
+    RenderfarmWriteFailed,
     RenderfarmWritten,
     SlaveLost,
     SlaveReady,
@@ -68,6 +74,8 @@ def write_due(now: float, *, removal: bool, last_write: float | None, hold: floa
 
 
 class RenderfarmWriter(Actor):
+    stop_exit_code = 0  # 1: the teardown could not empty renderfarm.conf (the supervisor reads it)
+
     def __init__(
         self,
         *,
@@ -98,6 +106,8 @@ class RenderfarmWriter(Actor):
         self._flush_at: float | None = None  # loop time the file is due to be rewritten
         self._written_at: float | None = None  # loop time the last change was written
         self._adopted: set[str] | None = None  # URLs of the file found at start, while adopting
+        self._failing = False  # the last write failed: the next good one is announced
+        self._last_error = ""
         bus.subscribe(self.inbox, SlaveReady, SlaveLost, DrainSlave, InstanceDown)
 
     # lifecycle
@@ -147,9 +157,20 @@ class RenderfarmWriter(Actor):
 
     async def stop(self) -> None:
         if self.clear_on_stop:
+            listed = self.urls()
             self._listed.clear()
             self.log.info("renderfarm.clearing", path=self.path, reason="teardown")
-            await self.flush()
+            if not await self.flush(final=True):
+                self.stop_exit_code = 1
+                self.log.error(
+                    "renderfarm.not_cleared",
+                    path=self.path,
+                    error=self._last_error,
+                    still_listed=listed,
+                    hint="the teardown terminates these slaves anyway (they would bill on); "
+                    "GBrowse sends renders to their addresses until the file is fixed: make its "
+                    "directory writable or free space, then run `controller teardown -c CONFIG`",
+                )
         elif self._flush_at is not None and self._adopted is None:  # else left for the next start
             await self.flush()
 
@@ -202,9 +223,9 @@ class RenderfarmWriter(Actor):
 
     # effects
 
-    async def flush(self) -> bool:
+    async def flush(self, final: bool = False) -> bool:
         """Write the file from the listed set, reload if it changed; False if the write failed
-        (it is retried after `retry_seconds`)."""
+        (it is retried after `retry_seconds`; `final`: stop() reports it)."""
         self._flush_at = None
         self._adopted = None
         urls = self.urls()
@@ -216,27 +237,41 @@ class RenderfarmWriter(Actor):
         try:
             changed = write_atomic(self.path, text)
         except (OSError, UnicodeError) as exc:
-            self._flush_at = self.clock() + self.retry_seconds
-            if isinstance(exc, UnicodeError):  # the old file is not text: a person must look
-                hint = "the existing file is not UTF-8 text; move it away"
-            else:
-                hint = "check [master] renderfarm_conf and its directory's permissions"
-            self.log.error(
-                "renderfarm.write_failed",
-                path=self.path,
-                error=getattr(exc, "strerror", None) or str(exc),
-                hint=hint + "; the old file stays in place",
-                retry_in=self.retry_seconds,
-            )
+            self._write_failed(exc, final)
             return False
-        if not changed:
+        if not changed and not self._failing:
             self.log.debug("renderfarm.unchanged", path=self.path, urls=len(urls))
+            return True
+        self._failing = False
+        if not changed:  # as it was before the failed writes: nothing to reload
+            self.publish(RenderfarmWritten(at=self.clock(), addresses=tuple(urls), reloaded=False))
             return True
         reloaded = await self.reload()
         self._written_at = self.clock()
         self.log.info("renderfarm.written", path=self.path, urls=urls, reloaded=reloaded)
         self.publish(RenderfarmWritten(at=self.clock(), addresses=tuple(urls), reloaded=reloaded))
         return True
+
+    def _write_failed(self, exc: OSError | UnicodeError, final: bool) -> None:
+        self._failing = True
+        self._last_error = getattr(exc, "strerror", None) or str(exc)
+        self.publish(RenderfarmWriteFailed(at=self.clock(), error=self._last_error))
+        if final:
+            return  # stop() says it once
+        self._flush_at = self.clock() + self.retry_seconds
+        if isinstance(exc, UnicodeError):  # the old file is not text: a person must look
+            hint = "the existing file is not UTF-8 text; move it away"
+        elif getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            hint = "its file system is full; free space there"
+        else:
+            hint = "check [master] renderfarm_conf and its directory's permissions"
+        self.log.error(
+            "renderfarm.write_failed",
+            path=self.path,
+            error=self._last_error,
+            hint=hint + "; the old file stays in place",
+            retry_in=self.retry_seconds,
+        )
 
     def _would_write(self, urls: Sequence[str], text: str) -> bool:
         current = _read(self.path)

@@ -51,6 +51,7 @@ class SpotPool(Actor):
         policy: Policy | QueuePolicy,
         profile: PoolProfile | None = None,
         dry_run: bool = False,
+        confirm_release: bool = False,
         clock: Callable[[], float] | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -66,6 +67,8 @@ class SpotPool(Actor):
             clock=self.now,
             wall_clock=wall_clock,
             dry_run=dry_run,
+            # a node's scale-in is terminated once ClusterNodeSetup released it (release_plans)
+            confirm_release=confirm_release,
         )
         bus.subscribe(self.inbox, *self.pool.subscriptions())
 

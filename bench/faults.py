@@ -1,12 +1,13 @@
 """The fault scenarios in their long forms, and the table of their figures.
 
     .venv/bin/python bench/faults.py [--only NAME ...] [--outage 120] [--latency 5]
-                                     [--kills 20] [--hold 30] [--seed 1] [--json]
+                                     [--kills 20] [--hold 30] [--cooldown 30] [--seed 1] [--json]
 
 It re-executes itself in a private network namespace with loopback only (as scripts/test runs
 pytest), starts moto's EC2 server (in-process), a real Apache with mod_status, the fault proxy
-and the render farm stand-in, and runs each scenario of tests/harness/fault_scenarios.py (the
-ones tests/test_e2e_fault_scenarios.py runs short) on a freshly reset EC2:
+and the render farm stand-in, and runs each scenario of tests/harness/fault_scenarios.py,
+renderfarm_faults.py and fleet_scenarios.py (the ones tests/test_e2e_fault_scenarios.py runs
+short) on a freshly reset EC2:
 
 - throttling / server_errors: RequestLimitExceeded (HTTP 503) / InternalError (HTTP 500) on
   30 % of every EC2 call for `--outage` seconds; endpoint_down: connections refused that long;
@@ -18,7 +19,12 @@ ones tests/test_e2e_fault_scenarios.py runs short) on a freshly reset EC2:
 - kill_storm: `kill -9` at a random moment of a scale-out, a scale-in or a teardown, `--kills`
   times, each followed by a restart;
 - read_only / read_only_lost: renderfarm.conf's directory read-only for `--hold` seconds during
-  a scale-out / while a slave dies;
+  a scale-out / while a slave dies (held, not terminated, while listed); full: its file system
+  full (a filled tmpfs) for `--hold` seconds during a scale-out; teardown_read_only: SIGTERM
+  while it is read-only (terminated anyway: its violations are the expected ones, exit 1);
+- capacity: no capacity for the first instance type; after `--cooldown` seconds asked again
+  (still none), then capacity back: a replacement on the first type again;
+- ingress / ingress_ssh: the slaves' security group read back from EC2, without / with ssh_key;
 - sighup_storm: SIGHUP every 20 ms for `--hold` seconds through a scale-out.
 
 Columns: EC2 calls that reached the proxy; failed: those it failed or dropped (refused
@@ -26,8 +32,9 @@ connections never reach it); retries: botocore's second and later attempts and l
 again with their ClientToken; errors seen: the EC2 errors the controller counted
 (controller_ec2_errors_total); recover: seconds, by what recovered; left: what carries the
 fleet's tag after the teardown; violations: the invariants broken (tests/harness/fleet_watch.py),
-listed under the table. Figures, not assertions: exit 1 only when a scenario could not run to
-its end (it says why).
+listed under the table; secrets: finds of the run's test secrets in the controller's argv,
+stdout/stderr, --logfile, /status or /metrics (counted among the violations too). Figures, not
+assertions: exit 1 only when a scenario could not run to its end (it says why).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from gbrowse_rig import ROOT, dummy_aws_environment, enter_private_network
 sys.path.insert(0, str(ROOT))
 
 from tests.harness import fault_scenarios as scenarios
+from tests.harness import fleet_scenarios, renderfarm_faults
 from tests.harness.apache import Apache
 from tests.harness.fault_proxy import FaultProxy
 from tests.harness.moto_server import (
@@ -77,7 +85,12 @@ SCENARIOS: dict[str, Callable[[Rig, argparse.Namespace], Figures]] = {
     "kill_storm": lambda rig, a: scenarios.kill_storm(rig, a.kills, a.seed),
     "read_only": lambda rig, a: scenarios.renderfarm_read_only(rig, a.hold),
     "read_only_lost": lambda rig, a: scenarios.lost_slave_read_only(rig, a.hold),
+    "full": lambda rig, a: renderfarm_faults.renderfarm_full(rig, a.hold),
+    "teardown_read_only": lambda rig, a: renderfarm_faults.teardown_read_only(rig),
     "sighup_storm": lambda rig, a: scenarios.sighup_storm(rig, a.hold),
+    "capacity": lambda rig, a: fleet_scenarios.capacity_fallback(rig, a.cooldown),
+    "ingress": lambda rig, a: fleet_scenarios.group_ingress(rig, ssh_key=False),
+    "ingress_ssh": lambda rig, a: fleet_scenarios.group_ingress(rig, ssh_key=True),
 }
 
 
@@ -88,6 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=5.0, help="seconds added to each call")
     parser.add_argument("--kills", type=int, default=20, help="kill -9 and restart, times")
     parser.add_argument("--hold", type=float, default=30.0, help="seconds of the other faults")
+    parser.add_argument("--cooldown", type=float, default=30.0, help="capacity_cooldown, seconds")
     parser.add_argument("--seed", type=int, default=1, help="the kill storm's random moments")
     parser.add_argument("--json", action="store_true", help="the figures as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the runs' logs and configs")
@@ -165,13 +179,15 @@ def run_all(servers: Servers, args: argparse.Namespace) -> dict[str, Figures | s
 
 def print_table(results: dict[str, Figures | str]) -> None:
     header = ("scenario", "calls", "failed", "retries", "errors seen", "left", "violations")
+    header += ("secrets",)
     print(f"{header[0]:<20}{''.join(f'{h:>12}' for h in header[1:])}  recover (s)")
     for name, f in results.items():
         if isinstance(f, str):
             print(f"{name:<20}  did not finish: {f.splitlines()[0]}")
             continue
         left = sum(f.left.values())
-        row = (f.calls, f.injected, f.retries, f.surfaced, left, len(f.violations))
+        secrets = sum(1 for v in f.violations if "appears in the controller's" in v)
+        row = (f.calls, f.injected, f.retries, f.surfaced, left, len(f.violations), secrets)
         recover = ", ".join(f"{what} {seconds:g}" for what, seconds in f.recover.items())
         print(f"{name:<20}{''.join(f'{v:>12}' for v in row)}  {recover}")
     for name, f in results.items():

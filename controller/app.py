@@ -215,6 +215,7 @@ def build_cluster_actors(
                 known_hosts_path=os.path.join(state_dir(), "cluster_known_hosts"),
                 sge=client,
                 ssh_user=profile.login_user,
+                head_banner=True,  # the controller runs on the head: its motd says MASTER
             )
         )
     actors += [
@@ -225,6 +226,7 @@ def build_cluster_actors(
             policy=QueuePolicy.for_cluster(config, cluster),
             profile=profile,
             dry_run=dry_run,
+            confirm_release=not dry_run,  # ClusterNodeSetup answers each scale-in
         ),
         QueueSampler(config=config, bus=bus, client=client),
     ]

@@ -28,6 +28,7 @@ class LostReason(enum.StrEnum):
     INTERRUPTED = "interrupted"  # spot reclaimed it (state reason Server.SpotInstanceTermination)
     INTERRUPTION_WARNING = "interruption-warning"  # two-minute notice or rebalance recommendation
     SCALE_IN = "scale-in"  # the policy chose it for removal
+    REPLACED = "replaced"  # launched from an older image or data snapshot: its replacement serves
     TEARDOWN = "teardown"
 
 
@@ -81,6 +82,11 @@ class QueueSample:
     busy_hosts: tuple[str, ...] = ()  # exec hosts running at least one job
     idle_hosts: tuple[str, ...] = ()  # exec hosts running nothing
     source: str = "sge"
+    # For sizing (empty / None when the sensor cannot tell): the pending jobs counted above in
+    # the order the scheduler tries them, as (seconds waited, slots per task, tasks), and the
+    # free slots of the exec hosts that accept jobs.
+    waiting: tuple[tuple[float, int, int], ...] = ()
+    free_slots: int | None = None
 
 
 # fleet
@@ -167,11 +173,41 @@ class NodeSetupFailed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NodeReleased:
+    """A node announced down for scale-in is out of Grid Engine and ran no job when its queue
+    was disabled: the node pool may terminate it."""
+
+    at: float
+    instance_id: InstanceId
+    address: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeKept:
+    """A node announced down for scale-in runs a job after all (Grid Engine gave it one after
+    the queue sample the choice was made on), or could not be checked: it stays in service."""
+
+    at: float
+    instance_id: InstanceId
+    address: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RenderfarmWritten:
     at: float
     addresses: tuple[str, ...]  # the slave URLs now listed
     reloaded: bool
     dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenderfarmWriteFailed:
+    """renderfarm.conf could not be rewritten (the old file stays); said again at each retry, so
+    SpotPool keeps a drained slave the file still lists rather than terminate it."""
+
+    at: float
+    error: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -251,6 +287,7 @@ Event = (
     | SlaveReady
     | SlaveLost
     | RenderfarmWritten
+    | RenderfarmWriteFailed
     | SecurityGroupReady
     | FleetObserved
     | Decision

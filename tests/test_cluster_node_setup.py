@@ -74,6 +74,7 @@ def node_up(address: str, n: int = 1) -> InstanceUp:
 def make_actor(bus: Bus, config: Config, tmp: Path, user: str, **kwargs) -> ClusterNodeSetup:
     kwargs.setdefault("ssh_retry_delays", (0.1, 0.2))
     kwargs.setdefault("ssh_wait_timeout", 20.0)
+    kwargs.setdefault("node_state_dir", str(tmp / "node-state"))  # the "node" is this machine
     return ClusterNodeSetup(
         config=config,
         cluster=config.clusters[0],
@@ -321,10 +322,11 @@ async def test_a_node_announced_down_twice_leaves_grid_engine_once(tmp: Path, bu
 
     actor = make_actor(bus, config, tmp, "root")
     async with running(actor):
-        # Scaled in: drained (down, out of Grid Engine), then gone (down again).
-        bus.publish(node_down("127.0.20.5", LostReason.SCALE_IN))
+        # Warned of its interruption: drained (down, out of Grid Engine), then gone (down
+        # again). (A scale-in reads qstat first: test_grid_engine.py runs it on the real one.)
+        bus.publish(node_down("127.0.20.5", LostReason.INTERRUPTION_WARNING))
         await settle()
-        bus.publish(node_down("127.0.20.5", LostReason.SCALE_IN))
+        bus.publish(node_down("127.0.20.5", LostReason.INTERRUPTION_WARNING))
         await settle()
         assert deregistrations() == ["qmod -d all.q@ip-127-0-20-5"]
         assert "qconf -de ip-127-0-20-5" in calls.read_text()

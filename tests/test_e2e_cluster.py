@@ -15,6 +15,8 @@ plugin wrote, the stats endpoint and the exit code.
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,16 @@ from tests.harness.sshd import Sshd
 pytestmark = [pytest.mark.timeout(150)]
 
 IDLE_SECONDS = 3
+NODE_STATE = Path("/run/controller-node")  # ClusterNodeSetup's, on the node: this machine here
+EVERY_STATE = ["pending", "running", "shutting-down", "terminated", "stopping", "stopped"]
+
+
+@pytest.fixture(autouse=True)
+def no_node_state_left(moto_ec2) -> Iterator[None]:
+    """Every "node" is this machine: their setup state goes with the test."""
+    yield
+    for instance in fleet_instances(moto_ec2.client(), EVERY_STATE):
+        shutil.rmtree(NODE_STATE / instance["InstanceId"], ignore_errors=True)
 
 
 @pytest.fixture

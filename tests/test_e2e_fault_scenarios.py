@@ -5,8 +5,12 @@ Every scenario ends on the same invariants, watched from outside while it runs
 (tests/harness/fleet_watch.py): after the teardown nothing tagged with the fleet is left
 (instances, spot requests, security groups, volumes); there are never more instances alive than
 the band's max plus those draining; renderfarm.conf never lists an instance the controller
-terminated, and drops one EC2 reclaimed within seconds. The durations here are short;
-bench/faults.py runs the same scenarios for minutes and prints their figures.
+terminated, and drops one EC2 reclaimed within seconds. Every run also ends on a secret scan
+(tests/harness/scenario_run.py): the AWS secret key and session token in the controller's
+environment and the stats token in its config appear nowhere in its argv, stdout/stderr,
+--logfile, /status or /metrics. The scenarios are in tests/harness/fault_scenarios.py,
+renderfarm_faults.py and fleet_scenarios.py. The durations here are short; bench/faults.py runs
+the same scenarios for minutes and prints their figures.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from botocore.exceptions import ClientError
 
 from controller.gbrowse.renderfarm import render_renderfarm
 from tests.harness import fault_scenarios as scenarios
+from tests.harness import fleet_scenarios, renderfarm_faults
 from tests.harness.e2e import FLEET
 from tests.harness.fleet_watch import FleetWatch
 from tests.harness.net import free_port
-from tests.harness.scenario_run import Figures, Rig
+from tests.harness.scenario_run import SECRET_KEY, STATS_TOKEN, Figures, Rig, Run
 
 
 @pytest.fixture
@@ -120,6 +125,74 @@ def test_renderfarm_directory_read_only_keeps_the_old_file_and_the_fleet(rig):
     assert figures.launched == 3
 
 
+def test_a_slave_lost_while_renderfarm_is_read_only_is_not_terminated_while_listed(rig):
+    figures = scenarios.lost_slave_read_only(rig, seconds=20)
+    assert_clean(figures)
+    assert figures.launched == 3  # the dead one held, its one replacement
+
+
+def test_renderfarm_directory_full_keeps_the_old_file_and_the_fleet(rig):
+    """A real full file system (a tmpfs of 16 pages, filled), not a permission."""
+    figures = renderfarm_faults.renderfarm_full(rig, seconds=5)
+    assert_clean(figures)
+    assert figures.launched == 3
+    assert figures.notes["filled bytes"] > 0
+
+
+def test_teardown_with_renderfarm_read_only_terminates_anyway_and_says_so(rig):
+    """The money rule: instances that would bill on are ended although the file still lists
+    them; one error names the stale file, and the process exits 1."""
+    figures = renderfarm_faults.teardown_read_only(rig)
+    print(figures)
+    assert figures.exit_code == 1
+    assert not any(figures.left.values()), figures.left
+    assert figures.notes["file intact"] is True
+    assert figures.notes["not_cleared errors"] == 1
+    listed = figures.notes["listed"]
+    assert len(listed) == 2
+    # what the watcher sees is the listed slaves terminated, and nothing else
+    assert figures.violations, "the watcher saw no terminated slave listed"
+    assert all(any(url in v for url in listed) for v in figures.violations), figures.violations
+
+
+def test_no_capacity_for_the_first_type_falls_back_then_returns_to_it(rig):
+    figures = fleet_scenarios.capacity_fallback(rig, cooldown=6.0)
+    assert_clean(figures)
+    assert figures.launched == 5  # three, and two replacements
+    assert figures.notes["m5.large asked"] == 3  # refused, refused after its cooldown, launched
+
+
+@pytest.mark.parametrize("ssh_key", [False, True], ids=["no_ssh_key", "ssh_key"])
+def test_the_slaves_group_admits_exactly_the_master(rig, ssh_key):
+    figures = fleet_scenarios.group_ingress(rig, ssh_key=ssh_key)
+    assert_clean(figures)
+    port = rig.render_farm.port
+    wanted = [("tcp", port, port, "127.0.0.1/32")]
+    if ssh_key:
+        wanted = sorted([*wanted, ("tcp", 22, 22, "127.0.0.1/32")])
+    assert figures.notes["ingress"] == wanted
+    assert figures.notes["slaves in it"] is True
+
+
+def test_the_secret_scan_finds_a_secret_where_it_shows(rig):
+    """The scan every run ends with can fail: a secret written to the controller's logfile, or
+    present in a page, is reported."""
+    run = Run(rig, "scan", "[[2.0, 1, 1]]")
+    try:
+        run.start()
+        run.wait_converged(1)
+        assert run.secrets_seen({"/status": run.stats("/status")}) == []
+        with open(run.logfile, "a") as log:
+            log.write(f'{{"event": "leak", "key": "{SECRET_KEY}"}}\n')
+        seen = run.secrets_seen({"/metrics": f"x {STATS_TOKEN}"})
+        assert seen == [
+            "the stats token appears in the controller's /metrics",
+            "the AWS secret key appears in the controller's --logfile",
+        ]
+    finally:
+        run.close()
+
+
 def test_sighup_storm_during_scale_out(rig):
     figures = scenarios.sighup_storm(rig, seconds=4)
     assert_clean(figures)
@@ -167,17 +240,6 @@ def test_the_watch_sees_a_listed_slave_terminated_and_a_fleet_above_its_band(
     assert f"TerminateInstances {launched[0]['InstanceId']} while renderfarm.conf lists" in text
     assert "after the controller terminated" in text
     assert watch.leftovers()["instances"] == 1
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: a drained slave whose unlisting is never confirmed (renderfarm.conf "
-    "cannot be written) is terminated UNLIST_GRACE (15 s) after its drain while still listed "
-    "(controller/policy/retire_plans.py, RetirePlans._drain)",
-)
-def test_a_slave_lost_while_renderfarm_is_read_only_is_not_terminated_while_listed(rig):
-    figures = scenarios.lost_slave_read_only(rig, seconds=20)
-    assert_clean(figures)
 
 
 def test_sigterm_teardown_through_a_throttled_terminate_ends_every_instance(rig):

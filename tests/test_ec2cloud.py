@@ -22,7 +22,13 @@ from controller.cloud.ec2_groups import DEPENDENCY_TIMEOUT
 from controller.cloud.ec2_shapes import DATA_DEVICES, launch_params
 from controller.cloud.ec2cloud import Ec2Cloud, make_ec2_cloud
 from controller.cloud.ec2errors import CODE_KINDS, classify, kind_of
-from controller.cloud.port import SPOT_INTERRUPTION_REASON, IngressRule, InstanceState, LaunchSpec
+from controller.cloud.port import (
+    SPOT_INTERRUPTION_REASON,
+    IngressRule,
+    InstanceState,
+    LaunchSpec,
+    launch_digest,
+)
 from controller.config.schema import AwsSection, Config, SlaveSection
 from controller.gbrowse.userdata import render_slave_user_data
 from controller.messages import ErrorKind, InstanceId, Role
@@ -121,12 +127,15 @@ async def test_launch_into_loopback_subnet_tags_instance_and_volumes(
     described = ec2.describe_instances(InstanceIds=[instance.instance_id])
     item = described["Reservations"][0]["Instances"][0]
     tags = {t["Key"]: t["Value"] for t in item["Tags"]}
+    launched_from = launch_digest(AMI, (snapshot,), user_data)
     assert tags == {
         "controller:fleet": FLEET,
         "controller:role": "slave",
+        "controller:spec": launched_from,
         "Name": f"{FLEET}-slave",
         "owner": "lab",
     }
+    assert instance.spec == launched_from
     assert item["InstanceLifecycle"] == "spot"
     assert [g["GroupId"] for g in item["SecurityGroups"]] == [group]
     data = [m for m in item["BlockDeviceMappings"] if m["DeviceName"] == "/dev/sdf"]

@@ -24,7 +24,9 @@ from controller.messages import (
     InstanceId,
     InstanceUp,
     LostReason,
+    NodeKept,
     NodeReady,
+    NodeReleased,
     NodeSetupFailed,
     QueueSample,
     Role,
@@ -160,7 +162,7 @@ async def test_sge_plugin_registers_an_ec2_named_node_and_removes_it(
         sge=ge.client(),
         ssh_user=sshd.username,
     )
-    events = listen(bus, NodeReady, NodeSetupFailed)
+    events = listen(bus, NodeReady, NodeSetupFailed, NodeReleased, NodeKept)
     try:
         async with running(actor):
             bus.publish(
@@ -179,8 +181,10 @@ async def test_sge_plugin_registers_an_ec2_named_node_and_removes_it(
                 if ln.startswith("mem_requested ")
             )
             assert consumable[2:6] == ["MEMORY", "<=", "YES", "YES"]
-            # head_is_exec_host = false: the head left the queue, as the seed's segway-sge did
-            assert registered(ge, master)["all.q"] is False
+            # head_is_exec_host = false: the head runs no job, but stays in the queue so that
+            # jobs are accepted while no node is up
+            assert registered(ge, master)["all.q"] is True
+            assert f"[{master}=0]" in ge.run("qconf", "-sq", "all.q").stdout
 
             bus.publish(
                 InstanceDown(
@@ -190,14 +194,14 @@ async def test_sge_plugin_registers_an_ec2_named_node_and_removes_it(
                     reason=LostReason.SCALE_IN,
                 )
             )
-            for _ in range(75):  # deregistration is a few qconf calls, ~0.2 s each
-                if not any((await asyncio.to_thread(registered, ge, NODE)).values()):
-                    break
-                await asyncio.sleep(0.2)
-            else:
-                raise AssertionError(f"{NODE} still registered: {registered(ge, NODE)}")
+            # An empty node (no execd behind it here): disabled, found empty, released.
+            released = await next_of(events, (NodeReleased, NodeKept), within=30)
+            assert isinstance(released, NodeReleased), released
+            assert released.instance_id == "i-0005"
+            assert not any((await asyncio.to_thread(registered, ge, NODE)).values())
         assert not (tmp_path / "known_hosts").read_text().strip()  # the pin went with it
     finally:
+        ge.run("qconf", "-purge", "queue", "slots", f"all.q@{master}", check=False)
         ge.run("qconf", "-aattr", "queue", "hostlist", master, "all.q", check=False)
         if "mem_requested" not in ge.run("qconf", "-sc").stdout:
             ge.run_with_file("qconf", "-Mc", text=complexes)

@@ -3,6 +3,8 @@ file-writing ones do when a shell runs them (locally, into a temp dir)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -21,10 +23,14 @@ from controller.config.plugins import (
 )
 from controller.config.reader import parse_config
 from controller.config.schema import PluginSection, VolumeSection
+from controller.gridengine.head_motd import write_head_banners
 from controller.gridengine.node_plugins import (
     NodeInfo,
+    RemoteCommand,
     consumable_line,
     deregister_commands,
+    head_commands,
+    locked,
     memory_command,
     motd_markers,
     node_memory,
@@ -32,7 +38,7 @@ from controller.gridengine.node_plugins import (
     register_commands,
     remote_commands,
 )
-from controller.gridengine.node_volumes import device_name, volume_commands
+from controller.gridengine.node_volumes import FORMAT_IF_BLANK, device_name, volume_commands
 
 NODE = NodeInfo(instance_id="i-0123", address="10.0.1.23", hostname="ip-10-0-1-23")
 
@@ -94,9 +100,8 @@ def test_profile_default_path_is_named_after_the_plugin():
     p = plugin("profile", "segway-env", base="/segway-build")
     assert p.path == "/etc/profile.d/segway-env.sh"
     (command,) = remote_commands(p, NODE)
-    assert command.command.endswith(
-        "mv -f /etc/profile.d/segway-env.sh.controller-tmp /etc/profile.d/segway-env.sh"
-    )
+    assert command.command.endswith('mv -f "$tmp" /etc/profile.d/segway-env.sh')
+    assert "tmp=$(mktemp /etc/profile.d/.segway-env.sh.controller-XXXXXX)" in command.command
     assert command.input == profile_script(p)
 
 
@@ -105,7 +110,7 @@ def test_rewriting_the_profile_replaces_it(tmp_path: Path):
     path.write_text("old\n")
     run_all(remote_commands(plugin("profile", path=str(path), base="/b"), NODE))
     assert "old" not in path.read_text()
-    assert not (tmp_path / "p.sh.controller-tmp").exists()
+    assert [f.name for f in tmp_path.iterdir()] == ["p.sh"]  # no temp file left
 
 
 # motd
@@ -142,6 +147,56 @@ def test_motd_default_path():
     assert plugin("motd", text="x").path == "/etc/motd.tail"
 
 
+def test_motd_without_text_writes_the_seeds_banner(tmp_path: Path):
+    path = tmp_path / "motd.tail"
+    p = plugin(
+        "motd",
+        path=str(path),
+        versions=("segway=1.0.2", "genomedata=1.2.2", "segtools=1.1.6"),
+        base="/segway-build/arch/Linux-x86_64",
+    )
+    node = NodeInfo(
+        instance_id="i-0123", address="10.0.1.23", hostname="ip-10-0-1-23", cluster="segway"
+    )
+    run_all(remote_commands(p, node))
+    run_all(remote_commands(p, NodeInfo("i-0", "10.0.0.5", "ip-10-0-0-5", "MASTER", "segway")))
+    lines = path.read_text().splitlines()
+    begin, end = motd_markers(p)
+    assert lines[lines.index(begin) + 1 : lines.index(end)] == [
+        "",
+        "*" * 63,
+        "=== segway MASTER node ip-10-0-0-5 ===",
+        "segway version: 1.0.2",
+        "genomedata version: 1.2.2",
+        "segtools version: 1.1.6",
+        "Packages installed in /segway-build/arch/Linux-x86_64",
+        "*" * 63,
+    ]
+    assert lines.count(begin) == 1  # the COMPUTE block was replaced
+    bare = plugin("motd", path=str(tmp_path / "bare"))
+    run_all(remote_commands(bare, NODE))
+    assert "=== cluster COMPUTE node ip-10-0-1-23 ===" in (tmp_path / "bare").read_text()
+
+
+def test_file_plugins_run_twice_at_once_leave_one_copy(tmp_path: Path):
+    # A restart during a node's setup may run its commands again while the first run's are
+    # still going: each writes through a temp file of its own, and the last rename wins.
+    motd = plugin("motd", "m", path=str(tmp_path / "motd.tail"), text="hello $hostname")
+    profile = plugin("profile", "e", path=str(tmp_path / "e.sh"), base="/b")
+    commands = remote_commands(motd, NODE) + remote_commands(profile, NODE)
+    for _ in range(5):
+        procs = [
+            subprocess.Popen(["sh", "-c", c.command], stdin=subprocess.PIPE, text=True)
+            for c in commands * 4
+        ]
+        for proc, command in zip(procs, commands * 4, strict=True):
+            proc.communicate(command.input)
+        assert [proc.returncode for proc in procs] == [0] * len(procs)
+    assert (tmp_path / "motd.tail").read_text().count("hello ip-10-0-1-23") == 1
+    assert (tmp_path / "e.sh").read_text() == profile_script(profile)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["e.sh", "motd.tail"]
+
+
 # stop-services and commands
 
 
@@ -170,13 +225,56 @@ def test_commands_are_run_verbatim():
     ]
 
 
+def test_commands_run_once_per_instance_when_the_node_keeps_state(tmp_path: Path):
+    count = tmp_path / "count"
+    p = plugin("commands", commands=(f"echo x >> {count} # appends", "exit $(cat flag)"))
+    node = NodeInfo("i-0123", "10.0.1.23", "ip-10-0-1-23", state_dir=str(tmp_path / "i-0123"))
+    (tmp_path / "i-0123").mkdir()
+    first, flaky = remote_commands(p, node)
+    for _ in range(3):  # set up again after restarts
+        assert sh(first.command).returncode == 0
+    assert count.read_text() == "x\n"
+    assert "done before" in sh(first.command).stdout
+    # A command that failed is run again the next time.
+    (tmp_path / "flag").write_text("1")
+    assert sh(f"cd {tmp_path} && {flaky.command}").returncode == 1
+    (tmp_path / "flag").write_text("0")
+    assert sh(f"cd {tmp_path} && {flaky.command}").returncode == 0
+    (tmp_path / "flag").write_text("1")
+    assert sh(f"cd {tmp_path} && {flaky.command}").returncode == 0  # done: not run again
+    # Another instance on the same machine keeps its own markers.
+    other = NodeInfo("i-0456", "10.0.1.24", "ip-10-0-1-24", state_dir=str(tmp_path / "i-0456"))
+    (tmp_path / "i-0456").mkdir()
+    assert sh(remote_commands(p, other)[0].command).returncode == 0
+    assert count.read_text() == "x\nx\n"
+
+
+def test_locked_commands_wait_for_each_other_but_not_for_a_daemon(tmp_path: Path):
+    node = NodeInfo("i-0123", "10.0.1.23", "ip-10-0-1-23", state_dir=str(tmp_path / "state"))
+    # Not idempotent while it runs: two at once would find the other's directory.
+    busy = RemoteCommand(f"mkdir {tmp_path}/busy && sleep 0.2 && rmdir {tmp_path}/busy", "busy")
+    command = locked(busy, node).command
+    procs = [subprocess.Popen(["sh", "-c", command]) for _ in range(4)]
+    assert [proc.wait() for proc in procs] == [0] * 4
+    # A daemon started under the lock (sge_execd) does not keep holding it.
+    pid = tmp_path / "daemon.pid"
+    daemon = locked(RemoteCommand(f"sleep 30 >/dev/null 2>&1 & echo $! > {pid}", "daemon"), node)
+    assert sh(daemon.command).returncode == 0
+    lock = tmp_path / "state" / "setup.lock"
+    try:
+        assert sh(f"flock -n {lock} true").returncode == 0
+    finally:
+        os.kill(int(pid.read_text()), signal.SIGTERM)
+    assert locked(busy, NODE) == busy  # no state dir: run as it is
+
+
 # sge
 
 
 def test_sge_registration_on_the_head():
     p = plugin("sge", "sge", queue="all.q")
     assert isinstance(p, SgePlugin)
-    commands = register_commands(p, "ip-10-0-1-23", "4096M", head="master")
+    commands = register_commands(p, "ip-10-0-1-23", "4096M")
     argvs = [c.argv for c in commands]
     assert argvs == [
         ("qconf", "-ah", "ip-10-0-1-23"),
@@ -193,12 +291,16 @@ def test_sge_registration_on_the_head():
     assert consumable_line(p) == "mem_requested mem_requested MEMORY <= YES YES 0 0"
 
 
-def test_sge_head_leaves_the_exec_queue_when_asked():
+def test_sge_head_keeps_no_slots_when_it_is_no_exec_host():
     p = plugin("sge", head_is_exec_host=False, submit_host=False, queue="segway.q")
-    first, *rest = register_commands(p, "ip-10-0-1-23", "1G", head="master")
-    assert first.argv == ("qconf", "-dattr", "queue", "hostlist", "master", "segway.q")
-    assert "does not exist" in first.ok_if
-    assert all(c.argv[1] != "-as" for c in rest)
+    assert [c.argv for c in head_commands(p, "master")] == [
+        ("qconf", "-mattr", "queue", "slots", "[master=0]", "segway.q"),
+        ("qconf", "-aattr", "queue", "hostlist", "master", "segway.q"),
+    ]
+    assert head_commands(plugin("sge"), "master") == []
+    commands = register_commands(p, "ip-10-0-1-23", "1G")
+    assert all(c.argv[1] != "-as" for c in commands)
+    assert all("master" not in c.argv for c in commands)
 
 
 def test_sge_deregistration_tolerates_a_host_that_is_gone():
@@ -217,7 +319,8 @@ def test_sge_node_side_starts_execd_once():
     p = plugin("sge", sge_root="/opt/sge6", cell="default", write_act_qmaster=True)
     act, execd = remote_commands(p, NODE, head="master")
     assert "export SGE_ROOT=/opt/sge6 SGE_CELL=default" in execd.command
-    assert execd.command.endswith("pgrep -x sge_execd >/dev/null || sge_execd")
+    assert "pgrep -x sge_execd >/dev/null && exit 0; said=$(sge_execd 2>&1)" in execd.command
+    assert "sge_execd could not reach the qmaster master" in execd.command  # test_node_side.py
     assert "master" in act.command and "act_qmaster" in act.command
     assert remote_commands(plugin("sge", start_execd=False), NODE, head="m") == []
 
@@ -250,7 +353,8 @@ def test_sge_node_memory_from_meminfo():
         ("profile", {"base": "/b", "path": "/etc/x;rm -rf /"}, "plugin.p.path: expected an"),
         ("profile", {"base": "/b", "env": ("1BAD=x",)}, 'plugin.p.env: expected "NAME=VALUE"'),
         ("profile", {"base": "/b", "colour": "red"}, "plugin.p.colour: unknown option"),
-        ("motd", {}, "plugin.p.text: required"),
+        ("motd", {"versions": ("segway",)}, 'plugin.p.versions: expected "NAME=VERSION"'),
+        ("motd", {"versions": ("a=$(x)",)}, 'plugin.p.versions: expected "NAME=VERSION"'),
         ("stop-services", {}, "plugin.p.services: required"),
         ("stop-services", {"services": ("a b",)}, "plugin.p.services: not a service name"),
         ("commands", {"commands": ()}, "plugin.p.commands: must not be empty"),
@@ -291,7 +395,7 @@ def test_cluster_plugins_report_every_bad_plugin():
     config = parse_config(
         {
             "cluster": {"small": {"plugins": ["a", "b"]}},
-            "plugin": {"a": {"kind": "profile"}, "b": {"kind": "motd"}},
+            "plugin": {"a": {"kind": "profile"}, "b": {"kind": "motd", "colour": "red"}},
         },
         "test.toml",
     )
@@ -299,7 +403,7 @@ def test_cluster_plugins_report_every_bad_plugin():
         cluster_plugins(config, config.clusters[0])
     assert str(info.value).splitlines() == [
         "plugin.a.base: required for kind 'profile'",
-        "plugin.b.text: required for kind 'motd'",
+        "plugin.b.colour: unknown option for kind 'motd'",
     ]
 
 
@@ -321,9 +425,11 @@ def test_volume_commands():
     assert (name1, name2) == ("segway-data", "results")
     assert "for d in /dev/sdf /dev/xvdf" in snap.command
     assert '[ "$i" -ge 5 ]' in snap.command
+    assert snap.command.startswith('dev=""; ')
     assert snap.command.endswith(
-        'mkdir -p /segway-data && { mountpoint -q /segway-data || mount "$dev" /segway-data; }'
-    )
+        "mkdir -p /segway-data && { mountpoint -q /segway-data ||"
+        f' {{ {FORMAT_IF_BLANK} && mount "$dev" /segway-data; }}; }}'
+    )  # formatted only when blank, mounted unless mounted: test_node_side.py runs it
     assert shared.command == (
         "mkdir -p /segway-results && { mountpoint -q /segway-results"
         " || mount -t nfs ip-10-0-0-1:/segway-results /segway-results; }"
@@ -333,3 +439,17 @@ def test_volume_commands():
             ["sh", "-n", "-c", command.command], capture_output=True, check=False
         )
         assert check.returncode == 0, check.stderr
+
+
+async def test_the_head_gets_its_master_banner(tmp_path: Path):
+    plugins = [
+        plugin("motd", "banner", path=str(tmp_path / "motd.tail"), versions=("segway=1.0.2",)),
+        plugin("profile", "env", path=str(tmp_path / "env.sh"), base="/b"),  # nodes only
+        plugin("motd", "denied", path="/proc/version/motd", text="x"),
+    ]
+    problems = await write_head_banners(plugins, "ip-10-0-0-5", "segway")
+    text = (tmp_path / "motd.tail").read_text()
+    assert "=== segway MASTER node ip-10-0-0-5 ===\nsegway version: 1.0.2\n" in text
+    assert not (tmp_path / "env.sh").exists()
+    (problem,) = problems
+    assert problem.startswith("plugin.denied: append to /proc/version/motd on the head: ")

@@ -201,6 +201,7 @@ async def test_a_restart_adopts_the_tagged_fleet_and_launches_nothing_twice() ->
             count=count,
             client_token="",
             zone="sim-1b",
+            user_data=farm.pool.pool.launch.user_data,  # the same config: the same spec tag
         )
         assert sim.launch_now(spec).error is None
 

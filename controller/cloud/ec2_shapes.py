@@ -10,12 +10,14 @@ from typing import Any
 from controller.cloud.port import (
     FLEET_TAG,
     ROLE_TAG,
+    SPEC_TAG,
     CloudInstance,
     IngressRule,
     InstanceState,
     LaunchSpec,
     SecurityGroup,
     SpotRequest,
+    launch_digest,
 )
 from controller.messages import InstanceId, RequestId, Role
 
@@ -38,7 +40,10 @@ def launch_params(spec: LaunchSpec) -> dict[str, Any]:
     }
     if spec.max_price is not None:
         spot_options["MaxPrice"] = str(spec.max_price)
-    tags = fleet_tags(spec.fleet, spec.role, f"{spec.fleet}-{spec.role}", spec.extra_tags)
+    # what it boots from, so a later reload that changes it can tell it from the new ones
+    digest = launch_digest(spec.image_id, spec.snapshots, spec.user_data)
+    extra = ((SPEC_TAG, digest), *spec.extra_tags)
+    tags = fleet_tags(spec.fleet, spec.role, f"{spec.fleet}-{spec.role}", extra)
     params: dict[str, Any] = {
         "ImageId": spec.image_id,
         "InstanceType": spec.instance_type,
@@ -86,7 +91,9 @@ def _epoch(value: Any) -> float:
     return value.timestamp() if isinstance(value, datetime) else 0.0
 
 
-def parse_instance(item: dict[str, Any], role: Role = Role.SLAVE) -> CloudInstance:
+def parse_instance(item: dict[str, Any], role: Role = Role.SLAVE, spec: str = "") -> CloudInstance:
+    """An instance as described; `role` and `spec` stand in for tags the item does not carry
+    (RunInstances' answer need not show the tags it was asked to set)."""
     tags = _tags(item)
     return CloudInstance(
         instance_id=InstanceId(item["InstanceId"]),
@@ -102,6 +109,7 @@ def parse_instance(item: dict[str, Any], role: Role = Role.SLAVE) -> CloudInstan
         if item.get("SpotInstanceRequestId")
         else None,
         state_reason=(item.get("StateReason") or {}).get("Code") or None,
+        spec=tags.get(SPEC_TAG, spec),
     )
 
 

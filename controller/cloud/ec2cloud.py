@@ -52,6 +52,7 @@ from controller.cloud.port import (
     LaunchSpec,
     OpResult,
     ProviderError,
+    launch_digest,
 )
 from controller.config.schema import Config
 from controller.messages import ErrorKind, InstanceId, RequestId
@@ -224,9 +225,11 @@ class Ec2Cloud(Ec2SecurityGroups):
             log.info("ec2.launch_retry", code=error.code, attempt=attempt + 1, delay=delay)
             await asyncio.sleep(delay)
             attempt += 1
+        digest = launch_digest(spec.image_id, spec.snapshots, spec.user_data)
         return LaunchResult(
             instances=tuple(
-                parse_instance(i, role=spec.role) for i in response.get("Instances", ())
+                parse_instance(i, role=spec.role, spec=digest)
+                for i in response.get("Instances", ())
             )
         )
 

@@ -12,6 +12,7 @@ The cloud is rebuilt from tags, never remembered: `describe_fleet` finds everyth
 from __future__ import annotations
 
 import enum
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,9 @@ from controller.messages import ErrorKind, InstanceId, ProviderErrorSeen, Reques
 
 FLEET_TAG = "controller:fleet"
 ROLE_TAG = "controller:role"
+# What an instance was launched from (launch_digest): a reload that changes the image, the data
+# snapshots or the user data tells the instances launched before it by this tag, across restarts.
+SPEC_TAG = "controller:spec"
 SPOT_INTERRUPTION_REASON = "Server.SpotInstanceTermination"
 # EC2's reads lag its writes ("Eventual consistency in the Amazon EC2 API"): a just-launched
 # instance may be missing from DescribeInstances, and TerminateInstances may answer
@@ -38,6 +42,13 @@ def launch_token(fleet: str) -> str:
     reused token with the first launch's instances, or IdempotentParameterMismatch)."""
     random_part = uuid.uuid4().hex
     return f"{fleet[: CLIENT_TOKEN_MAX - len(random_part) - 1]}-{random_part}"
+
+
+def launch_digest(image_id: str, snapshots: Sequence[str], user_data: str) -> str:
+    """The SPEC_TAG value: 12 hex digits of the image, the data snapshots in device order and the
+    user data an instance boots with (not its type, zone or bid: those change no slave)."""
+    text = "\n".join((image_id, *snapshots, "", user_data))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def ended_on_our_side(state_reason: str | None) -> bool:
@@ -88,6 +99,7 @@ class CloudInstance:
     spot_request_id: RequestId | None = None
     state_reason: str | None = None  # EC2's StateReason.Code, e.g. Server.SpotInstanceTermination
     public_ip: str | None = None
+    spec: str = ""  # its SPEC_TAG; "" when launched without one (before the tag existed)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

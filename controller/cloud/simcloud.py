@@ -2,7 +2,8 @@
 
 The fleet itself (instances, spot requests, reclaims, billing, the scripted faults) is SimFleet's
 (controller.cloud.sim_fleet); SimCloud adds the port's async methods over it, security groups and
-subnets, and EC2's DryRun answers.
+subnets, EC2's DryRun answers, and the `controller:spec` tag each instance is launched with (what
+it boots from: image, data snapshots, user data), as the EC2 adapter tags and reads it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from controller.cloud.port import (
+    CloudInstance,
     FleetView,
     IngressRule,
     LaunchResult,
@@ -19,9 +21,10 @@ from controller.cloud.port import (
     OpResult,
     ProviderError,
     SecurityGroup,
+    launch_digest,
 )
 from controller.cloud.sim_fleet import SimFleet
-from controller.cloud.sim_records import sim_error
+from controller.cloud.sim_records import SimInstance, SimRequest, sim_error
 from controller.messages import ErrorKind, InstanceId, RequestId, Role
 
 VPC_ID = "vpc-sim"
@@ -39,6 +42,28 @@ class SimCloud(SimFleet):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._groups: dict[str, _Group] = {}
+        self._specs: dict[str, str] = {}  # instance id -> its controller:spec tag
+        # Scripted: False launches without the tag, as a controller from before it did.
+        self.tag_specs = True
+
+    def _start(self, spec: LaunchSpec, req: SimRequest, now: float) -> SimInstance:
+        inst = super()._start(spec, req, now)
+        if self.tag_specs:
+            digest = launch_digest(spec.image_id, spec.snapshots, spec.user_data)
+            self._specs[inst.instance_id] = digest
+        return inst
+
+    def _view(self, inst: SimInstance) -> CloudInstance:
+        """SimFleet's view with the instance's tag (kept in its view cache: set once a state)."""
+        view = super()._view(inst)
+        spec = self._specs.get(inst.instance_id, "")
+        if view.spec != spec:
+            view = self._views[inst.instance_id] = replace(view, spec=spec)
+        return view
+
+    def spec_of(self, instance_id: str) -> str:
+        """The controller:spec tag of an instance ("" for none)."""
+        return self._specs.get(instance_id, "")
 
     async def describe_fleet(self, fleet: str, *, with_requests: bool = True) -> FleetView:
         if self.describe_fails:

@@ -7,11 +7,13 @@ StarCluster `segway-setup` plugin:
   profile        a profile.d script putting `base` (Segway's build volume) on PATH, PYTHONPATH,
                  LD_LIBRARY_PATH, ... (the seed's PROFILE_TMPL, with ARCH and the Python version
                  as options instead of constants)
-  motd           a block appended to /etc/motd.tail (or `path`), replacing its earlier copy
+  motd           a block appended to /etc/motd.tail (or `path`), replacing its earlier copy;
+                 without `text`, the seed's kind of banner: the node type (MASTER or COMPUTE),
+                 the cluster, the `versions` it is told ("segway=1.0.2") and where `base` is
   stop-services  the services to stop (the seed's SHUTDOWN_SERVICES)
   commands       shell commands, each must exit 0
   sge            how the node joins Grid Engine on the head (queue, consumable, execd); with
-                 head_is_exec_host = false the head leaves the queue, as the seed's segway-sge did
+                 head_is_exec_host = false the head runs no job (no slots in the queue)
 
 Paths and names in options are checked strictly, so nothing from the config needs shell quoting
 beyond shlex.quote. `parse_plugin` raises PluginError naming `plugin.NAME.key` and the problem;
@@ -53,8 +55,11 @@ class ProfilePlugin:
 @dataclass(frozen=True, slots=True)
 class MotdPlugin:
     name: str
-    text: str  # may use $hostname, $address, $instance_id, $node_type
+    text: str = ""  # may use $hostname, $address, $instance_id, $node_type, $cluster
     path: str = "/etc/motd.tail"
+    # For the banner written without `text`: (package, version) pairs, and where they live.
+    versions: tuple[tuple[str, str], ...] = ()
+    base: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +114,10 @@ def parse_plugin(section: PluginSection) -> Plugin:
         case "motd":
             plugin = MotdPlugin(
                 name=section.name,
-                text=opts.text("text", required=True),
+                text=opts.text("text"),
                 path=opts.path("path", "/etc/motd.tail"),
+                versions=opts.versions("versions"),
+                base=opts.path("base", "", empty_ok=True),
             )
         case "stop-services":
             plugin = StopServicesPlugin(name=section.name, services=opts.words("services"))
@@ -263,6 +270,23 @@ class _Options:
                 self.problem(key, f'expected "NAME=VALUE", got {item!r}')
             else:
                 pairs.append((name, text))
+        return tuple(pairs)
+
+    def versions(self, key: str) -> tuple[tuple[str, str], ...]:
+        """An optional array of "NAME=VERSION" strings, both plain words."""
+        value = self._get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+            self.problem(key, f'expected an array of "NAME=VERSION" strings, got {value!r}')
+            return ()
+        pairs = []
+        for item in value:
+            name, sep, version = item.partition("=")
+            if sep and _SAFE_WORD.fullmatch(name) and _SAFE_WORD.fullmatch(version):
+                pairs.append((name, version))
+            else:
+                self.problem(key, f'expected "NAME=VERSION" (letters, digits, ._+@-), got {item!r}')
         return tuple(pairs)
 
     def memory(self, key: str) -> str:

@@ -7,7 +7,9 @@ instance and pins it, with the instance id, in a file in OpenSSH known_hosts for
 for the same instance is refused: a man in the middle must be there at the very first connection,
 from inside the VPC. When an address comes back on another instance (EC2 reuses private
 addresses), the old pin is dropped and the new instance is trusted on its first use; a pin is also
-dropped when its instance goes away.
+dropped when its instance has left Grid Engine. A pin is made before the node is registered, so
+the file also says which hosts this controller may have put in Grid Engine: after a restart,
+ClusterNodeSetup takes out those whose instance is gone.
 
 The file is small and rewritten atomically (write, fsync, rename) on every change; the event loop
 is single-threaded and the methods never await, so concurrent setups cannot interleave a change.
@@ -37,12 +39,20 @@ def host_pattern(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
+def pattern_address(pattern: str) -> str:
+    """The address in a host_pattern: `[10.0.1.23]:2222` and `10.0.1.23` give 10.0.1.23."""
+    return pattern[1:].partition("]")[0] if pattern.startswith("[") else pattern
+
+
 class HostKeyStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
 
     def get(self, pattern: str) -> PinnedKey | None:
         return next((p for p in self._read() if p.pattern == pattern), None)
+
+    def pins(self) -> list[PinnedKey]:
+        return self._read()
 
     def pin(self, pattern: str, key: str, instance_id: str) -> None:
         """Pin `key` ("TYPE BASE64") for `pattern`, replacing what was pinned for it."""

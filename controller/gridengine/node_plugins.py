@@ -6,20 +6,28 @@ ClusterNodeSetup runs on the node over SSH, in the order the cluster lists its p
   profile        writes a profile.d script putting `base` on PATH, PYTHONPATH, LD_LIBRARY_PATH...
   motd           appends a block to /etc/motd.tail (or `path`); the block sits between marker
                  lines and replaces its earlier copy, so running setup twice leaves one block
+                 (the file is rewritten whole and renamed, so two setups at once leave one
+                 too); without `text`, the block is the seed's banner (`default_banner`)
   stop-services  stops the listed services; a service the node does not have is reported and
                  skipped
-  commands       runs the listed shell commands, each must exit 0
+  commands       runs the listed shell commands, each must exit 0; with the node's state_dir,
+                 each runs once per instance and boot (a marker there says it succeeded), so a
+                 node set up again after a restart does not run a command that is not
+                 idempotent twice
   sge            registers the node with Grid Engine on the head (admin and exec host with
                  `complex_values mem_requested=<node memory>`, the consumable added to the complex
-                 list if missing, the node added to the queue's hostlist) and starts its execd;
-                 with head_is_exec_host = false the head leaves the queue. Its head-side part are
-                 qconf/qmod calls (HeadCommand).
+                 list if missing, the node added to the queue's hostlist) and starts its execd.
+                 Its head-side part are qconf/qmod calls (HeadCommand). With head_is_exec_host =
+                 false the head keeps no slots in the queue (`head_commands`, at start).
 
-Every command is idempotent: a node may be set up again after a controller restart.
+Every command is idempotent (or, for `commands`, run once): a node may be set up again after a
+controller restart, even while the killed controller's commands still run there (`locked`
+serialises the two on the node).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 import string
@@ -45,6 +53,10 @@ class NodeInfo:
     address: str
     hostname: str  # the EC2-style name, as Grid Engine knows it
     node_type: str = "COMPUTE"  # the seed's motd word (MASTER for the head)
+    cluster: str = ""  # the [cluster.X] it belongs to
+    # A directory on the node for this instance's setup (its lock, the `commands` markers);
+    # under /run, so it starts empty at each boot. "" = none.
+    state_dir: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +92,7 @@ def remote_commands(plugin: Plugin, node: NodeInfo, head: str = "") -> list[Remo
             return [RemoteCommand(_stop_service(s), f"stop service {s}") for s in plugin.services]
         case CommandsPlugin():
             return [
-                RemoteCommand(c, f"command {i + 1} of {plugin.name}")
+                RemoteCommand(_once(node, plugin.name, i, c), f"command {i + 1} of {plugin.name}")
                 for i, c in enumerate(plugin.commands)
             ]
         case SgePlugin():
@@ -114,23 +126,41 @@ def motd_markers(plugin: MotdPlugin) -> tuple[str, str]:
     )
 
 
+BANNER_RULE = "*" * 63
+
+
+def default_banner(plugin: MotdPlugin) -> str:
+    """The seed's motd banner: the node type, the cluster, each version the plugin is told and
+    where the packages are; `$`-placeholders are filled per node by motd_block."""
+    lines = ["", BANNER_RULE, "=== ${cluster} ${node_type} node ${hostname} ==="]
+    lines += [f"{name} version: {version}" for name, version in plugin.versions]
+    if plugin.base:
+        lines.append(f"Packages installed in {plugin.base}")
+    return "\n".join([*lines, BANNER_RULE, ""])
+
+
 def motd_block(plugin: MotdPlugin, node: NodeInfo) -> str:
     begin, end = motd_markers(plugin)
-    text = string.Template(plugin.text).safe_substitute(
+    text = string.Template(plugin.text or default_banner(plugin)).safe_substitute(
         hostname=node.hostname,
         address=node.address,
         instance_id=node.instance_id,
         node_type=node.node_type,
+        cluster=node.cluster or "cluster",
     )
     return f"{begin}\n{text.rstrip(chr(10))}\n{end}\n"
 
 
 def _motd_command(plugin: MotdPlugin, node: NodeInfo) -> RemoteCommand:
+    """The old block dropped and the new one appended, into a file of its own that replaces
+    the motd: setups that run at once (a restart during a setup) leave one block."""
     path = shlex.quote(plugin.path)
     begin, end = (_sed_regex(marker) for marker in motd_markers(plugin))
+    tmp = _unique_tmp(plugin.path)
     command = (
-        f"mkdir -p {shlex.quote(_dirname(plugin.path))} && touch {path}"
-        f" && sed -i '/^{begin}$/,/^{end}$/d' {path} && cat >> {path}"
+        f"mkdir -p {shlex.quote(_dirname(plugin.path))} && touch {path} && {tmp}"
+        f' && sed \'/^{begin}$/,/^{end}$/d\' {path} > "$tmp" && cat >> "$tmp"'
+        f' && chmod 644 "$tmp" && mv -f "$tmp" {path}'
     )
     return RemoteCommand(command, f"append to {plugin.path}", input=motd_block(plugin, node))
 
@@ -148,21 +178,29 @@ def memory_command() -> RemoteCommand:
     )
 
 
-def register_commands(
-    plugin: SgePlugin, hostname: str, memory: str, head: str
-) -> list[HeadCommand]:
+def head_commands(plugin: SgePlugin, head: str) -> list[HeadCommand]:
+    """With head_is_exec_host = false: the head runs no job, yet stays in the queue with no
+    slots. (Taken out, as the seed's segway-sge did, it would leave the queue without a host
+    whenever no node is up, and Grid Engine refuses every job then, even `qsub -w n`: "job is
+    not allowed to run in any queue".) Slots first, so no job starts there in between."""
+    if plugin.head_is_exec_host:
+        return []
+    return [
+        HeadCommand(
+            ("qconf", "-mattr", "queue", "slots", f"[{head}=0]", plugin.queue),
+            f"give the head {head} no slots in {plugin.queue}",
+        ),
+        HeadCommand(
+            ("qconf", "-aattr", "queue", "hostlist", head, plugin.queue),
+            f"keep the head {head} in the hostlist of {plugin.queue}",
+        ),
+    ]
+
+
+def register_commands(plugin: SgePlugin, hostname: str, memory: str) -> list[HeadCommand]:
     """Head-side calls that make `hostname` an exec host of the plugin's queue with `memory`
     (Grid Engine notation, e.g. 4096M) of the consumable. Run after the consumable exists."""
-    commands = []
-    if not plugin.head_is_exec_host:
-        commands.append(
-            HeadCommand(
-                ("qconf", "-dattr", "queue", "hostlist", head, plugin.queue),
-                f"remove the head {head} from {plugin.queue}",
-                ok_if=("does not exist",),
-            )
-        )
-    commands.append(HeadCommand(("qconf", "-ah", hostname), "add admin host"))
+    commands = [HeadCommand(("qconf", "-ah", hostname), "add admin host")]
     if plugin.submit_host:
         commands.append(
             HeadCommand(("qconf", "-as", hostname), "add submit host", ok_if=("already",))
@@ -229,10 +267,25 @@ def _sge_node_commands(plugin: SgePlugin, head: str) -> list[RemoteCommand]:
             )
         )
     if plugin.start_execd:
-        commands.append(
-            RemoteCommand(f"{env}; pgrep -x sge_execd >/dev/null || sge_execd", "start sge_execd")
-        )
+        commands.append(RemoteCommand(f"{env}; {_start_execd(head)}", "start sge_execd"))
     return commands
+
+
+def _start_execd(head: str) -> str:
+    """Start the node's execd unless it runs. An execd that cannot reach the qmaster says so,
+    goes to the background and exits 0; the step fails instead: such a node would never take a
+    job, and the queue would keep asking for more of them."""
+    gave_up = shlex.quote("can't get configuration from qmaster")
+    why = shlex.quote(
+        f"sge_execd could not reach the qmaster {head}; the node must reach it on sge_qmaster's"
+        " port (6444) and the head the node on sge_execd's (6445)"
+    )
+    return (
+        "pgrep -x sge_execd >/dev/null && exit 0;"
+        ' said=$(sge_execd 2>&1); status=$?; [ -z "$said" ] || printf "%s\\n" "$said";'
+        f' case "$said" in *{gave_up}*) printf "%s (it said: %s)\\n" {why} "$said" >&2;'
+        " exit 1;; esac; exit $status"
+    )
 
 
 def node_memory(plugin: SgePlugin, meminfo_output: str) -> str:
@@ -246,14 +299,47 @@ def node_memory(plugin: SgePlugin, meminfo_output: str) -> str:
     return format_memory(int(text))
 
 
+def locked(command: RemoteCommand, node: NodeInfo) -> RemoteCommand:
+    """`command` under the node's setup lock (flock, where the node has it): a setup started
+    again after a restart waits for the commands the killed controller left running there.
+    `-o`: a daemon the command starts (sge_execd) does not keep holding the lock."""
+    if not node.state_dir:
+        return command
+    lock = shlex.quote(f"{node.state_dir}/setup.lock")
+    inner = shlex.quote(command.command)
+    wrapped = (
+        f"mkdir -p {shlex.quote(node.state_dir)} && if command -v flock >/dev/null 2>&1;"
+        f" then flock -o {lock} sh -c {inner}; else sh -c {inner}; fi"
+    )
+    return RemoteCommand(wrapped, command.what, command.input)
+
+
+def _once(node: NodeInfo, plugin: str, index: int, command: str) -> str:
+    """`command`, skipped when its marker says it succeeded on this instance since boot."""
+    if not node.state_dir:
+        return command
+    digest = hashlib.sha256(command.encode()).hexdigest()[:16]
+    mark = shlex.quote(f"{node.state_dir}/done-{plugin}-{index + 1}-{digest}")
+    return (
+        f"if [ -e {mark} ]; then echo 'done before, not run again';"
+        f" else ( {command}\n) && touch {mark}; fi"
+    )
+
+
 def _write_file(path: str, content: str, what: str) -> RemoteCommand:
-    """Replace `path` atomically with stdin (readable by all, as profile.d scripts must be)."""
-    tmp = shlex.quote(f"{path}.controller-tmp")
+    """Replace `path` atomically with stdin (readable by all, as profile.d scripts must be),
+    through a temp file of this run's own: two setups at once cannot take each other's."""
     command = (
-        f"mkdir -p {shlex.quote(_dirname(path))} && cat > {tmp} && chmod 644 {tmp}"
-        f" && mv -f {tmp} {shlex.quote(path)}"
+        f"mkdir -p {shlex.quote(_dirname(path))} && {_unique_tmp(path)}"
+        f' && cat > "$tmp" && chmod 644 "$tmp" && mv -f "$tmp" {shlex.quote(path)}'
     )
     return RemoteCommand(command, what, input=content)
+
+
+def _unique_tmp(path: str) -> str:
+    """Shell that sets $tmp to a new file beside `path` (same file system: mv is a rename)."""
+    pattern = shlex.quote(f"{_dirname(path)}/.{path.rsplit('/', 1)[-1]}.controller-XXXXXX")
+    return f"tmp=$(mktemp {pattern})"
 
 
 def _stop_service(service: str) -> str:

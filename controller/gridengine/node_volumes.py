@@ -7,7 +7,10 @@
   /dev/sdf as /dev/xvdf (Xen) or, on Nitro, as an NVMe disk that udev links to /dev/sdf (Amazon
   Linux's ec2-utils; elsewhere install such a rule). The command waits up to `device_wait`
   seconds for one of those names, then mounts it at `mount_path` unless something is mounted
-  there already. A volume that never shows up fails the setup: a node without its data is no use.
+  there already. A device with no filesystem at all (`blkid -p` finds nothing: the copy of a
+  blank volume's snapshot, a new volume) gets ext4 first; one that holds anything is never
+  formatted, and a second setup finds it mounted (or, after a reboot, mounts it again). A volume
+  that never shows up fails the setup: a node without its data is no use.
 - `volume_id` volumes: one volume on the head, shared like StarCluster's NFS mounts: the node
   mounts `HEAD:mount_path` over NFS. Exporting it from the head is not done by the controller.
 """
@@ -22,6 +25,15 @@ from controller.gridengine.node_plugins import RemoteCommand
 
 FIRST_DEVICE_LETTER = "f"
 MAX_VOLUMES = 11  # /dev/sdf .. /dev/sdp, the names EC2 recommends for EBS data volumes
+# `blkid -p` exits 2 when it finds no signature at all (filesystem, partition table, RAID, LUKS,
+# swap...): only then is the device formatted; any other failure stops the setup.
+FORMAT_IF_BLANK = (
+    'found=0; blkid -p "$dev" >/dev/null 2>&1 || found=$?;'
+    ' if [ "$found" -eq 2 ]; then mkfs -t ext4 -q "$dev"'
+    ' && echo "formatted $dev (ext4): it held no filesystem";'
+    ' elif [ "$found" -ne 0 ]; then echo "blkid -p $dev exited $found: cannot tell whether it'
+    ' holds a filesystem, not formatting it" >&2; false; fi'
+)
 
 
 def node_snapshots(config: Config, cluster: ClusterSection) -> tuple[str, ...]:
@@ -64,8 +76,8 @@ def volume_commands(
                 f" i=$((i + 1)); sleep 1; done;"
                 f' if [ -z "$dev" ]; then echo "no block device {candidates.replace(" ", " or ")}'
                 f' after {wait}s for {volume.snapshot_id}" >&2; exit 1; fi; '
-                + mount_unless_mounted
-                % '"$dev"'
+                f"mkdir -p {path} && {{ mountpoint -q {path} ||"
+                f' {{ {FORMAT_IF_BLANK} && mount "$dev" {path}; }}; }}'
             )
             what = f"mount {sd} ({volume.snapshot_id}) at {volume.mount_path}"
         else:

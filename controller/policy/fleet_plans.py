@@ -86,8 +86,10 @@ MAX_LAUNCH_CALLS = 10
 # each of these delays (the last repeats), so a single-type fleet is not starved for the whole
 # capacity_cooldown.
 STARVED_BACKOFF = (30.0, 60.0, 120.0, 240.0)
-# A drained slave whose leaving renderfarm.conf is never confirmed (the writer failing to write
-# or reload) is terminated this long after its drain delay anyway: never a leak.
+# A drained slave whose leaving renderfarm.conf is never confirmed is terminated this long after
+# its drain delay anyway (a writer that went silent never leaks an instance), unless the writer has
+# said within this time that it cannot write the file: then it is held, draining, and looked at
+# again after as long (RetirePlans._hold_listed).
 UNLIST_GRACE = 15.0
 # An instance asked to terminate that EC2 still shows pending or running this long after is
 # asked again (the first call may have been lost to EC2's lag).
@@ -116,6 +118,7 @@ class Tracked:
     # a drained slave's drain delay, waiting for renderfarm.conf to stop listing it (then it
     # runs from there); None once it does, or for what needs no wait
     unlist_delay: float | None = None
+    held_listed: bool = False  # kept past its drain: renderfarm.conf still lists it
     down_reason: LostReason | None = None  # why we drain/terminate it, for its InstanceDown
     announced: bool = False  # InstanceUp published
     # a describe has shown it (always, for what was adopted from one); a launch is unconfirmed
@@ -124,6 +127,8 @@ class Tracked:
     terminate_sent_at: float | None = None  # loop time TerminateInstances last took it
     resend: bool = False  # still alive well after termination was asked: ask again
     hostname: str = ""  # a node's Grid Engine name, from NodeReady
+    awaiting_release: bool = False  # a scale-in waiting for NodeReleased (release_plans)
+    spec: str = ""  # its controller:spec tag (what it was launched from); "" = none, current
 
 
 def outcome(error: ProviderError | None) -> str:

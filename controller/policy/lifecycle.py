@@ -38,6 +38,7 @@ ALLOWED: dict[Phase, frozenset[Phase]] = {
         {
             Phase.TERMINATING,  # drain period over
             Phase.GONE,  # reclaimed during the drain
+            Phase.READY,  # a node chosen for scale-in that Grid Engine gave a job: kept
         }
     ),
     Phase.TERMINATING: frozenset({Phase.GONE}),  # EC2 reports terminated (or it vanished)

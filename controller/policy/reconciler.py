@@ -45,7 +45,6 @@ from controller.messages import (
     InstanceId,
     InterruptionWarning,
     LostReason,
-    RenderfarmWritten,
     SecurityGroupReady,
     SensorLost,
     SlaveView,
@@ -65,10 +64,12 @@ from controller.policy.launch_plans import LaunchPlans
 from controller.policy.lifecycle import Phase, check_transition
 from controller.policy.pool_profile import NodeProfile, PoolMember, PoolProfile, SlaveProfile
 from controller.policy.queue_policy import QueuePolicy
-from controller.policy.retire_plans import RetirePlans
+from controller.policy.refresh_plans import RefreshPlans
+from controller.policy.release_plans import RELEASE_NEWS, ReleasePlans
+from controller.policy.retire_plans import UNLISTING_NEWS, RetirePlans
 
 
-class FleetReconciler(LaunchPlans, RetirePlans):
+class FleetReconciler(LaunchPlans, RetirePlans, RefreshPlans, ReleasePlans):
     """The pool's state and every decision about it; the caller executes the cloud calls its
     plans yield and delivers what the outbox holds (module docstring)."""
 
@@ -81,6 +82,7 @@ class FleetReconciler(LaunchPlans, RetirePlans):
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
         dry_run: bool = False,
+        confirm_release: bool = False,
     ) -> None:
         self.profile: PoolProfile = profile
         self.now = clock
@@ -88,6 +90,7 @@ class FleetReconciler(LaunchPlans, RetirePlans):
         self.config = config
         self.policy = policy
         self.dry_run = dry_run
+        self.confirm_release = confirm_release  # a node's scale-in waits for NodeReleased
         self.wall_clock = wall_clock
         self.fleet = config.controller.fleet
         self.role = self.profile.role
@@ -116,7 +119,8 @@ class FleetReconciler(LaunchPlans, RetirePlans):
             self.profile.lost_type,
             SecurityGroupReady,
             InterruptionWarning,
-            *((RenderfarmWritten,) if self.profile.drain_after_unlisting else ()),
+            *(UNLISTING_NEWS if self.profile.drain_after_unlisting else ()),
+            *(RELEASE_NEWS if self.confirm_release else ()),
         )
 
     def publish(self, message: Any) -> None:
@@ -213,13 +217,15 @@ class FleetReconciler(LaunchPlans, RetirePlans):
                 )
                 self._drain(t, LostReason.UNREACHABLE, delay=0.0)
                 self.urgent = True
+        elif isinstance(msg, RELEASE_NEWS):  # a node's scale-in: released or kept
+            self._release_news(msg)
+        elif isinstance(msg, UNLISTING_NEWS):  # renderfarm.conf rewritten, or failing to be
+            self._renderfarm_news(msg)
         match msg:
             case SensorLost(source=source) if profile.sensor_source in (None, source):
                 self.sample = None
             case SecurityGroupReady(group_id=group_id):
                 self.group_id = group_id
-            case RenderfarmWritten(addresses=urls):
-                self._unlisted(urls)
             case InterruptionWarning(instance_id=iid, kind=kind):
                 t = self.tracked.get(iid)
                 if t is not None and t.phase in (Phase.BOOTING, Phase.READY):
@@ -273,12 +279,13 @@ class FleetReconciler(LaunchPlans, RetirePlans):
             self.profile.policy_input(  # type: ignore[arg-type]  # each profile feeds its policy
                 now=self.now(),
                 sample=self.sample,
-                members=self.members(),
+                members=self.marked(self.members()),  # old slaves: one being replaced
                 pending_requests=self.pending_requests,
                 cost_per_hour=self._cost_per_hour(),
                 price_per_instance=self._price_for_next_launch(),
             )
         )
+        decision = self.refreshed(decision)  # old slaves first, one retired at a time
         self.publish(
             Decision(
                 at=self.now(),
@@ -353,6 +360,7 @@ class FleetReconciler(LaunchPlans, RetirePlans):
             instance_type=inst.instance_type,
             zone=inst.zone,
             ready_by=self.now() + self.config.scaling.request_timeout,
+            spec=inst.spec,
         )
         self.tracked[inst.instance_id] = t
         self.note("info", "instance.tracked", instance_id=inst.instance_id, state=str(inst.state))

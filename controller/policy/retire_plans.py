@@ -2,10 +2,14 @@
 
 A slave in service leaves renderfarm.conf first (DrainSlave); its drain delay runs from the
 rewrite that no longer lists it (RenderfarmWritten), or UNLIST_GRACE later if that never comes, so
-a broken writer never leaks an instance. Then TerminateInstances; "not found" about an instance
-launched moments ago is EC2's lag, so it is asked again; one asked to end that a describe still
-shows alive TERMINATE_RESEND_SECONDS later is asked again too. A spot request left open past
-request_timeout is cancelled and its type and zone cool down.
+a writer gone silent never leaks an instance. But while the writer says it cannot write the file
+(RenderfarmWriteFailed: a read-only or full directory) such a slave is held, draining, not
+terminated: the file would list an ended instance, whose address EC2 may give to another. It goes
+once a rewrite drops it; at teardown it goes anyway (the writer reports the stale file).
+Then TerminateInstances; "not found" about an instance launched moments ago is EC2's lag, so it is
+asked again; one asked to end that a describe still shows alive TERMINATE_RESEND_SECONDS later is
+asked again too. A spot request left open past request_timeout is cancelled and its type and
+zone cool down.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from controller.cloud.port import FleetView
-from controller.messages import LostReason
+from controller.messages import LostReason, RenderfarmWriteFailed, RenderfarmWritten
 from controller.policy.fleet_plans import (
     NOT_FOUND_RETRY_SECONDS,
     UNLIST_GRACE,
@@ -27,11 +31,15 @@ from controller.policy.fleet_plans import (
 )
 from controller.policy.lifecycle import Phase
 
+# What the RenderfarmWriter says about renderfarm.conf (for a pool that drains by unlisting).
+UNLISTING_NEWS = (RenderfarmWritten, RenderfarmWriteFailed)
+
 
 class RetirePlans:
     """FleetReconciler's part that retires instances (it owns the state these methods use)."""
 
     tracked: dict[Any, Tracked]
+    unlist_failed_at: float | None = None  # the writer's last "cannot write" (loop time)
 
     def _drain(self, t: Tracked, reason: LostReason, delay: float | None) -> None:
         """Take it out of service now (a slave leaves renderfarm.conf, a node Grid Engine);
@@ -51,6 +59,7 @@ class RetirePlans:
             t.unlist_delay = delay
             t.drain_until += UNLIST_GRACE
         t.down_reason = reason
+        self._await_release(t, reason)  # a node's scale-in waits for Grid Engine's word
         self.publish(
             self.profile.drain_type(
                 at=self.now(), instance_id=t.instance_id, address=t.address, reason=reason
@@ -64,14 +73,22 @@ class RetirePlans:
             delay=delay,
         )
 
+    def _renderfarm_news(self, msg: RenderfarmWritten | RenderfarmWriteFailed) -> None:
+        if isinstance(msg, RenderfarmWriteFailed):
+            self.unlist_failed_at = self.now()
+        else:
+            self.unlist_failed_at = None
+            self._unlisted(msg.addresses)
+
     def _unlisted(self, urls: tuple[str, ...]) -> None:
         """renderfarm.conf was rewritten (and Apache reloaded): the drain delay of each drained
-        slave it no longer lists runs from now."""
+        slave it no longer lists runs from now (never past the grace, unless it was held)."""
         listed = {urlsplit(url).hostname for url in urls}
         for t in self.tracked.values():
             if t.unlist_delay is None or t.address in listed or t.drain_until is None:
                 continue
-            t.drain_until = min(t.drain_until, self.now() + t.unlist_delay)
+            until = self.now() + t.unlist_delay
+            t.drain_until = until if t.held_listed else min(t.drain_until, until)
             t.unlist_delay = None
             self.note(
                 "info", f"{self.role}.unlisted", instance_id=t.instance_id, until=t.drain_until
@@ -91,6 +108,28 @@ class RetirePlans:
             default=math.inf,
         )
 
+    def _hold_listed(self, due: list[Tracked], now: float) -> list[Tracked]:
+        """`due` less the drained slaves renderfarm.conf still lists while the writer says it
+        cannot write it: they stay draining (outside the band) and are looked at again after
+        UNLIST_GRACE; a writer silent that long no longer holds them."""
+        failing = self.unlist_failed_at is not None and now - self.unlist_failed_at <= UNLIST_GRACE
+        if not failing:
+            return due
+        held = [t for t in due if t.unlist_delay is not None]
+        for t in held:
+            t.drain_until = now + UNLIST_GRACE
+            if not t.held_listed:
+                t.held_listed = True
+                self.note(
+                    "warning",
+                    f"{self.role}.held_listed",
+                    instance_id=t.instance_id,
+                    address=t.address,
+                    why="renderfarm.conf cannot be rewritten without it; kept running, not "
+                    "terminated, until it is (see renderfarm.write_failed)",
+                )
+        return [t for t in due if t.unlist_delay is None]
+
     def terminate_due(self) -> Plan:
         now = self._terminate_tried_at = self.now()
         due = [
@@ -98,6 +137,8 @@ class RetirePlans:
             for t in self.tracked.values()
             if t.phase is Phase.DRAINING and t.drain_until is not None and t.drain_until <= now
         ]
+        due = self._hold_listed(due, now)
+        due = self._unanswered(due)  # a scale-in Grid Engine never released is kept
         # A launch that never became ready within request_timeout is abandoned.
         stuck = [t for t in self.tracked.values() if t.phase is Phase.BOOTING and now > t.ready_by]
         for t in stuck:

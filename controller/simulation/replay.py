@@ -27,6 +27,7 @@ from controller.config.schema import Config
 from controller.messages import Role
 from controller.policy.band import Policy
 from controller.policy.factory import make_policy
+from controller.policy.pool_profile import SlaveProfile
 from controller.simulation.fleet_executor import FleetExecutor
 from controller.simulation.oracle import oracle
 from controller.simulation.report import SimResult, Timeline, make_report
@@ -121,13 +122,16 @@ class _Replay:
             return 0
         boot = self.config.scaling.boot_seconds * (1 + self.config.simulate.boot_spread)
         self.now = self.trace.start - (boot + 1)
+        launch = SlaveProfile(self.config).launch_settings()  # what the pool would launch
         spec = LaunchSpec(
             fleet=self.config.controller.fleet,
             role=Role.SLAVE,
-            image_id=self.config.slave.image_id,
-            instance_type=self.config.slave.instance_types[0],
+            image_id=launch.image_id,
+            instance_type=launch.instance_types[0],
             count=n,
             client_token="",
+            user_data=launch.user_data,
+            snapshots=launch.snapshots,
         )
         warm = len(self.cloud.launch_now(spec).instances)
         self.now = self.trace.start

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,16 +108,27 @@ listen = "127.0.0.1:{stats_port}"
 
 
 class Controller:
-    """`controller run` as a child process, its output in a file."""
+    """`controller run` as a child process, its output in a file; `prefix` runs it through a
+    command that execs it (nsenter), `env` adds to its environment."""
 
-    def __init__(self, farm: Farm, *extra: str) -> None:
+    def __init__(
+        self,
+        farm: Farm,
+        *extra: str,
+        prefix: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.farm = farm
         self._log = open(farm.log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "run", "-c", str(farm.config), *extra],
+            [
+                *prefix,
+                *(sys.executable, "-m", "controller.cli", "run", "-c", str(farm.config)),
+                *extra,
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
 
     def log_text(self) -> str:

@@ -7,9 +7,10 @@ TerminateInstances on them answers InvalidInstanceID.NotFound, for a while (real
 moto is always consistent). It runs on its own event loop in a background thread, so sync tests
 and async tests (including looptime ones) can both use it.
 
-A rule may name the Action "*" (every Action without a rule of its own) and fail only a share of
-the calls (`rate`, drawn from a seeded generator), as a throttling or 5xx storm does. The proxy
-counts what it injected (`injected`) and the retries (`retries`: requests whose
+A rule may name the Action "*" (every Action without a rule of its own), fail only a share of
+the calls (`rate`, drawn from a seeded generator), as a throttling or 5xx storm does, and only
+calls with given parameters (`when`: a RunInstances of one InstanceType, as a capacity shortage).
+The proxy counts what it injected (`injected`) and the retries (`retries`: requests whose
 `amz-sdk-request` header says attempt 2 or later, as botocore sends them, and requests that
 repeat an earlier one's ClientToken, as a caller retrying a launch itself does), for the fault
 scenarios' figures.
@@ -68,9 +69,12 @@ class _Rule:
     delay: float = 0.0
     times: int | None = None
     rate: float = 1.0
+    when: dict[str, str] = field(default_factory=dict)  # parameters a call must have
     _draws: list[bool] = field(default_factory=list)
 
-    def applies(self, rng: random.Random) -> bool:
+    def applies(self, rng: random.Random, params: dict[str, str]) -> bool:
+        if any(params.get(k) != v for k, v in self.when.items()):
+            return False
         if self.rate >= 1.0:
             return True
         if not self._draws:
@@ -127,12 +131,14 @@ class FaultProxy:
         status: int = 400,
         times: int | None = None,
         rate: float = 1.0,
+        when: dict[str, str] | None = None,
     ) -> None:
         """Answer `action` (or every Action: "*") with EC2 error `code`: the next `times` calls,
-        or always; only a `rate` share of them, drawn at random."""
+        or always; only a `rate` share of them, drawn at random; only those with the parameters
+        `when` names."""
         with self._lock:
             self._failures[action] = _Rule(
-                code=code, message=message, status=status, times=times, rate=rate
+                code=code, message=message, status=status, times=times, rate=rate, when=when or {}
             )
 
     def delay(self, action: str, seconds: float, times: int | None = None) -> None:
@@ -258,12 +264,12 @@ class FaultProxy:
 
     # the proxy itself
 
-    def _take(self, rules: dict[str, _Rule], action: str) -> _Rule | None:
+    def _take(self, rules: dict[str, _Rule], action: str, params: dict[str, str]) -> _Rule | None:
         """The rule for `action` (its own, else "*") if it applies to this call, spending one of
         its `times`. Call with the lock held."""
         key = action if action in rules else ANY_ACTION
         rule = rules.get(key)
-        if rule is None or not rule.applies(self._random):
+        if rule is None or not rule.applies(self._random, params):
             return None
         if rule.times is not None:
             rule.times -= 1
@@ -292,8 +298,8 @@ class FaultProxy:
             if token:
                 self._tokens.add(token)
             is_down, down_status = self._is_down, self._down_status
-            failure = self._take(self._failures, action)
-            delay = self._take(self._delays, action)
+            failure = self._take(self._failures, action, params)
+            delay = self._take(self._delays, action, params)
             if is_down or failure is not None:
                 self.injected += 1
             hook = self.on_request

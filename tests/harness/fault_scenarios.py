@@ -285,24 +285,32 @@ def renderfarm_read_only(rig: Rig, seconds: float) -> Figures:
     try:
         run.start()
         run.wait_converged(1)
-        before = run.farm.renderfarm.read_bytes()
-        terminations = rig.proxy.count("TerminateInstances")
-        with read_only(run.farm.renderfarm.parent):
-            run.set_load(STEADY_RPS)
-            run.wait("three slaves launched", lambda: len(run.alive()) == 3, 30)
-            run.wait(
-                "the write error logged", lambda: "renderfarm.write_failed" in run.log_text(), 30
-            )
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
-                run.expect(run.farm.renderfarm.read_bytes() == before, "the old file intact")
-                run.expect(len(run.alive()) == 3, "the fleet held")
-                time.sleep(0.3)
-            run.expect(rig.proxy.count("TerminateInstances") == terminations, "nothing terminated")
-        run.figures.recover["listed"] = run.wait_converged(3)
+        scale_out_blocked(run, read_only(run.farm.renderfarm.parent), seconds)
         return run.finish()
     finally:
         run.close()
+
+
+def scale_out_blocked(
+    run: Run, blocked: contextlib.AbstractContextManager, seconds: float, hint: str = ""
+) -> None:
+    """From one slave to three while `blocked` keeps renderfarm.conf from being written: the
+    old file stays, the error is logged (with `hint`), nothing is terminated, for `seconds`;
+    once unblocked, the three are listed."""
+    before = run.farm.renderfarm.read_bytes()
+    terminations = run.rig.proxy.count("TerminateInstances")
+    with blocked:
+        run.set_load(STEADY_RPS)
+        run.wait("three slaves launched", lambda: len(run.alive()) == 3, 30)
+        run.wait("the write error logged", lambda: "renderfarm.write_failed" in run.log_text(), 30)
+        run.expect(hint in run.log_text(), f"the error says {hint!r}")
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            run.expect(run.farm.renderfarm.read_bytes() == before, "the old file intact")
+            run.expect(len(run.alive()) == 3, "the fleet held")
+            time.sleep(0.3)
+        run.expect(run.rig.proxy.count("TerminateInstances") == terminations, "nothing terminated")
+    run.figures.recover["listed"] = run.wait_converged(3)
 
 
 def lost_slave_read_only(rig: Rig, seconds: float) -> Figures:
@@ -319,6 +327,13 @@ def lost_slave_read_only(rig: Rig, seconds: float) -> Figures:
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline and not run.watch.violations:
                 time.sleep(0.3)
+            run.expect(victim in listed(run.farm), "the dead slave still listed")
+            addresses = {i["PrivateIpAddress"] for i in run.alive()}
+            run.expect(_address(victim) in addresses, "the dead slave held, not terminated")
+            run.expect("slave.held_listed" in run.log_text(), "the hold logged")
+        run.figures.recover["unlisted"] = run.wait(
+            "the dead slave unlisted", lambda: victim not in listed(run.farm), 30
+        )
         run.figures.recover["fleet"] = run.wait_converged(2)
         return run.finish()
     finally:

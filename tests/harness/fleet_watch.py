@@ -49,6 +49,7 @@ class FleetWatch:
     renderfarm: Path
     stats_url: str
     terminated_by_controller: Callable[[], set[str]]
+    stats_token: str = ""  # the stats endpoint's bearer token, when it has one
     interval: float = 0.2
     grace: float = 10.0
     patience: float = 3.0
@@ -181,8 +182,10 @@ class FleetWatch:
                         self._ended_by_ec2[i] = now
 
     def _read_status(self, now: float) -> None:
+        headers = {"Authorization": f"Bearer {self.stats_token}"} if self.stats_token else {}
+        request = urllib.request.Request(self.stats_url + "/status", headers=headers)
         try:
-            with urllib.request.urlopen(self.stats_url + "/status", timeout=2) as r:
+            with urllib.request.urlopen(request, timeout=2) as r:
                 document = json.load(r)
         except (OSError, ValueError):
             return  # the controller is between a kill and a restart: keep the last view

@@ -6,6 +6,10 @@ slave with a data volume so that leftovers can count volumes), starts and restar
 (tests/harness/fleet_watch.py) on the fleet. `finish()` tears down with SIGTERM and returns the
 `Figures`: the calls the proxy failed, botocore's retries, the EC2 errors the controller counted,
 seconds to recover, what is left tagged with the fleet, and the invariant violations seen.
+Every run gives the controller secrets that are easy to find (an AWS secret key and session token
+in its environment, a stats bearer token in its config) and, at the end, looks for them where
+they must never be (`secrets_seen`): its argv, its stdout/stderr, its --logfile, /status and
+/metrics; a find is a violation.
 The scenarios themselves are in tests/harness/fault_scenarios.py.
 """
 
@@ -16,7 +20,7 @@ import json
 import re
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +34,16 @@ from tests.harness.render_farm import RenderFarm, SteadyLoad
 STEADY_RPS = 10.0  # above every first row below: the band's top
 LOW_RPS = 2.0  # in [1.0, 6.0): the low band of TWO_BANDS
 TWO_BANDS = "[[1.0, 1, 1], [6.0, 3, 3]]"
+# The secrets each run hands the controller (AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, [stats]
+# token): what the scan looks for.
+SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYsecretKEY42"
+SESSION_TOKEN = "FwoGZXIvYXdzEXAMPLEsessionTOKEN0123456789abcdef"
+STATS_TOKEN = "stats-bearer-TOKEN-5f0c2a9e71d4"
+SECRETS = {
+    "AWS secret key": SECRET_KEY,
+    "AWS session token": SESSION_TOKEN,
+    "stats token": STATS_TOKEN,
+}
 _ERRORS_METRIC = re.compile(r'^controller_ec2_errors_total\{kind="([^"]+)"\} ([0-9.e+]+)$', re.M)
 
 
@@ -90,6 +104,7 @@ class Run:
         rps: float = STEADY_RPS,
         scaling_extra: str = "",
         renderfarm_dir: str = "",
+        slave_extra: str = "",
     ) -> None:
         self.rig = rig
         self.name = name
@@ -101,8 +116,9 @@ class Run:
         )
         text = farm.config.read_text().replace(
             'image_id = "ami-12345678"',
-            f'image_id = "ami-12345678"\ndata_snapshots = ["{rig.snapshot_id}"]',
+            f'image_id = "ami-12345678"\ndata_snapshots = ["{rig.snapshot_id}"]\n{slave_extra}',
         )
+        text = text.replace("[stats]\n", f'[stats]\ntoken = "{STATS_TOKEN}"\n')
         if renderfarm_dir:  # renderfarm.conf alone in a directory the scenario may lock
             (self.dir / renderfarm_dir).mkdir()
             moved = self.dir / renderfarm_dir / "renderfarm.conf"
@@ -112,11 +128,14 @@ class Run:
         self.farm: Farm = farm
         self.ec2 = rig.moto_ec2.client()
         self.figures = Figures(name)
+        self.logfile = self.dir / "controller.jsonl"
+        self.prefix: Sequence[str] = ()  # a command that execs the controller (nsenter)
         self.watch = FleetWatch(
             ec2=self.ec2,
             renderfarm=farm.renderfarm,
             stats_url=farm.stats_url,
             terminated_by_controller=self.terminated_by_controller,
+            stats_token=STATS_TOKEN,
         )
         rig.proxy.on_request = self.watch.before_call
         self.load: SteadyLoad | None = None
@@ -128,7 +147,13 @@ class Run:
     # driving
 
     def start(self) -> Controller:
-        self.ctl = Controller(self.farm)
+        self.ctl = Controller(
+            self.farm,
+            "--logfile",
+            str(self.logfile),
+            prefix=self.prefix,
+            env={"AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_SESSION_TOKEN": SESSION_TOKEN},
+        )
         self.watch.restarted()
         if not self._watching:
             self._watching = True
@@ -191,32 +216,58 @@ class Run:
             raise self.error(f"expected: {what}")
 
     def error(self, message: str) -> ScenarioError:
-        log = self.ctl.log_text() if self.ctl is not None else ""
+        log = self.log_text()[-6000:]
         return ScenarioError(f"[{self.name}] {message}\n--- controller log ---\n{log}")
 
     def log_text(self) -> str:
-        return self.farm.log.read_text(errors="replace") if self.farm.log.exists() else ""
+        """What the controller wrote: stdout and stderr (startup errors), then its --logfile."""
+        return "".join(
+            path.read_text(errors="replace")
+            for path in (self.farm.log, self.logfile)
+            if path.exists()
+        )
+
+    def stats(self, path: str) -> str:
+        """A page of the stats endpoint, with the bearer token it requires."""
+        request = urllib.request.Request(
+            self.farm.stats_url + path, headers={"Authorization": f"Bearer {STATS_TOKEN}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as r:
+            return r.read().decode()
 
     def status(self) -> dict:
-        with urllib.request.urlopen(self.farm.stats_url + "/status", timeout=5) as r:
-            return json.load(r)
+        return json.loads(self.stats("/status"))
 
     def ec2_errors(self) -> int:
         """EC2 errors the running controller counted, all kinds."""
-        with urllib.request.urlopen(self.farm.stats_url + "/metrics", timeout=5) as r:
-            text = r.read().decode()
+        text = self.stats("/metrics")
         return int(sum(float(count) for _, count in _ERRORS_METRIC.findall(text)))
+
+    def secrets_seen(self, pages: dict[str, str]) -> list[str]:
+        """Where a secret shows: in `pages` (name -> text), the controller's stdout/stderr and
+        --logfile; one line for each find."""
+        places = {**pages, "stdout/stderr": _read(self.farm.log), "--logfile": _read(self.logfile)}
+        return [
+            f"the {what} appears in the controller's {place}"
+            for place, text in places.items()
+            for what, secret in SECRETS.items()
+            if secret in text
+        ]
 
     # ending
 
     def finish(self) -> Figures:
         """SIGTERM (teardown), then the figures: counts, leftovers, violations."""
         assert self.ctl is not None
+        pages = {"/status": self.stats("/status"), "/metrics": self.stats("/metrics")}
+        pages["argv"] = _cmdline(self.ctl.proc.pid)
         self.figures.surfaced += self.ec2_errors()
         self.set_load(0)
         self.figures.exit_code = self.ctl.terminate()
         self.watch.look()  # the state teardown left, seen once more
         self.watch.stop()
+        for line in self.secrets_seen(pages):
+            self.watch.note(line)
         return self.close()
 
     def close(self) -> Figures:
@@ -238,3 +289,12 @@ class Run:
         f.launched, f.max_alive = len(self.watch.launched), self.watch.max_alive
         f.left = self.watch.leftovers()
         return f
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _cmdline(pid: int) -> str:
+    """The process's argv as /proc shows it to anyone on the machine."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
