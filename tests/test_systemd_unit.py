@@ -23,6 +23,7 @@ from controller.runtime.daemon import KILL_TIMEOUT_SECONDS
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = ROOT / "systemd"
 MAIN = UNITS / "controller.service"
+CLUSTER = UNITS / "controller-cluster@.service"  # a template: one instance per cluster
 INSTALLED_BINARY = "/usr/local/bin/controller"
 
 
@@ -54,7 +55,7 @@ def unit_dir(tmp_path: Path) -> Path:
     for unit in UNITS.iterdir():
         if unit.suffix in (".service", ".path"):
             text = unit.read_text().replace(INSTALLED_BINARY, str(stub))
-            (tmp_path / unit.name).write_text(text)
+            (tmp_path / unit.name.replace("@.", "@kth.")).write_text(text)
     return tmp_path
 
 
@@ -71,6 +72,7 @@ def verify(unit_dir: Path, *names: str) -> subprocess.CompletedProcess:
 def test_units_verify_cleanly(unit_dir: Path):
     names = sorted(p.name for p in unit_dir.iterdir() if p.is_file())
     assert "controller.service" in names and "controller-apache-reload.path" in names
+    assert "controller-cluster@kth.service" in names
     result = verify(unit_dir, *names)
     assert result.returncode == 0
     assert result.stderr == "" and result.stdout == ""
@@ -82,15 +84,16 @@ def test_verify_would_report_a_typo(unit_dir: Path):
     assert "Unknown key 'WatchdogSecs'" in verify(unit_dir, "controller.service").stderr
 
 
-def test_security_exposure_is_low(unit_dir: Path):
+@pytest.mark.parametrize("name", ["controller.service", "controller-cluster@kth.service"])
+def test_security_exposure_is_low(unit_dir: Path, name: str):
     result = subprocess.run(
-        [systemd_analyze(), "security", "--offline=true", str(unit_dir / "controller.service")],
+        [systemd_analyze(), "security", "--offline=true", str(unit_dir / name)],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=unit_dir,
     )
-    found = re.search(r"Overall exposure level for controller\.service: (\d+\.\d+)", result.stdout)
+    found = re.search(rf"Overall exposure level for {re.escape(name)}: (\d+\.\d+)", result.stdout)
     assert found, result.stdout[-2000:] + result.stderr
     assert float(found.group(1)) <= 2.0  # "OK"; 1.4 when written
 
@@ -142,6 +145,25 @@ def test_exec_lines_are_real_commands():
         assert args.config == "/etc/controller/config.toml"
     assert parser.parse_args(s["ExecStart"][0].split()[1:]).command == "run"
     assert parser.parse_args(s["ExecStartPre"][0].split()[1:]).command == "check-config"
+
+
+def test_cluster_unit_runs_one_cluster_after_the_scheduler_as_the_main_unit_does():
+    s, main = unit_settings(CLUSTER), unit_settings(MAIN)
+    parser = build_parser()
+    run = parser.parse_args(s["ExecStart"][0].replace("%i", "kth").split()[1:])
+    assert (run.command, run.cluster, run.config) == ("run", "kth", "/etc/controller/cluster.toml")
+    check = parser.parse_args(s["ExecStartPre"][0].split()[1:])
+    assert (check.command, check.config) == ("check-config", "/etc/controller/cluster.toml")
+    assert "gridengine-master.service" in s["After"][0].split()
+    # the same supervision, stop timeout and hardening, but for Apache's paths and the families
+    # Grid Engine's clients need
+    differ = {"Description", "ExecStartPre", "ExecStart", "After", "ReadWritePaths"}
+    differ.add("RestrictAddressFamilies")
+    for key in main.keys() - differ:
+        assert s.get(key) == main[key], key
+    assert s["RestrictAddressFamilies"] == ["AF_INET AF_INET6 AF_UNIX AF_NETLINK"]
+    assert "/etc/gbrowse2" not in s["ReadWritePaths"][0]
+    assert "qconf -am controller" in CLUSTER.read_text()  # the manager right, written down
 
 
 def test_path_unit_watches_the_default_renderfarm_conf():
