@@ -37,7 +37,7 @@ KILL_AT = 40  # seconds into the burst: one listed slave stops answering
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "status-page.png")
-    parser.add_argument("--height", type=int, default=1500, help="the page's height in pixels")
+    parser.add_argument("--height", type=int, default=1250, help="the page's height in pixels")
     parser.add_argument(
         "--minutes-scale", type=float, default=1.0, help="stretch (>1) or shrink every phase"
     )

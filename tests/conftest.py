@@ -9,6 +9,9 @@ import os
 
 import pytest
 
+# Grid Engine, started once a session when a test first asks for it; `ge`: with no job left over
+from tests.harness.gridengine import ge, grid_engine  # noqa: F401 - fixtures for every module
+
 for _name in (
     "AWS_PROFILE",
     "AWS_DEFAULT_PROFILE",

@@ -33,7 +33,7 @@ from tests.harness.e2e import (
     status,
     wait_until,
 )
-from tests.harness.gridengine import GridEngine, grid_engine  # noqa: F401
+from tests.harness.gridengine import GridEngine
 from tests.harness.net import free_port
 from tests.harness.sshd import Sshd
 
@@ -50,15 +50,6 @@ def no_node_state_left(moto_ec2) -> Iterator[None]:
     yield
     for instance in fleet_instances(moto_ec2.client(), EVERY_STATE):
         shutil.rmtree(NODE_STATE / instance["InstanceId"], ignore_errors=True)
-
-
-@pytest.fixture
-def ge(grid_engine: GridEngine):  # noqa: F811 - the session fixture imported above
-    grid_engine.delete_all_jobs()
-    try:
-        yield grid_engine
-    finally:
-        grid_engine.delete_all_jobs()
 
 
 def write_cluster_config(tmp_path: Path, moto_ec2, ge: GridEngine, sshd: Sshd) -> Farm:

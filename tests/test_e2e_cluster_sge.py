@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.e2e import Controller, Farm, fleet_instances, healthy, wait_until
-from tests.harness.gridengine import MASTER_MEMORY, GridEngine, grid_engine  # noqa: F401
+from tests.harness.gridengine import MASTER_MEMORY, GridEngine
 from tests.test_e2e_cluster import (  # noqa: F401 - no_node_state_left: an autouse fixture
     EVERY_STATE,
     exec_hosts,
@@ -38,15 +38,6 @@ pytestmark = [pytest.mark.timeout(400)]
 
 KILLS_DURING_SETUP = 5
 KILLS_WHEN_READY = 2
-
-
-@pytest.fixture
-def ge(grid_engine: GridEngine):  # noqa: F811 - the session fixture imported above
-    grid_engine.delete_all_jobs()
-    try:
-        yield grid_engine
-    finally:
-        grid_engine.delete_all_jobs()
 
 
 def add_a_slow_run_once_command(farm: Farm, ran: Path) -> None:

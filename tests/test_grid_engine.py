@@ -34,7 +34,7 @@ from controller.messages import (
 )
 from controller.runtime.bus import Bus
 from tests.actor_runner import listen, next_of, running
-from tests.harness.gridengine import MASTER_MEMORY, GridEngine, grid_engine  # noqa: F401
+from tests.harness.gridengine import MASTER_MEMORY, GridEngine
 from tests.harness.sshd import Sshd
 
 NODE = "ip-127-0-20-5"
@@ -43,15 +43,6 @@ NODE = "ip-127-0-20-5"
 @pytest.fixture
 def bus() -> Bus:
     return Bus()
-
-
-@pytest.fixture
-def ge(grid_engine: GridEngine):  # noqa: F811 - the session fixture imported above
-    grid_engine.delete_all_jobs()
-    try:
-        yield grid_engine
-    finally:
-        grid_engine.delete_all_jobs()
 
 
 def qsub(ge: GridEngine, *args: str) -> None:

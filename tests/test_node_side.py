@@ -26,7 +26,7 @@ from controller.config.schema import Config
 from controller.messages import InstanceId, InstanceUp, NodeReady, NodeSetupFailed, Role
 from controller.runtime.bus import Bus
 from tests.actor_runner import listen, next_of, running
-from tests.harness.gridengine import CELL, GridEngine, grid_engine  # noqa: F401
+from tests.harness.gridengine import CELL, GridEngine
 from tests.harness.node_host import Disk, NodeHost, node_host
 
 ADDRESS = "127.0.20.5"
@@ -254,7 +254,7 @@ async def wait_for(what: str, check, within: float = 60) -> None:
 
 
 async def test_execd_started_on_the_node_registers_and_runs_jobs(
-    grid_engine: GridEngine,  # noqa: F811 - the session fixture imported above
+    grid_engine: GridEngine,
     state: Path,
     bus: Bus,
 ):
@@ -303,7 +303,7 @@ async def test_execd_started_on_the_node_registers_and_runs_jobs(
 
 
 async def test_a_node_that_cannot_reach_the_qmaster_fails_its_setup(
-    grid_engine: GridEngine,  # noqa: F811 - the session fixture imported above
+    grid_engine: GridEngine,
     state: Path,
     bus: Bus,
 ):

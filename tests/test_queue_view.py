@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.queue_sampler import QueueSampler
@@ -19,19 +18,10 @@ from actors.stats import Stats
 from controller.config.schema import Config, StatsSection
 from controller.messages import SensorLost
 from tests.actor_runner import running
-from tests.harness.gridengine import GridEngine, grid_engine  # noqa: F401
+from tests.harness.gridengine import GridEngine
 from tests.test_node_pool import Cluster, hostname, looptime, now, until
 from tests.test_stats import Running, config, fetch
 from tests.test_stats import until as until_on_bus
-
-
-@pytest.fixture
-def ge(grid_engine: GridEngine):  # noqa: F811 - the session fixture imported above
-    grid_engine.delete_all_jobs()
-    try:
-        yield grid_engine
-    finally:
-        grid_engine.delete_all_jobs()
 
 
 def metric_values(text: str) -> dict[tuple[str, tuple], float]:

@@ -29,7 +29,7 @@ from controller.messages import FleetObserved, InstanceId, QueueSample, SlaveVie
 from controller.policy.queue_policy import Node, QueueInput, QueuePolicy
 from controller.runtime.bus import Bus
 from tests.actor_runner import listen, next_of, running
-from tests.harness.gridengine import MASTER_MEMORY, GridEngine, grid_engine  # noqa: F401
+from tests.harness.gridengine import MASTER_MEMORY, GridEngine
 
 pytestmark = [pytest.mark.timeout(90)]
 
@@ -37,7 +37,7 @@ NODE = "ip-127-0-20-5"
 
 
 @pytest.fixture
-def ge(grid_engine: GridEngine):  # noqa: F811 - the session fixture imported above
+def ge(grid_engine: GridEngine):
     grid_engine.delete_all_jobs()
     try:
         yield grid_engine

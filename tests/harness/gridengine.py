@@ -278,3 +278,13 @@ def grid_engine() -> Iterator[GridEngine]:
     finally:
         engine.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def ge(grid_engine: GridEngine) -> Iterator[GridEngine]:
+    """The session's Grid Engine with no job left from before, and none left after."""
+    grid_engine.delete_all_jobs()
+    try:
+        yield grid_engine
+    finally:
+        grid_engine.delete_all_jobs()

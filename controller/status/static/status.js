@@ -17,6 +17,7 @@ window.onerror = function (message, source, line) {
 
 const POLL_MS = 5000;
 const SPAN_S = 6 * 3600;
+const MIN_SPAN_S = 300;
 const SVG = "http://www.w3.org/2000/svg";
 // Text of the elements marked data-word="key", by mode.
 const WORDS = {
@@ -210,7 +211,9 @@ function action(d) {
 // ---- charts -------------------------------------------------------------------------------
 
 function drawCharts(series, now, cluster) {
-  const start = Math.max(now - SPAN_S, Math.min(now - 1800, series.length ? series[0].t : now));
+  // From the first point (at least MIN_SPAN_S back, at most SPAN_S): a young controller's
+  // history fills the chart rather than a sliver at its right edge.
+  const start = Math.max(now - SPAN_S, Math.min(now - MIN_SPAN_S, series.length ? series[0].t : now));
   const pick = (key) => series.map((p) => [p.t, p[key]]);
   const extend = (points) => (points.length ? [...points, [now, points[points.length - 1][1]]] : points);
   if (cluster) {
@@ -239,7 +242,12 @@ function drawCharts(series, now, cluster) {
     (v) => String(Math.round(v)),
     true,
   );
-  chart("chart-cost", start, now, [{ points: extend(pick("cost")), color: "#7c3aed", step: true, area: true }], (v) => `$${num(v, v < 1 ? 2 : 1)}`);
+  chart("chart-cost", start, now, [{ points: extend(pick("cost")), color: "#7c3aed", step: true, area: true }], (v, step) => `$${num(v, decimals(step))}`);
+}
+
+// Enough decimals to tell the ticks of a `step` apart ($0.0002 and $0.0004, not $0.00 twice).
+function decimals(step) {
+  return step >= 1 ? 0 : Math.min(6, Math.ceil(-Math.log10(step) - 1e-9));
 }
 
 function niceStep(max, ticks, integer) {
@@ -251,7 +259,7 @@ function niceStep(max, ticks, integer) {
 }
 
 function timeStep(span) {
-  const steps = [300, 600, 900, 1800, 3600, 7200];
+  const steps = [60, 120, 300, 600, 900, 1800, 3600, 7200];
   return steps.find((s) => span / s <= 8) || 7200;
 }
 
@@ -279,7 +287,7 @@ function chart(id, t0, t1, lines, format, integer = false) {
 
   for (let v = 0; v <= yMax + step / 2; v += step) {
     svg.append(el("line", { class: "grid", x1: pad.left, x2: width - pad.right, y1: y(v), y2: y(v) }));
-    svg.append(el("text", { x: pad.left - 6, y: y(v) + 4, "text-anchor": "end" }, format(v)));
+    svg.append(el("text", { x: pad.left - 6, y: y(v) + 4, "text-anchor": "end" }, format(v, step)));
   }
   const tStep = timeStep(t1 - t0);
   for (let t = Math.ceil(t0 / tStep) * tStep; t <= t1; t += tStep) {
