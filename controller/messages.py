@@ -83,9 +83,9 @@ class QueueSample:
     idle_hosts: tuple[str, ...] = ()  # exec hosts running nothing
     source: str = "sge"
     # For sizing (empty / None when the sensor cannot tell): the pending jobs counted above in
-    # the order the scheduler tries them, as (seconds waited, slots per task, tasks), and the
-    # free slots of the exec hosts that accept jobs.
-    waiting: tuple[tuple[float, int, int], ...] = ()
+    # the order the scheduler tries them, as (job id, seconds waited, slots per task, tasks),
+    # and the free slots of the exec hosts that accept jobs.
+    waiting: tuple[tuple[str, float, int, int], ...] = ()
     free_slots: int | None = None
 
 

@@ -144,13 +144,33 @@ def test_starcluster_is_called_again_when_its_node_is_up():
     assert calls[:3] == [0.0, pytest.approx(boot), pytest.approx(boot + 60.0)]
 
 
-def test_main_prints_a_row_per_policy(tmp_path, capsys):
+def test_main_prints_a_row_per_policy_with_medians_over_the_seeds(tmp_path, capsys):
     (tmp_path / "kth_sp2_1996_first21d.csv").write_text(
         "submit_time_s,run_time_s,cores,mem_mb\n0,600,4,\n60,1200,8,\n4000,300,200,\n"
     )
-    assert bench.main(["--traces", str(tmp_path)]) == 0
+    assert bench.main(["--traces", str(tmp_path), "--seeds", "2"]) == 0
     out = capsys.readouterr().out
     assert "2 jobs (1 dropped" in out
-    for name in ("ours", "starcluster", "starcluster/tuned", "fixed", "bound"):
-        assert f"\n  {name} " in out
+    rows: dict[str, str] = {}
+    for line in out.splitlines():
+        if line.startswith("  "):
+            rows.setdefault(line.split()[0], line)
+    for name in ("ours", "ours*", "starcluster/best", "starcluster/best*", "starcluster"):
+        assert name in rows
+    # settings from the other trace, in-sample ones marked with *
+    assert rows["ours"].split()[1] == "llnl" and rows["ours*"].split()[1] == "kth"
+    assert rows["starcluster"].split()[1] == "defaults"
+    assert "fixed" in rows and "bound" in rows
+    assert "ours vs starcluster/best (medians): cheaper on" in out
     assert "llnl_thunder_2007_first21d.csv: missing, skipped" in out
+
+
+def test_the_tuned_settings_are_the_policies_own_keywords():
+    for trace in bench.TUNED.values():
+        QueuePolicy(min_nodes=0, max_nodes=1, **trace["ours"])
+        StarClusterQueuePolicy(max_nodes=1, node_slots=1, **trace["starcluster"])
+
+
+def test_a_summary_gives_the_median_and_the_spread():
+    assert bench.spread([3.0, 1.0, 2.0], ".1f") == "2.0 [1.0-3.0]"
+    assert bench.spread([1.0, 1.0], ".1f") == "1.0"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
@@ -123,6 +124,10 @@ def queue_sample(snapshot: QueueSnapshot, *, at: float, now: dt.datetime) -> Que
     waiting = [job for job in snapshot.pending if job.waits_for_capacity]
     submitted = [job.submitted for job in waiting if job.submitted is not None]
     oldest = max(0.0, (now - min(submitted)).total_seconds()) if submitted else 0.0
+    waited = [  # a job whose submit time is not shown is never held back (math.inf)
+        max(0.0, (now - job.submitted).total_seconds()) if job.submitted is not None else math.inf
+        for job in waiting
+    ]
     return QueueSample(
         at=at,
         pending_jobs=sum(job.tasks for job in waiting),
@@ -133,6 +138,17 @@ def queue_sample(snapshot: QueueSnapshot, *, at: float, now: dt.datetime) -> Que
         busy_hosts=snapshot.busy_hosts(),
         idle_hosts=snapshot.idle_hosts(),
         source="sge",
+        # For QueuePolicy's sizing: the jobs in qstat's (the scheduler's) order, and the free
+        # slots of the queue instances that take jobs (no state letter: not disabled, alarmed,
+        # unknown, suspended or in error).
+        waiting=tuple(
+            (job.job_id, w, job.slots, job.tasks) for job, w in zip(waiting, waited, strict=True)
+        ),
+        free_slots=sum(
+            max(0, i.slots_total - i.slots_used - i.slots_reserved)
+            for i in snapshot.instances
+            if not i.state
+        ),
     )
 
 

@@ -3,7 +3,8 @@
 Owns: the load-table band and its dwell (band), the forecasting policy, its tuning values and its
 error books (forecasting, forecast_settings, error_book, surge_forecast), the baselines GBrowse
 and StarCluster behaved as (baselines, starcluster_queue), the batch queue's policy
-(queue_policy), the policies by name (factory), an instance's phases (lifecycle), what differs
+(queue_policy, with queue_demand: what its pending jobs ask of new nodes), the policies by
+name (factory), an instance's phases (lifecycle), what differs
 between the two pools (pool_profile) and the fleet reconciler that turns an observed fleet, a
 decision and the time into cloud calls (reconciler, fleet_plans, launch_plans, retire_plans,
 refresh_plans, release_plans).

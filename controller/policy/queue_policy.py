@@ -2,13 +2,17 @@
 
 The node pool (actors.spot_pool with the node profile) calls `QueuePolicy.decide` each cycle
 with the latest QueueSample and its nodes; nothing here does I/O or reads a clock. The rules,
-meant to beat StarCluster's `loadbalance` (one node per pass, only after the oldest job waited
-300 s, then a 180 s stabilisation) on both wait and cost:
+meant to beat StarCluster's `loadbalance` at its best settings on both wait and cost
+(bench/cluster.py):
 
-- demand: the nodes running jobs now, plus `ceil(pending slots / node_slots)` for the jobs
-  waiting (held and error jobs do not count: a node would not start them). All of it is launched
-  in one cycle; booting and idle nodes and open requests count as already there, so a slow boot
-  never causes a second launch;
+- demand: the nodes running jobs now, plus the nodes the pending jobs need beyond the free
+  slots of partly used nodes (held and error jobs do not count: a node would not start them),
+  as controller.policy.queue_demand counts them: a job too wide to start before running jobs
+  end, even at max_nodes, is not demand yet (once counted, it stays counted until it starts),
+  and a job that has waited less than `hold_seconds` keeps nodes but launches none as long as
+  running jobs hold the slots it needs (the slots they free serve many such jobs first).
+  The rest is launched in one cycle; booting and idle nodes and open requests count as
+  already there, so a slow boot never causes a second launch;
 - the result is clamped to [min_nodes, max_nodes]: launches never go above max, removals never
   below min;
 - a node is idle while it runs no job and the cluster holds more nodes than the demand; once idle
@@ -29,6 +33,11 @@ from dataclasses import dataclass
 from controller.config.schema import ClusterSection, Config
 from controller.messages import QueueSample
 from controller.policy.band import PolicyDecision
+from controller.policy.queue_demand import sample_demand
+
+# How long a pending job waits for freed slots before a node is launched for it, chosen
+# leave-one-out on the KTH and LLNL traces (bench/cluster_tune.py).
+HOLD_SECONDS = 120.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +70,7 @@ class QueuePolicy:
         max_nodes: int,
         node_slots: int = 1,
         idle_seconds: float = 300.0,
+        hold_seconds: float = HOLD_SECONDS,
         max_cost_per_hour: float | None = None,
     ) -> None:
         if node_slots < 1:
@@ -68,9 +78,11 @@ class QueuePolicy:
         self.band = (min_nodes, max_nodes)
         self.node_slots = node_slots
         self.idle_seconds = idle_seconds
+        self.hold_seconds = hold_seconds
         self.max_cost_per_hour = max_cost_per_hour
         self._idle_since: dict[str, float] = {}
         self._last_desired: int | None = None
+        self._counted: frozenset[str] = frozenset()  # pending jobs counted as demand last time
 
     @classmethod
     def for_cluster(cls, config: Config, cluster: ClusterSection) -> QueuePolicy:
@@ -104,12 +116,35 @@ class QueuePolicy:
             )
 
         sample = inp.sample
+        ns = self.node_slots
         busy_hosts = set(sample.busy_hosts)
         busy = {n.instance_id for n in alive if n.ready and n.hostname in busy_hosts}
-        for_queue = math.ceil(sample.pending_slots / self.node_slots)
-        desired = _clamp(len(busy) + for_queue, self.band)
+        idle = sum(1 for n in held if n.ready and n.hostname not in busy_hosts)
+        booting = sum(1 for n in alive if not n.ready) + inp.pending_requests
+        free = sample.free_slots if sample.free_slots is not None else idle * ns
+        free_on_busy = max(0, free - idle * ns)  # on partly used nodes (and the head)
+        room = max(0, self.band[1] - held_count)
+        demand = sample_demand(
+            sample,
+            capacity=free + (booting + room) * ns,
+            hold_seconds=self.hold_seconds,
+            counted_before=self._counted,
+        )
+        self._counted = demand.counted
+        # Jobs held back wait for the slots running jobs free: beyond those, nodes go at once.
+        occupied = max(0, len(busy) * ns - free_on_busy)
+        launch_slots = max(demand.launch_slots, demand.keep_slots - occupied)
+        # Free slots on partly used nodes serve the queue only if it waits for slots: a job
+        # that would fit them waits for something else (memory, a host), and needs a node.
+        if not sample.waiting or any(slots <= free for _, _, slots, _ in sample.waiting):
+            free_on_busy = 0
+        keep = _nodes_for(demand.keep_slots - free_on_busy, ns)
+        want = _nodes_for(launch_slots - free_on_busy, ns)
+        desired = _clamp(len(busy) + keep, self.band)
         self._last_desired = desired
-        launch = _budget_allows(inp, max(0, desired - serving), self.max_cost_per_hour)
+        launch = max(0, _clamp(len(busy) + want, self.band) - serving)
+        held_back = max(0, desired - serving) - launch
+        launch = _budget_allows(inp, launch, self.max_cost_per_hour)
 
         surplus = held_count - desired
         self._track_idle(inp.now, held, busy, surplus > 0)
@@ -118,6 +153,10 @@ class QueuePolicy:
             f"{sample.pending_slots} pending slot(s), {len(busy)} busy node(s): "
             f"want {desired} in [{self.band[0]}, {self.band[1]}]"
         )
+        if held_back:
+            reason += f", {held_back} launch(es) held back while their jobs wait for freed slots"
+        if demand.too_wide:
+            reason += f", {demand.too_wide} job(s) too wide until running jobs end"
         if launch:
             reason += f", launch {launch}"
         if remove:
@@ -164,6 +203,10 @@ class QueuePolicy:
         for iid in chosen:
             self._idle_since.pop(iid, None)
         return tuple(chosen)
+
+
+def _nodes_for(slots: int, node_slots: int) -> int:
+    return max(0, math.ceil(slots / node_slots))
 
 
 def _clamp(n: int, band: tuple[int, int]) -> int:

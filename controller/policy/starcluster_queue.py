@@ -39,10 +39,10 @@ class StarClusterQueuePolicy:
       min_nodes counts workers: 0 by default. In StarCluster the master is an exec host too,
       so "no slot at all" never arises there; here it does whenever no worker is up, and then
       a node comes without waiting wait_time (in StarCluster's favour);
-    - free slots: the QueueSample carries no used-slot count, so idle hosts x slots stand in,
-      a lower bound. Under immediate dispatch a job stays queued only when it does not fit the
-      free slots, so `queued slots > free slots` holds exactly when jobs are queued, and the
-      bound changes nothing;
+    - free slots (its `total_slots - used_slots`): the QueueSample's free_slots; a sensor
+      without it leaves idle hosts x slots to stand in, a lower bound. Under immediate dispatch
+      a job stays queued only when it does not fit the free slots, so `queued slots > free
+      slots` holds exactly when jobs are queued either way;
     - times use `timedelta.seconds` as StarCluster does (an age over a day wraps round);
     - kill_after: the rule exists to use the hour already paid for. Under per-second billing
       it only keeps idle nodes longer; kill_after=0 removes any idle node (queue empty, stable).
@@ -111,7 +111,9 @@ class StarClusterQueuePolicy:
             elif total_slots == 0:
                 need = 1
             else:
-                free_slots = len(sample.idle_hosts) * self.node_slots  # see the docstring
+                free_slots = sample.free_slots  # see the docstring
+                if free_slots is None:
+                    free_slots = len(sample.idle_hosts) * self.node_slots
                 waited = int(sample.oldest_pending_seconds) % DAY
                 if sample.pending_slots > free_slots and waited > self.wait_time:
                     need = sample.pending_slots // self.node_slots

@@ -10,8 +10,9 @@ is called directly and `Model.launch` stands in for the cloud). The same schedul
   parallel environment, hosts in seqno order); it holds them for its run time. A big job can
   starve behind small ones, as on a real cluster without reservations.
 - What a policy sees is the QueueSample controller.gridengine.sge.queue_sample builds from
-  qstat: pending jobs, slots and memory, running jobs, the oldest pending job's wait, busy and
-  idle exec hosts (ready nodes only: a booting node is not an exec host yet).
+  qstat: pending jobs, slots and memory (and each pending job's wait and slots, in queue
+  order), running jobs, the oldest pending job's wait, busy and idle exec hosts and their free
+  slots (ready nodes only: a booting node is not an exec host yet).
 - A node that leaves while it runs jobs (an interruption, or a removal the policy should never
   choose) takes them down: they go back to the queue in submit order and run again from the
   start (`JobQueue.restarts` counts them).
@@ -260,16 +261,19 @@ class JobQueue:
     def sample(self, now: float) -> QueueSample:
         """What QueueSampler would publish now (module docstring)."""
         busy, idle = self.model.hosts()
-        oldest = now - self.jobs[self.pending[0]].submit if self.pending else 0.0
+        jobs = self.jobs
+        waiting = tuple((str(j), now - jobs[j].submit, jobs[j].cores, 1) for j in self.pending)
         return QueueSample(
             at=now,
             pending_jobs=len(self.pending),
             pending_slots=self.pending_slots,
             running_jobs=len(self.running),
-            oldest_pending_seconds=oldest,
+            oldest_pending_seconds=waiting[0][1] if waiting else 0.0,
             pending_mem_mb=self.pending_mem,
             busy_hosts=busy,
             idle_hosts=idle,
+            waiting=waiting,
+            free_slots=self.model.free,
         )
 
 
