@@ -95,8 +95,13 @@ async def test_a_node_given_a_job_since_the_sample_is_kept_and_one_released_goes
         assert c.pool.pool.removals_dropped == 1
         members = {m.instance_id: m for m in c.pool.pool.members()}
         assert members[b.instance_id].ready and not members[b.instance_id].draining
-        # Back in service: the policy's idle clock starts afresh (from the 60 cycle), so b is
-        # chosen again at 90, and goes once Grid Engine released it.
+        # Back in service, and not chosen again on the sample that chose it (taken before
+        # Grid Engine said busy), however many cycles that sample stays the newest.
+        await until(75)
+        assert len(await c.seen(InstanceDown)) == 1
+        # A newer sample still shows b idle: the policy's idle clock started afresh at the 60
+        # cycle, so b is chosen again at 90, and goes once Grid Engine released it.
+        c.queue(busy=(hostname(a),), idle=(hostname(b),))
         await until(85)
         assert len(await c.seen(InstanceDown)) == 1
         await until(95)

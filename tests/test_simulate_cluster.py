@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -241,3 +242,30 @@ def test_progress_is_told_up_to_the_end(tmp_path):
         read_jobs(write(tmp_path / "j.csv", JOBS)), config, small, progress=seen.append
     )
     assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) > 2
+
+
+def test_a_node_given_a_job_after_the_sample_is_kept_not_removed_under_it(tmp_path):
+    # The daemon's sampler and pool drift apart: here each sample is 15 s older than the cycle
+    # that decides on it, so a node idle in the sample may have been given a job since. The pool
+    # disables it and looks again (ClusterNodeSetup's release): such a node is kept, and no job
+    # ever runs twice. Without that check this trace restarts jobs.
+    config = load_config(write(tmp_path / "c.toml", CONFIG + IDLE_AT_ONCE))
+    quick = next(c for c in config.clusters if c.name == "quick")
+    rng = random.Random(3)
+    jobs, t = [], 0.0
+    for _ in range(400):
+        t += rng.expovariate(1 / 40.0)
+        jobs.append(Job(t, rng.uniform(20, 200), rng.choice((1, 2, 4))))
+    r = simulate_cluster(jobs, config, quick, sample_lag=15.0)
+    assert r.never_started == 0
+    assert r.removals_dropped > 0  # the stale samples did pick busy nodes
+    assert r.restarts == 0
+    fresh = simulate_cluster(jobs, config, quick, sample_lag=0.0)
+    assert (fresh.restarts, fresh.removals_dropped) == (0, 0)  # fresh samples never do
+
+
+IDLE_AT_ONCE = """
+[cluster.quick]
+extends = "small"
+idle_seconds = 0
+"""

@@ -128,6 +128,7 @@ class Tracked:
     resend: bool = False  # still alive well after termination was asked: ask again
     hostname: str = ""  # a node's Grid Engine name, from NodeReady
     awaiting_release: bool = False  # a scale-in waiting for NodeReleased (release_plans)
+    kept_at: float | None = None  # loop time Grid Engine last kept it from a scale-in
     spec: str = ""  # its controller:spec tag (what it was launched from); "" = none, current
 
 

@@ -6,7 +6,9 @@ last dispatch: a node idle in the sample may have been given a job since. With `
 (InstanceDown) as before, but it is terminated only once ClusterNodeSetup says it disabled the
 node's queue, found it empty and took it out of Grid Engine (NodeReleased). NodeKept (it runs a
 job after all, or Grid Engine could not tell) puts it back in service: the decision is dropped,
-noted and counted (`removals_dropped`), and the policy starts its idle clock afresh. No answer
+noted and counted (`removals_dropped`), and the policy starts its idle clock afresh; until a
+queue sample newer than that answer arrives, the node is not chosen again (the same stale
+sample would only choose it again, cycle after cycle). No answer
 within RELEASE_GRACE is taken as kept too: a busy node is never ended on a guess. Other reasons
 (a failed setup, a spot warning, teardown) end the node without asking.
 """
@@ -30,6 +32,7 @@ class ReleasePlans:
 
     tracked: dict[Any, Tracked]
     confirm_release: bool = False
+    sample: Any  # the newest queue sample (FleetReconciler's)
     removals_dropped: int = 0  # scale-ins dropped: the node had a job when looked at again
 
     def _await_release(self, t: Tracked, reason: LostReason) -> None:
@@ -58,8 +61,16 @@ class ReleasePlans:
             self._keep(t, f"no word from Grid Engine within {RELEASE_GRACE:g}s")
         return [t for t in due if t not in late]
 
+    def _kept_since_sample(self, t: Tracked, reason: LostReason) -> bool:
+        """Kept by Grid Engine after the newest sample was taken: that sample cannot remove it."""
+        if reason is not LostReason.SCALE_IN or t.kept_at is None:
+            return False
+        sample = self.sample
+        return sample is None or sample.at <= t.kept_at
+
     def _keep(self, t: Tracked, why: str) -> None:
         self.removals_dropped += 1
+        t.kept_at = self.now()
         t.drain_until = None
         t.down_reason = None
         self._move(t, Phase.READY)

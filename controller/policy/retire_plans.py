@@ -46,6 +46,8 @@ class RetirePlans:
         terminate it after `delay` (default: the profile's drain)."""
         if t.phase in (Phase.DRAINING, Phase.TERMINATING, Phase.GONE):
             return
+        if self._kept_since_sample(t, reason):
+            return  # the sample that chose it again is older than Grid Engine's "busy"
         listed = t.phase is Phase.READY
         if delay is None:
             # Never in service: nothing to drain. In service: let work in flight finish.

@@ -123,6 +123,7 @@ class _ClusterReplay:
             sample=self.queue.sample,
             joined=self._joined,
             left=self._left,
+            busy=self._busy,
             sample_lag=sample_lag,
         )
 
@@ -160,6 +161,10 @@ class _ClusterReplay:
             self.queue.evict(instance_id)
             self.model.remove(instance_id, self.now)
             self.queue.dispatch(self.now)
+
+    def _busy(self, instance_id: str) -> bool:
+        node = self.model.nodes.get(instance_id)
+        return node is not None and node.used > 0
 
     def _reclaim_due(self) -> None:
         while self.reclaims and self.reclaims[0][0] <= self.now:
@@ -238,6 +243,7 @@ class _ClusterReplay:
                 ]
             ),
             restarts=queue.restarts,
+            removals_dropped=self.executor.pool.removals_dropped,
             polls=self.executor.polls,
             capacity_errors=counters.capacity_errors,
             unfilled_requests=counters.unfilled,

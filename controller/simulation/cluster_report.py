@@ -63,6 +63,7 @@ class ClusterReport:
     terminations: int
     peak_nodes: int
     restarts: int  # jobs that ran again: their node went away under them
+    removals_dropped: int  # scale-ins kept: a job had reached the node since the queue sample
     polls: int
     capacity_errors: int
     unfilled_requests: int
@@ -90,6 +91,7 @@ def cluster_summary(r: ClusterReport) -> str:
         f"p95 {w.p95 / 60:.1f} min, max {w.max / 60:.1f} min",
         f"churn        {r.launches} launches, {r.never_ran} never ran a job{share}, "
         f"{r.terminations} terminations, peak {r.peak_nodes} nodes, {r.restarts} jobs restarted, "
+        f"{r.removals_dropped} scale-ins dropped (busy when looked at again), "
         f"{r.capacity_errors} capacity errors, {r.unfilled_requests} unfilled requests",
     ]
     if r.never_started:

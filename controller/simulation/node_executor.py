@@ -13,8 +13,10 @@ stands in for the actors around the pool with the rules they follow in the daemo
 - ClusterNodeSetup: the pool announces a node (InstanceUp) when a describe shows it running,
   which on SimCloud is once it has booted; it is then registered with Grid Engine and NodeReady
   answers (after the cycle, as the actor's answer arrives). Setup itself takes no time here. On
-  InstanceDown the node leaves Grid Engine at once; a node announced down before its setup
-  finished never joins;
+  the InstanceDown of a scale-in, the node's queue is disabled and looked at again: a node that
+  runs a job after all (the sample the choice was made on was older) is kept (NodeKept), an idle
+  one leaves Grid Engine (NodeReleased) and is then terminated. On any other InstanceDown the
+  node leaves Grid Engine at once; a node announced down before its setup finished never joins;
 - FirewallKeeper: the nodes' group is ready from the start. There is no InterruptionWatcher in
   cluster mode: a reclaimed node just disappears, and takes its jobs with it.
 
@@ -34,7 +36,10 @@ from controller.messages import (
     Decision,
     InstanceDown,
     InstanceUp,
+    LostReason,
+    NodeKept,
     NodeReady,
+    NodeReleased,
     QueueSample,
     SecurityGroupReady,
 )
@@ -54,7 +59,8 @@ class NodeExecutor:
     """One cluster's node pool, SimCloud, and the other actors' stand-ins (module docstring).
 
     `sample(t)` is the QueueSample the sampler would read at `t`; `joined(instance_id, hostname)`
-    registers a node with Grid Engine; `left(instance_id)` takes it out.
+    registers a node with Grid Engine; `left(instance_id)` takes it out; `busy(instance_id)`:
+    does Grid Engine run a job there now.
     """
 
     def __init__(
@@ -68,6 +74,7 @@ class NodeExecutor:
         sample: Callable[[float], QueueSample],
         joined: Callable[[str, str], None],
         left: Callable[[str], None],
+        busy: Callable[[str], bool],
         sample_lag: float = 0.0,
     ) -> None:
         self.config = config
@@ -76,6 +83,7 @@ class NodeExecutor:
         self.sample = sample
         self.joined = joined
         self.left = left
+        self.busy = busy
         self.poll = config.master.poll_interval
         self.pool = FleetReconciler(
             config=config,
@@ -83,10 +91,12 @@ class NodeExecutor:
             profile=NodeProfile(config, cluster),
             clock=clock,
             wall_clock=lambda: clock() + cloud.wall_offset,
+            confirm_release=True,  # as build_cluster_actors runs it: ClusterNodeSetup answers
         )
         self.next_cycle = clock()
         self.next_sample = clock() + sample_lag
-        self.answers: list[NodeReady] = []  # ClusterNodeSetup's, handled after the plan
+        # ClusterNodeSetup's, handled after the plan
+        self.answers: list[NodeReady | NodeKept | NodeReleased] = []
         self.down: set[str] = set()  # announced down: never (again) an exec host
         self.decisions: list[Decision] = []
         self.polls = 0
@@ -134,11 +144,12 @@ class NodeExecutor:
             pass
         self._deliver()
         answers, self.answers = self.answers, []
-        for ready in answers:
-            if ready.instance_id in self.down:
-                continue  # its setup was cancelled by the InstanceDown
-            self.joined(ready.instance_id, ready.hostname)
-            self.pool.handle(ready)
+        for answer in answers:
+            if isinstance(answer, NodeReady):
+                if answer.instance_id in self.down:
+                    continue  # its setup was cancelled by the InstanceDown
+                self.joined(answer.instance_id, answer.hostname)
+            self.pool.handle(answer)
             self._deliver()
 
     def _call(self, call: CloudCall) -> Any:
@@ -159,9 +170,25 @@ class NodeExecutor:
                             hostname=ec2_hostname(address),
                         )
                     )
+                case InstanceDown(instance_id=iid, address=address, reason=LostReason.SCALE_IN):
+                    self._release(iid, address)
                 case InstanceDown(instance_id=iid):
                     if iid not in self.down:
                         self.down.add(iid)
                         self.left(iid)
                 case Decision() as decision:
                     self.decisions.append(decision)
+
+    def _release(self, iid: str, address: str) -> None:
+        """ClusterNodeSetup on a scale-in: kept if Grid Engine runs a job there, else out."""
+        if iid in self.down:
+            return
+        if self.busy(iid):
+            why = "a job runs there since the queue sample"
+            self.answers.append(
+                NodeKept(at=self.now(), instance_id=iid, address=address, reason=why)
+            )
+            return
+        self.down.add(iid)
+        self.left(iid)
+        self.answers.append(NodeReleased(at=self.now(), instance_id=iid, address=address))
