@@ -412,6 +412,10 @@ async def test_status_nagios_ok_then_warning_then_critical(capsys):
         run.bus.publish(
             Decision(at=now, load_rps=9.0, band=(2, 3), desired=2, launch=0, remove=(), reason="r")
         )
+        # 1 ready and 1 open spot request for the band's 2: a scale-up under way is fine;
+        # then the fleet view shows nothing left and nothing coming
+        booting = await status(capsys, url=run.url, nagios=True)
+        run.bus.publish(FleetObserved(at=now, members=(), pending_requests=0, cost_per_hour=0.07))
         below_band = await status(capsys, url=run.url, nagios=True)
         run.bus.publish(SensorLost(at=now, since=now - 60, reason="connection refused"))
         lost_a_minute = await status(capsys, url=run.url, nagios=True)
@@ -423,9 +427,12 @@ async def test_status_nagios_ok_then_warning_then_critical(capsys):
         " | load=1.5 desired=2 ready=1 cost_per_hour=0.07\n",
         "",
     )
+    assert booting[0] == 0, booting
     code, out, _ = below_band
     assert code == 1
-    assert out.startswith("CONTROLLER WARNING - 1 ready, below the band's minimum of 2 slaves;")
+    assert out.startswith(
+        "CONTROLLER WARNING - 0 ready and 0 coming, below the band's minimum of 2 slaves;"
+    )
     code, out, _ = lost_a_minute
     assert code == 1 and "load sensor lost for 60s: connection refused" in out
     code, out, _ = lost_long

@@ -5,7 +5,8 @@ Prometheus' script exporters read too:
 
   0 OK        every actor runs, the sensor answers, the fleet is within its band
   1 WARNING   an actor is starting or restarting; the sensor has been lost for less than
-              SENSOR_CRITICAL_SECONDS; fewer ready than the band's minimum; cost at the cap
+              SENSOR_CRITICAL_SECONDS; fewer ready than the band's minimum, with nothing
+              booting or requested to make up the difference; cost at the cap
   2 CRITICAL  an actor failed, stopped or is stopping; the sensor lost for longer
   3 UNKNOWN   the endpoint cannot be read (or the config naming it), or no actor reported yet
 
@@ -69,14 +70,30 @@ def _fleet_problems(doc: dict) -> list[tuple[int, str]]:
     problems = []
     band, ready = doc.get("table_band"), doc.get("ready", 0)
     members = "nodes" if doc.get("mode") == "cluster" else "slaves"
-    if band and ready < band[0]:
+    # Every scale-up passes below the band's min while its instances boot: only a shortfall
+    # that nothing launched or booting will fill is a problem (capacity, budget, permissions).
+    coming = _coming(doc)
+    if band and ready + coming < band[0]:
         problems.append(
-            (WARNING, f"{ready} ready, below the band's minimum of {band[0]} {members}")
+            (
+                WARNING,
+                f"{ready} ready and {coming} coming, below the band's minimum of "
+                f"{band[0]} {members}",
+            )
         )
     cap, cost = doc.get("max_cost_per_hour"), doc.get("cost_per_hour", 0.0)
     if cap and cost >= cap:
         problems.append((WARNING, f"cost ${cost:.3f}/h at the cap ${cap:.3f}/h"))
     return problems
+
+
+def _coming(doc: dict) -> int:
+    """Instances on their way to ready: launched and not yet healthy, not leaving; and open
+    spot requests."""
+    leaving = ("draining", "terminating", "gone")
+    members = doc.get("slaves") or ()
+    on_the_way = sum(1 for m in members if not m.get("healthy") and m.get("state") not in leaving)
+    return on_the_way + int(doc.get("pending_requests") or 0)
 
 
 def _summary(doc: dict) -> str:
