@@ -216,33 +216,13 @@ def test_dry_run_prints_the_plan_and_creates_nothing(
     data.mkdir()
     (data / "big.bam").write_bytes(b"x" * 10_000)
     before = config_file.read_text()
-    code = main(
-        [
-            "sync-data",
-            "-c",
-            str(config_file),
-            "--path",
-            str(data),
-            "--postgres",
-            str(data.parent / "pg"),
-            "--dry-run",
-        ]
-    )
+    argv = ["sync-data", "-c", str(config_file), "--path", str(data)]
+    argv += ["--postgres", str(data.parent / "pg"), "--dry-run"]
+    code = main(argv)
     assert code == 2  # a missing directory is refused before anything
     assert f"{data.parent / 'pg'}: no such directory" in capsys.readouterr().err
     (data.parent / "pg").mkdir()
-    code = main(
-        [
-            "sync-data",
-            "-c",
-            str(config_file),
-            "--path",
-            str(data),
-            "--postgres",
-            str(data.parent / "pg"),
-            "--dry-run",
-        ]
-    )
+    code = main(argv)
     out = capsys.readouterr().out
     assert code == 0
     assert f"copy {data} (data): 16.0 KiB, 1 files" in out
