@@ -1,6 +1,6 @@
 """deploy/: the Prometheus alert rules pass `promtool check rules` and their own unit tests
 (`promtool test rules`), and every metric the rules and the Grafana dashboard query is one the
-controller's registry really exports.
+controller's registry really exports (a render farm's or a batch cluster's, which adds the queue).
 
 promtool comes with Debian's `prometheus` package, which scripts/test installs; without it these
 tests fail (they never skip).
@@ -36,6 +36,9 @@ ALERTS = {
     "ControllerSpotInterruptions",
     "ControllerEc2Errors",
     "ControllerDailySpendHigh",
+    # cluster mode (issue 16): qstat lost, and jobs waiting with nothing to run them coming
+    "ControllerQueueSensorLost",
+    "ControllerQueueStuck",
 }
 METRIC = re.compile(r"\b(?:controller|process|python)_[a-z0-9_]+")
 SUFFIXES = {
@@ -55,13 +58,25 @@ def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def exported_names() -> set[str]:
-    """Every sample name /metrics can carry, from the registry's own families."""
-    metrics = Metrics(FleetState(), time.monotonic)
+def exported_names(mode: str | None = None) -> set[str]:
+    """Every sample name /metrics can carry, from the registry's own families: a render farm's
+    ("gbrowse"), a batch cluster's ("cluster", which adds the queue), or either (None)."""
     names = set()
-    for family in metrics.registry.collect():
-        names.update(family.name + suffix for suffix in SUFFIXES.get(family.type, ("",)))
+    for each in ("gbrowse", "cluster") if mode is None else (mode,):
+        metrics = Metrics(FleetState(mode=each), time.monotonic)
+        for family in metrics.registry.collect():
+            names.update(family.name + suffix for suffix in SUFFIXES.get(family.type, ("",)))
     return names
+
+
+def unknown_metrics(exprs: list[str]) -> dict[str, list[str]]:
+    """Each query naming a metric /metrics never carries, with those names."""
+    exported = exported_names()
+    return {
+        expr: sorted(set(METRIC.findall(expr)) - exported)
+        for expr in exprs
+        if set(METRIC.findall(expr)) - exported
+    }
 
 
 def rule_exprs() -> dict[str, str]:
@@ -116,19 +131,38 @@ def test_every_alert_asked_for_is_there_and_tested():
 def test_rules_query_only_exported_metrics():
     exported = exported_names()
     assert "controller_ready" in exported and "controller_launches_total" in exported
-    for alert, expr in rule_exprs().items():
-        unknown = set(METRIC.findall(expr)) - exported
-        assert unknown == set(), f"{alert}: {sorted(unknown)}"
+    assert "controller_nodes" in exported and "controller_queue_pending_jobs" in exported
+    assert unknown_metrics(list(rule_exprs().values())) == {}
 
 
 def test_dashboard_queries_only_exported_metrics():
-    exported = exported_names()
     exprs = dashboard_exprs()
     assert len(exprs) >= 15
-    for expr in exprs:
-        names = set(METRIC.findall(expr))
-        assert names, expr
-        assert names <= exported, f"{expr}: {sorted(names - exported)}"
+    assert all(METRIC.findall(expr) for expr in exprs)
+    assert unknown_metrics(exprs) == {}
+
+
+def test_a_misspelt_queue_metric_is_caught():
+    """The check above fails on a name the registry does not export, in the queue row too."""
+    exprs = [e.replace("queue_pending_jobs", "queue_pending_job") for e in dashboard_exprs()]
+    assert set().union(*unknown_metrics(exprs).values()) == {"controller_queue_pending_job"}
+    exprs = [e.replace("controller_nodes{", "controller_node{") for e in rule_exprs().values()]
+    assert set().union(*unknown_metrics(exprs).values()) == {"controller_node"}
+
+
+def test_the_queue_row_shows_every_cluster_metric():
+    """Each metric only a batch cluster exports is on the dashboard, under "Queue (cluster
+    mode)", and the alerts read the queue and the nodes."""
+    cluster_only = exported_names("cluster") - exported_names("gbrowse")
+    assert cluster_only >= {"controller_queue_oldest_pending_seconds", "controller_nodes"}
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    row = next(i for i, p in enumerate(panels) if p["title"] == "Queue (cluster mode)")
+    end = next(i for i, p in enumerate(panels) if i > row and p["type"] == "row")
+    exprs = [t["expr"] for p in panels[row + 1 : end] for t in p["targets"]]
+    shown = {name for expr in exprs for name in METRIC.findall(expr)}
+    assert cluster_only <= shown, sorted(cluster_only - shown)
+    read = {n for expr in rule_exprs().values() for n in METRIC.findall(expr)}
+    assert {"controller_queue_oldest_pending_seconds", "controller_nodes"} <= read
 
 
 def test_dashboard_queries_are_valid_promql(tmp_path):
@@ -149,6 +183,14 @@ def test_dashboard_is_importable():
     assert dashboard["uid"] == "spot-controller" and dashboard["title"]
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+    # no two panels overlap on Grafana's 24-column grid
+    cells = [
+        (x, y)
+        for p in dashboard["panels"]
+        for x in range(p["gridPos"]["x"], p["gridPos"]["x"] + p["gridPos"]["w"])
+        for y in range(p["gridPos"]["y"], p["gridPos"]["y"] + p["gridPos"]["h"])
+    ]
+    assert len(cells) == len(set(cells)) and max(x for x, _ in cells) < 24
     for panel in dashboard["panels"]:
         assert panel["title"]
         if panel["type"] != "row":

@@ -92,7 +92,9 @@ class _StateCollector(Collector):
         yield _gauge("desired", "Slaves (nodes) the policy wants.", s.desired)
         yield _gauge("ready", "Slaves that pass the readiness probe (nodes set up).", s.ready)
         yield _gauge(
-            "pending", "Open spot requests and instances still booting.", s.pending_requests
+            "pending",
+            "Launches asked for that are not instances yet (open spot requests).",
+            s.pending_requests,
         )
         yield _gauge("cost_per_hour", "Fleet cost in dollars per hour.", s.cost_per_hour)
         yield _gauge(
