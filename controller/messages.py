@@ -84,9 +84,11 @@ class QueueSample:
     source: str = "sge"
     # For sizing (empty / None when the sensor cannot tell): the pending jobs counted above in
     # the order the scheduler tries them, as (job id, seconds waited, slots per task, tasks),
-    # and the free slots of the exec hosts that accept jobs.
+    # the free slots of the exec hosts that accept jobs, and the running jobs (each array task
+    # apart) as (job id, seconds running, slots).
     waiting: tuple[tuple[str, float, int, int], ...] = ()
     free_slots: int | None = None
+    running: tuple[tuple[str, float, int], ...] = ()
 
 
 # fleet

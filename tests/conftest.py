@@ -55,4 +55,5 @@ pytest_plugins = [
     "tests.harness.sshd",
     "tests.harness.fake_slave",
     "tests.harness.e2e",
+    "tests.harness.slurm",
 ]

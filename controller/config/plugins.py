@@ -14,6 +14,8 @@ StarCluster `segway-setup` plugin:
   commands       shell commands, each must exit 0
   sge            how the node joins Grid Engine on the head (queue, consumable, execd); with
                  head_is_exec_host = false the head runs no job (no slots in the queue)
+  slurm          how the node joins Slurm as a dynamic node (slurmd -Z, configless from
+                 `conf_server`); only with the cluster's load_source = "slurm"
 
 Paths and names in options are checked strictly, so nothing from the config needs shell quoting
 beyond shlex.quote. `parse_plugin` raises PluginError naming `plugin.NAME.key` and the problem;
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from controller.config.checks import join
 from controller.config.schema import ClusterSection, Config, PluginSection
 
-KNOWN_PLUGIN_KINDS = ("profile", "motd", "stop-services", "sge", "commands")
+KNOWN_PLUGIN_KINDS = ("profile", "motd", "stop-services", "sge", "commands", "slurm")
 # The Grid Engine consumable Segway requests memory with (`qsub -l mem_requested=...`).
 MEM_CONSUMABLE = "mem_requested"
 
@@ -94,7 +96,21 @@ class SgePlugin:
     command_prefix: tuple[str, ...] = ()
 
 
-Plugin = ProfilePlugin | MotdPlugin | StopServicesPlugin | CommandsPlugin | SgePlugin
+@dataclass(frozen=True, slots=True)
+class SlurmPlugin:
+    name: str
+    conf_server: str = ""  # slurmctld as host[:port] for configless slurmd; "" = the head
+    cpus: int = 0  # CPUs the node offers; 0 = the node's own (nproc)
+    memory_mb: int = 0  # RealMemory; 0 = the node's MemTotal
+    slurmd: str = "slurmd"  # the node's slurmd (a path, or found on PATH)
+    # The head's clients (squeue, sinfo, scontrol): their slurm.conf ("" = their default),
+    # where they are ("" = PATH) and a command to run them through (e.g. ["sudo", "-u", "slurm"]).
+    slurm_conf: str = ""
+    bin_dir: str = ""
+    command_prefix: tuple[str, ...] = ()
+
+
+Plugin = ProfilePlugin | MotdPlugin | StopServicesPlugin | CommandsPlugin | SgePlugin | SlurmPlugin
 
 
 def parse_plugin(section: PluginSection) -> Plugin:
@@ -139,6 +155,17 @@ def parse_plugin(section: PluginSection) -> Plugin:
                 consumable=opts.word("consumable", MEM_CONSUMABLE),
                 command_prefix=opts.argv("command_prefix"),
             )
+        case "slurm":
+            plugin = SlurmPlugin(
+                name=section.name,
+                conf_server=opts.address("conf_server"),
+                cpus=opts.count("cpus"),
+                memory_mb=opts.count("memory_mb"),
+                slurmd=opts.program("slurmd", "slurmd"),
+                slurm_conf=opts.path("slurm_conf", "", empty_ok=True),
+                bin_dir=opts.path("bin_dir", "", empty_ok=True),
+                command_prefix=opts.argv("command_prefix"),
+            )
         case _:
             opts.problem("kind", f"unknown plugin kind {section.kind!r}")
             plugin = CommandsPlugin(name=section.name, commands=())
@@ -155,9 +182,16 @@ def cluster_plugins(config: Config, cluster: ClusterSection) -> list[Plugin]:
             problems.append(f"cluster.{cluster.name}.plugins: no [plugin.{name}] section")
             continue
         try:
-            plugins.append(parse_plugin(sections[name]))
+            plugin = parse_plugin(sections[name])
         except PluginError as exc:
             problems.append(str(exc))
+            continue
+        plugins.append(plugin)
+        if isinstance(plugin, SlurmPlugin) and cluster.load_source != "slurm":
+            problems.append(
+                f'cluster.{cluster.name}.plugins: [plugin.{name}] is kind "slurm", which'
+                ' needs load_source = "slurm"'
+            )
     if problems:
         raise PluginError("\n".join(problems))
     return plugins
@@ -288,6 +322,35 @@ class _Options:
             else:
                 self.problem(key, f'expected "NAME=VERSION" (letters, digits, ._+@-), got {item!r}')
         return tuple(pairs)
+
+    def count(self, key: str) -> int:
+        """An optional whole number >= 0 (0 when absent)."""
+        value = self._get(key)
+        if value is None:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            self.problem(key, f"expected a whole number >= 0, got {value!r}")
+            return 0
+        return value
+
+    def address(self, key: str) -> str:
+        """An optional host or host:port ("" when absent)."""
+        value = self.text(key, "")
+        host, sep, port = value.rpartition(":") if ":" in value else (value, "", "")
+        if value and not (
+            _SAFE_WORD.fullmatch(host) and (not sep or (port.isdigit() and 0 < int(port) < 65536))
+        ):
+            self.problem(key, f"expected a host name or host:port (got {value!r})")
+            return ""
+        return value
+
+    def program(self, key: str, default: str) -> str:
+        """A program's absolute path, or its name to be found on PATH."""
+        value = self.text(key, default)
+        if not (_SAFE_PATH.fullmatch(value) or _SAFE_WORD.fullmatch(value)):
+            self.problem(key, f"expected a program name or an absolute path (got {value!r})")
+            return default
+        return value
 
     def memory(self, key: str) -> str:
         value = self.text(key, "")

@@ -19,6 +19,10 @@ ClusterNodeSetup runs on the node over SSH, in the order the cluster lists its p
                  list if missing, the node added to the queue's hostlist) and starts its execd.
                  Its head-side part are qconf/qmod calls (HeadCommand). With head_is_exec_host =
                  false the head keeps no slots in the queue (`head_commands`, at start).
+  slurm          starts the node's slurmd as a dynamic node under its EC2 name (`slurmd -Z -N`),
+                 configless: it fetches slurm.conf from slurmctld (`conf_server`, else the head),
+                 so the node needs only slurmd, and munged with the cluster's key. Slurm's side
+                 (drain, delete) is controller.slurm.
 
 Every command is idempotent (or, for `commands`, run once): a node may be set up again after a
 controller restart, even while the killed controller's commands still run there (`locked`
@@ -40,6 +44,7 @@ from controller.config.plugins import (
     PluginError,
     ProfilePlugin,
     SgePlugin,
+    SlurmPlugin,
     StopServicesPlugin,
 )
 from controller.gridengine.sge import exec_host_text, format_memory
@@ -97,6 +102,8 @@ def remote_commands(plugin: Plugin, node: NodeInfo, head: str = "") -> list[Remo
             ]
         case SgePlugin():
             return _sge_node_commands(plugin, head)
+        case SlurmPlugin():
+            return [_start_slurmd(plugin, node, head)]
     raise TypeError(f"not a plugin: {plugin!r}")
 
 
@@ -286,6 +293,35 @@ def _start_execd(head: str) -> str:
         f' case "$said" in *{gave_up}*) printf "%s (it said: %s)\\n" {why} "$said" >&2;'
         " exit 1;; esac; exit $status"
     )
+
+
+def _start_slurmd(plugin: SlurmPlugin, node: NodeInfo, head: str) -> RemoteCommand:
+    """Start the node's slurmd as the dynamic node `node.hostname`, unless it runs. CPUs and
+    memory not set in the plugin are the ones slurmd finds on the node."""
+    server = plugin.conf_server or head
+    if not server:
+        raise PluginError(
+            f"plugin.{plugin.name}.conf_server: not set and the head's name is not known;"
+            " set it to slurmctld's host[:port]"
+        )
+    argv = [plugin.slurmd, "-Z", "-N", node.hostname, "--conf-server", server]
+    conf = [f"CPUs={plugin.cpus}"] if plugin.cpus else []
+    conf += [f"RealMemory={plugin.memory_mb}"] if plugin.memory_mb else []
+    if conf:
+        argv += ["--conf", " ".join(conf)]
+    why = shlex.quote(
+        f"slurmd could not join Slurm through slurmctld at {server}: the node must reach"
+        " slurmctld's port (6817 unless conf_server names another), slurmctld must have"
+        " SlurmctldParameters=enable_configless, and munged must run on the node with the"
+        " cluster's key"
+    )
+    command = (
+        "pgrep -x slurmd >/dev/null && exit 0;"
+        f" said=$({shlex.join(argv)} 2>&1); status=$?;"
+        ' [ -z "$said" ] || printf "%s\n" "$said";'
+        f' [ "$status" -eq 0 ] || printf "%s\n" {why} >&2; exit $status'
+    )
+    return RemoteCommand(command, f"start slurmd as {node.hostname}")
 
 
 def node_memory(plugin: SgePlugin, meminfo_output: str) -> str:
