@@ -1,11 +1,13 @@
-"""ClusterNodeSetup: turns a booted instance into a Grid Engine node over SSH, and back.
+"""ClusterNodeSetup: turns a booted instance into a Grid Engine or Slurm node over SSH, and back.
 
-At start, before any node exists, the head's Grid Engine is made ready
-(controller.gridengine.sge_head.prepare_head): the `mem_requested` consumable exists, so Segway
-jobs asking for it are accepted and wait as demand; the head has its memory as that consumable
-(head_is_exec_host) or no slots in the queue. If Grid Engine does not answer, this is tried
-again with backoff, and before every node's registration. With `head_banner` (the daemon), the
-head gets its motd banner (MASTER).
+The scheduler's part is a "side" (controller.gridengine.sge_side for an sge plugin,
+controller.slurm.slurm_side for a slurm plugin; none without either): what the head does at
+start, for a node joining, and for a node leaving. At start, before any node exists, the head is
+made ready: for Grid Engine the `mem_requested` consumable exists, so Segway jobs asking for it
+are accepted and wait as demand, and the head has its memory as that consumable
+(head_is_exec_host) or no slots in the queue; for Slurm sinfo must answer. If the scheduler does
+not answer, this is tried again with backoff, and before every node's registration. With
+`head_banner` (the daemon), the head gets its motd banner (MASTER).
 
 For each InstanceUp with role NODE, in its own task:
 
@@ -16,18 +18,21 @@ For each InstanceUp with role NODE, in its own task:
 2. volume:NAME for each of the cluster's volumes (controller.gridengine.node_volumes).
 3. plugin:NAME for each of its plugins, in order (controller.gridengine.node_plugins). The sge
    plugin reads the node's memory, registers the node on the head through the local Grid Engine
-   clients (the controller runs on the head), then starts the node's execd.
+   clients (the controller runs on the head), then starts the node's execd. The slurm plugin
+   starts the node's slurmd (a dynamic node under the EC2 name, configless from the head),
+   and the node is ready once sinfo lists it.
 4. NodeReady(hostname=ip-a-b-c-d), or NodeSetupFailed(step, reason) at the first failing step.
 
 Setups run concurrently, at most `max_concurrent` past the SSH wait at a time; head-side Grid
 Engine changes are serialised. A node that was set up is not set up again for a repeated
-InstanceUp. On InstanceDown the node's setup is cancelled if it runs, and (with an sge plugin) it
-is taken out of Grid Engine: queue instance disabled, removed from the hostlist, exec/submit/admin
-host deleted; each step tolerates the host being gone already. A scale-in (the policy chose the
-node on a queue sample that may be older than Grid Engine's last dispatch) first disables the
-node's queue instance and reads qstat for it again: a node found running a job is kept (NodeKept,
-its queue enabled again), an empty one is deregistered and released (NodeReleased), and only then
-does the node pool terminate it. Its host key pin goes once it left Grid Engine. A node announced
+InstanceUp. On InstanceDown the node's setup is cancelled if it runs, and it is taken out of
+the scheduler: Grid Engine's queue instance disabled, removed from the hostlist, exec/submit/admin
+host deleted, or Slurm's node set DOWN and deleted; each step tolerates the host being gone
+already. A scale-in (the policy chose the node on a queue sample that may be older than the
+scheduler's last dispatch) first disables the node's queue instance (Slurm: drains the node) and
+looks again: a node found running a job is kept (NodeKept, taking jobs again), an empty one is
+deregistered and released (NodeReleased), and only then does the node pool terminate it. Its
+host key pin goes once it left the scheduler. A node announced
 down twice (drained, then gone) is deregistered once, unless the first attempt failed. Nothing
 here crashes the actor: a failure is the node's, reported and logged.
 
@@ -35,7 +40,7 @@ After a restart (`kill -9` included) the node pool adopts the running nodes and 
 again: every step is idempotent, runs under a lock on the node (so it waits for what the killed
 controller left running there), and `commands` run once per instance and boot (markers in
 `node_state_dir/INSTANCE` on the node). At the pool's first view of the fleet, the hosts of
-pinned instances that are gone leave Grid Engine.
+pinned instances that are gone leave the scheduler.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from typing import Any
 
 import asyncssh
 
-from controller.config.plugins import Plugin, PluginError, SgePlugin, cluster_plugins, sge_plugin
+from controller.config.plugins import Plugin, PluginError, cluster_plugins
 from controller.config.schema import ClusterSection, Config, VolumeSection
 from controller.gridengine.head_motd import write_head_banners
 from controller.gridengine.host_keys import HostKeyStore, host_pattern, pattern_address
@@ -57,20 +62,13 @@ from controller.gridengine.node_plugins import (
     RemoteCommand,
     locked,
     memory_command,
-    node_memory,
     remote_commands,
 )
 from controller.gridengine.node_ssh import NodeSsh, StepFailed
 from controller.gridengine.node_volumes import volume_commands
 from controller.gridengine.sge import ec2_hostname
 from controller.gridengine.sge_client import SgeClient
-from controller.gridengine.sge_deregister import Release, deregister_node, release_node
-from controller.gridengine.sge_head import (
-    HeadStepFailed,
-    head_memory,
-    prepare_head,
-    register_node,
-)
+from controller.gridengine.sge_side import SgeSide
 from controller.messages import (
     FleetObserved,
     InstanceDown,
@@ -86,6 +84,8 @@ from controller.messages import (
 from controller.runtime.actor import Actor
 from controller.runtime.backoff import backoff_delay
 from controller.runtime.bus import EOI, Bus
+from controller.scheduler.side import Gone, Released, SchedulerSide, scheduler_side
+from controller.slurm.slurm_client import SlurmClient
 
 HEAD_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 NODE_STATE_DIR = "/run/controller-node"  # tmpfs: a rebooted node is set up in full again
@@ -103,6 +103,8 @@ class ClusterNodeSetup(Actor):
         bus: Bus,
         known_hosts_path: str | os.PathLike[str],
         sge: SgeClient | None = None,
+        slurm: SlurmClient | None = None,
+        side: SchedulerSide | None = None,  # else from the plugins, with `sge` or `slurm`
         ssh_user: str = "root",
         head_host: str = "",
         max_concurrent: int = 8,
@@ -119,7 +121,9 @@ class ClusterNodeSetup(Actor):
         self.cluster = cluster
         self.host_keys = HostKeyStore(known_hosts_path)
         self.sge = sge
-        self.head_host = head_host  # "" = the qmaster's name, else this machine's
+        self.slurm = slurm
+        self.side = side
+        self.head_host = head_host  # "" = the scheduler's head, else this machine's
         self.device_wait = device_wait
         self.node_state_dir = node_state_dir  # on the node: each instance's lock and markers
         self.head_banner = head_banner
@@ -141,7 +145,6 @@ class ClusterNodeSetup(Actor):
         self._head_lock = asyncio.Lock()
         self._head_ready = False  # prepare_head succeeded
         self._plugins: list[Plugin] = []
-        self._sge_plugin: SgePlugin | None = None
         self._setups: dict[InstanceId, asyncio.Task[None]] = {}
         self._removals: set[asyncio.Task[None]] = set()
         self._ready: set[InstanceId] = set()
@@ -165,12 +168,10 @@ class ClusterNodeSetup(Actor):
             raise ValueError(
                 "\n".join(f"{where}: {line}" for line in str(exc).splitlines())
             ) from None
-        self._sge_plugin = sge_plugin(self._plugins)
-        if self._sge_plugin is not None and self.sge is None:
-            p = self._sge_plugin
-            self.sge = SgeClient(
-                sge_root=p.sge_root, cell=p.cell, bin_dir=p.bin_dir, prefix=p.command_prefix
-            )
+        if self.side is None:
+            self.side = scheduler_side(self._plugins, sge=self.sge, slurm=self.slurm)
+        if isinstance(self.side, SgeSide):
+            self.sge = self.side.client  # the tests reach Grid Engine's client here
         if self.cluster.ssh_key_file:
             try:
                 self.ssh.client_keys = [asyncssh.read_private_key(self.cluster.ssh_key_file)]
@@ -182,10 +183,7 @@ class ClusterNodeSetup(Actor):
                     "nodes accept is needed)"
                 ) from None
         if not self.head_host:
-            if self._sge_plugin is not None and self.sge is not None:
-                self.head_host = self.sge.master_host()
-            else:
-                self.head_host = socket.gethostname()
+            self.head_host = self.side.head_host() if self.side else socket.gethostname()
         self._limit = asyncio.Semaphore(self._max_concurrent)
         await self._prepare_head()
         plugins = self._plugins if self.head_banner else []
@@ -193,7 +191,7 @@ class ClusterNodeSetup(Actor):
             self.log.warning("head.motd_not_written", problem=problem)
 
     async def run(self) -> None:
-        retry = asyncio.create_task(self._prepare_head_until_done(), name="sge-head")
+        retry = asyncio.create_task(self._prepare_head_until_done(), name="head")
         try:
             while True:
                 msg = await self.inbox.get()
@@ -241,30 +239,22 @@ class ClusterNodeSetup(Actor):
     # the head
 
     async def _prepare_head(self) -> bool:
-        """prepare_head once; True when the head is ready (or there is no sge plugin)."""
-        plugin = self._sge_plugin
-        if self._head_ready or plugin is None or self.sge is None:
+        """The side's prepare_head once; True when the head is ready (or there is no side)."""
+        side = self.side
+        if self._head_ready or side is None:
             return True
         try:
             async with self._head_lock:
-                ready = await prepare_head(self.sge, plugin, self.head_host, head_memory())
-        except (HeadStepFailed, OSError) as exc:
+                found = await side.prepare_head(self.head_host)
+        except side.errors as exc:
             self.log.warning(
-                "sge.head_not_ready",
+                f"{side.name}.head_not_ready",
                 reason=str(exc),
-                hint=f"jobs asking for {plugin.consumable} are refused until this works; "
-                "trying again",
+                hint=f"{side.head_hint}; trying again",
             )
             return False
         self._head_ready = True
-        self.log.info(
-            "sge.head_ready",
-            consumable=plugin.consumable,
-            consumable_added=ready.consumable_added,
-            head=self.head_host,
-            head_memory=ready.head_memory or None,
-            note=ready.note or None,
-        )
+        self.log.info(f"{side.name}.head_ready", head=self.head_host, **found)
         return True
 
     async def _prepare_head_until_done(self) -> None:
@@ -341,22 +331,26 @@ class ClusterNodeSetup(Actor):
     async def _apply(
         self, conn: asyncssh.SSHClientConnection, step: str, plugin: Plugin, node: NodeInfo
     ) -> None:
-        if not isinstance(plugin, SgePlugin):
-            for command in remote_commands(plugin, node):
-                await self._remote(conn, step, command, node)
-            return
-        assert self.sge is not None, "an sge plugin gives a client"
-        memory = plugin.node_memory
-        if not memory:
-            memory = node_memory(plugin, await self.ssh.run(conn, step, memory_command()))
-        try:
-            async with self._head_lock:
-                await register_node(self.sge, plugin, node.hostname, memory)
-        except HeadStepFailed as exc:
-            raise StepFailed(step, str(exc)) from None
-        self.log.info("node.registered", hostname=node.hostname, memory=memory)
+        """A plugin's commands on the node; the scheduler's plugin registers the node on the
+        head before them and waits for it to join after them."""
+        side = self.side if self.side is not None and plugin == self.side.plugin else None
+        if side is not None:
+            try:
+                async with self._head_lock:
+                    found = await side.register(
+                        node.hostname, lambda: self.ssh.run(conn, step, memory_command())
+                    )
+            except side.errors as exc:
+                raise StepFailed(step, str(exc)) from None
+            if found:  # Slurm registers nothing on the head: the node's slurmd joins
+                self.log.info("node.registered", hostname=node.hostname, **found)
         for command in remote_commands(plugin, node, self.head_host):
             await self._remote(conn, step, command, node)
+        if side is not None:
+            try:
+                await side.joined(node.hostname, self.sleep)
+            except side.errors as exc:
+                raise StepFailed(step, str(exc)) from None
 
     async def _remote(
         self, conn: asyncssh.SSHClientConnection, step: str, command: RemoteCommand, node: NodeInfo
@@ -376,22 +370,22 @@ class ClusterNodeSetup(Actor):
             hostname = ec2_hostname(down.address)
         except ValueError:
             hostname = ""
-        if self._sge_plugin is None or self.sge is None or not hostname:
+        side = self.side
+        if side is None or not hostname:
             self._let_go(down, scale_in, forget=True)
             return
         async with self._head_lock:
             if down.instance_id in self._deregistered:
                 # The second InstanceDown of a scaled-in or lost node (drained, then gone):
-                # Grid Engine let it go at the first.
+                # the scheduler let it go at the first.
                 self._deregistered.discard(down.instance_id)
                 self._let_go(down, scale_in, forget=True)
                 return
+            release: Released
             if scale_in:  # chosen on a sample that may be stale: only if it is empty
-                release = await release_node(self.sge, self._sge_plugin, hostname)
+                release = await side.release(hostname, self.sleep)
             else:  # lost, interrupted or torn down: it goes whatever runs there
-                release = Release(
-                    True, failures=await deregister_node(self.sge, self._sge_plugin, hostname)
-                )
+                release = Gone(failures=await side.deregister(hostname, self.sleep))
             if release.released and not release.failures:
                 self._deregistered.add(down.instance_id)
         if not release.released:
@@ -415,8 +409,8 @@ class ClusterNodeSetup(Actor):
     async def _take_out_orphans(self, alive: set[str]) -> None:
         """After a restart, at the node pool's first view of the fleet: a host this controller
         set up (pinned) whose instance is gone (ended while no controller ran, or while a
-        killed one was taking it out) leaves Grid Engine, so no host stays without an instance."""
-        if self._sge_plugin is None or self.sge is None:
+        killed one was taking it out) leaves the scheduler, so no host stays without an instance."""
+        if self.side is None:
             return
         for pin in self.host_keys.pins():
             if pin.instance_id in alive:
@@ -426,7 +420,7 @@ class ClusterNodeSetup(Actor):
             except ValueError:
                 continue
             async with self._head_lock:
-                failures = await deregister_node(self.sge, self._sge_plugin, hostname)
+                failures = await self.side.deregister(hostname, self.sleep)
             if failures:
                 self.log.warning(
                     "node.orphan_deregister_failed", hostname=hostname, reasons=failures
@@ -438,7 +432,7 @@ class ClusterNodeSetup(Actor):
             )
 
     def _let_go(self, down: InstanceDown, scale_in: bool, *, forget: bool) -> None:
-        """Forget the node, and its pin once it left Grid Engine (until then the pin tells a
+        """Forget the node, and its pin once it left the scheduler (until then the pin tells a
         restart the host may be registered); for a scale-in, the pool may terminate it."""
         self._ready.discard(down.instance_id)
         if forget:

@@ -15,7 +15,9 @@ head (the machine the controller and sge_qmaster run on) only, on the cluster's 
 controller sets nodes up over SSH) and on Grid Engine's ports 6444 (sge_qmaster) and 6445
 (sge_execd: the qmaster contacts each node's execd). The other direction, nodes' execd reaching
 the qmaster on 6444 (and 6445 back), is ingress to the *head*, whose group the controller does not
-own: admit the nodes' subnet (or this group) on tcp 6444-6445 there. The group is named
+own: admit the nodes' subnet (or this group) on tcp 6444-6445 there. A Slurm cluster's group
+admits the head on the ssh_port and 6818 (slurmctld contacts each node's slurmd); the head's
+group must admit the nodes on 6817 (slurmctld). The group is named
 `controller-<fleet>-nodes` and lives in the VPC of the cluster's `subnet`; a cluster has no
 user-named group.
 
@@ -41,6 +43,7 @@ from controller.cloud.ec2_groups import DEPENDENCY_TIMEOUT
 from controller.cloud.firewall_rules import (
     NOT_VISIBLE_YET,
     SGE_PORTS,
+    SLURM_PORTS,
     authorize_failed_line,
     create_failed_line,
     group_name,
@@ -106,7 +109,8 @@ class FirewallKeeper(Actor):
                 master_ip, config.slave.ports, ssh=bool(config.slave.ssh_key.strip())
             )
         else:
-            self.wanted = wanted_rules(master_ip, (cluster.ssh_port, *SGE_PORTS))
+            ports = SLURM_PORTS if cluster.load_source == "slurm" else SGE_PORTS
+            self.wanted = wanted_rules(master_ip, (cluster.ssh_port, *ports))
         self.group_id: str | None = None
         self.owned = False  # created or adopted by fleet tag and name: ours to fix and delete
         self.vpc_id = ""

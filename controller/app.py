@@ -166,34 +166,31 @@ def build_cluster_actors(
     *,
     dry_run: bool,
 ) -> list[Actor]:
-    """The batch cluster's actors. A dry run leaves out ClusterNodeSetup: it would log in to
-    nodes and change Grid Engine."""
+    """The batch cluster's actors, on the scheduler its plugins name (Grid Engine or Slurm). A
+    dry run leaves out ClusterNodeSetup: it would log in to nodes and change the scheduler."""
     from actors.cluster_node_setup import ClusterNodeSetup
     from actors.firewall_keeper import FirewallKeeper
     from actors.queue_sampler import QueueSampler
     from actors.spot_pool import SpotPool
     from actors.stats import Stats
-    from controller.config.plugins import PluginError, cluster_plugins, sge_plugin
-    from controller.gridengine.sge_client import SgeClient
+    from controller.config.plugins import PluginError, cluster_plugins
     from controller.policy.pool_profile import NodeProfile
     from controller.policy.queue_policy import QueuePolicy
+    from controller.scheduler.side import scheduler_side
+    from controller.scheduler.source import queue_source
 
     where = f"[cluster.{cluster.name}]"
     try:
-        plugin = sge_plugin(cluster_plugins(config, cluster))
+        side = scheduler_side(cluster_plugins(config, cluster))
     except PluginError as exc:
         raise StartupError(str(exc).replace("\n", "; ")) from None
-    if plugin is None:
+    if side is None:
+        kind = cluster.load_source
+        scheduler = "Slurm" if kind == "slurm" else "Grid Engine"
         raise StartupError(
-            f'{where} plugins: none is of kind "sge": add a [plugin.X] with kind = "sge" '
-            "so nodes are registered with Grid Engine and its queue drives the cluster"
+            f'{where} plugins: none is of kind "{kind}": add a [plugin.X] with kind = "{kind}" '
+            f"so nodes join {scheduler} and its queue drives the cluster"
         )
-    client = SgeClient(
-        sge_root=plugin.sge_root,
-        cell=plugin.cell,
-        bin_dir=plugin.bin_dir,
-        prefix=plugin.command_prefix,
-    )
     profile = NodeProfile(config, cluster, head_public_key=head_public_key(cluster))
     actors: list[Actor] = [
         Stats(config=config, bus=bus, dry_run=dry_run, cluster=cluster.name),
@@ -213,7 +210,7 @@ def build_cluster_actors(
                 cluster=cluster,
                 bus=bus,
                 known_hosts_path=os.path.join(state_dir(), "cluster_known_hosts"),
-                sge=client,
+                side=side,
                 ssh_user=profile.login_user,
                 head_banner=True,  # the controller runs on the head: its motd says MASTER
             )
@@ -228,7 +225,7 @@ def build_cluster_actors(
             dry_run=dry_run,
             confirm_release=not dry_run,  # ClusterNodeSetup answers each scale-in
         ),
-        QueueSampler(config=config, bus=bus, client=client),
+        QueueSampler(config=config, bus=bus, source=queue_source(side)),
     ]
     return actors
 

@@ -248,15 +248,15 @@ BAD_CONFIGS = {
         "min_nodes (5) is above max_nodes (2)",
     ),
     "cluster ssh_port": ("[cluster.c]\nssh_port = 0\n", "cluster.c.ssh_port", "must be >= 1"),
-    "cluster on slurm": (
-        '[cluster.c]\nload_source = "slurm"\n',
-        "cluster.c.load_source",
-        'only "sge" drives a cluster in this release (Slurm is not supported yet)',
+    "slurm cluster with an sge plugin": (
+        '[cluster.c]\nload_source = "slurm"\nplugins = ["g"]\n[plugin.g]\nkind = "sge"\n',
+        "cluster.c.plugins",
+        '[plugin.g] is kind "sge", but the cluster\'s load_source is "slurm"',
     ),
     "cluster on an unknown queue": (
         '[cluster.c]\nload_source = "pbs"\n',
         "cluster.c.load_source",
-        "must be one of 'sge' (got 'pbs')",
+        "must be one of 'sge', 'slurm' (got 'pbs')",
     ),
     "volume with both ids": (
         '[volume.v]\nsnapshot_id = "snap-1"\nvolume_id = "vol-1"\nmount_path = "/v"\n',
@@ -579,3 +579,24 @@ def test_check_config_quiet_prints_only_problems(capsys, tmp_path) -> None:
     assert main(["check-config", "-q", "-c", str(bad)]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "poll_interval" in captured.err
+
+
+SLURM_CLUSTER = """
+[cluster.c]
+load_source = "slurm"
+max_nodes = 4
+plugins = ["slurm"]
+
+[plugin.slurm]
+kind = "slurm"
+conf_server = "head-1:6817"
+cpus = 4
+"""
+
+
+def test_a_slurm_cluster_passes_check_config_and_iam_policy(capsys, write):
+    path = write(SLURM_CLUSTER)
+    rc, _, err = check(capsys, path)
+    assert (rc, err) == (0, [])
+    assert main(["iam-policy", "-c", str(path)]) == 0
+    assert '"ec2:RunInstances"' in capsys.readouterr().out

@@ -16,6 +16,7 @@ from controller.messages import ErrorKind
 
 SSH_PORT = 22
 SGE_PORTS = (6444, 6445)  # sge_qmaster, sge_execd
+SLURM_PORTS = (6818,)  # slurmd: slurmctld on the head contacts each node's slurmd
 # What AuthorizeSecurityGroupIngress answers for a group EC2 has just made and does not know yet.
 NOT_VISIBLE_YET = "InvalidGroup.NotFound"
 

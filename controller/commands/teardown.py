@@ -15,12 +15,13 @@ that are about to vanish; then controller.cloud.teardown cancels the spot reques
 instances, waits for them and deletes the fleet's security groups. Each step prints one line.
 
 With `--cluster NAME` (a batch cluster's fleet, which has no renderfarm.conf) the first step is
-Grid Engine's instead: each of the fleet's nodes is taken out of it on the head, with the `sge`
-plugin's calls, as `run --cluster` does at SIGTERM. A Grid Engine that cannot be reached is
-reported and the nodes are terminated all the same: a stale exec host is cheaper than a node
-billed forever.
+the scheduler's instead: each of the fleet's nodes is taken out of it on the head, as
+`run --cluster` does at SIGTERM: with the `sge` plugin's calls from Grid Engine, or (a `slurm`
+plugin) set DOWN and deleted from Slurm, a node Slurm no longer has passing. A scheduler that
+cannot be reached is reported and the nodes are terminated all the same: a stale exec host is
+cheaper than a node billed forever.
 
-Exit 0 when nothing of the fleet is left (and every node left Grid Engine; a dry run: when the
+Exit 0 when nothing of the fleet is left (and every node left its scheduler; a dry run: when the
 fleet could be read), 1 otherwise (refused, unreadable, answered no, something left), 2 for a
 config that cannot be used.
 """
@@ -37,15 +38,16 @@ from pathlib import Path
 from controller.cloud.port import Cloud, InstanceState
 from controller.commands.exit_codes import EXIT_BAD_INPUT, EXIT_LEFT, EXIT_OK
 from controller.commands.teardown_plan import TeardownPlan, plan_lines, read_failure, read_plan
-from controller.config.plugins import PluginError, SgePlugin, cluster_plugins, sge_plugin
+from controller.config.plugins import PluginError, cluster_plugins
 from controller.config.reader import ConfigError, load_config
 from controller.config.schema import Config
 from controller.gbrowse.renderfarm import render_renderfarm, write_atomic
 from controller.messages import Role
 from controller.runtime.fleet_lock import FleetBusy, FleetLock
+from controller.scheduler.side import SchedulerSide, scheduler_side
 
 RELOAD_TIMEOUT = 60.0
-SGE_TIMEOUT = 20.0  # per Grid Engine call: an unreachable qmaster must not stall the teardown
+SCHEDULER_TIMEOUT = 20.0  # per scheduler call: an unreachable head must not stall the teardown
 
 
 class _BadInput(Exception):
@@ -66,7 +68,7 @@ def teardown_command(
 ) -> int:
     try:
         config = load_config(config_path)
-        plugin = _cluster_sge_plugin(config, cluster) if cluster is not None else None
+        side = _cluster_side(config, cluster) if cluster is not None else None
     except ConfigError as exc:
         for line in exc.errors or (str(exc),):
             print(line, file=sys.stderr)
@@ -94,7 +96,7 @@ def teardown_command(
         lines = plan_lines(
             plan,
             renderfarm=renderfarm_step(config) if cluster is None else None,
-            grid_engine=grid_engine_steps(plan, cluster, plugin) if cluster is not None else (),
+            grid_engine=scheduler_steps(plan, cluster, side) if cluster is not None else (),
         )
         if dry_run:
             for line in lines + _running_note(fleet):
@@ -107,20 +109,20 @@ def teardown_command(
             if not _confirm(f"Tear down fleet {fleet}? [y/N] "):
                 say("teardown cancelled: nothing was changed")
                 return EXIT_LEFT
-        return _tear_down(config, cluster, plugin, say)
+        return _tear_down(config, cluster, side, say)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _tear_down(
-    config: Config, cluster: str | None, plugin: SgePlugin | None, say: Callable[[str], None]
+    config: Config, cluster: str | None, side: SchedulerSide | None, say: Callable[[str], None]
 ) -> int:
-    # A cluster's fleet has no slaves: its first step is Grid Engine's, not renderfarm.conf's.
+    # A cluster's fleet has no slaves: its first step is the scheduler's, not renderfarm.conf's.
     renderfarm_ok = clear_renderfarm(config, say) if cluster is None else True
-    if cluster is not None and plugin is None:
-        say(f'sge: [cluster.{cluster}] has no plugin of kind "sge": no Grid Engine to leave')
-    report, sge_ok = asyncio.run(_teardown(config, say, plugin))
+    if cluster is not None and side is None:
+        say(_no_scheduler(cluster))
+    report, sge_ok = asyncio.run(_teardown(config, say, side))
     if report.clean and renderfarm_ok and sge_ok:
         return EXIT_OK
     return EXIT_LEFT
@@ -204,47 +206,55 @@ def renderfarm_step(config: Config) -> str:
     return f"renderfarm.conf: rewrite {path} with no slaves (it lists {listed}), then {reload}"
 
 
-def grid_engine_steps(plan: TeardownPlan, cluster: str, plugin: SgePlugin | None) -> list[str]:
-    """One line per node of the fleet that leaves Grid Engine first (--cluster)."""
+def scheduler_steps(plan: TeardownPlan, cluster: str, side: SchedulerSide | None) -> list[str]:
+    """One line per node of the fleet that leaves its scheduler first (--cluster)."""
     from controller.gridengine.sge import ec2_hostname
 
-    if plugin is None:
-        return [f'sge: [cluster.{cluster}] has no plugin of kind "sge": no Grid Engine to leave']
+    if side is None:
+        return [_no_scheduler(cluster)]
+    tag, scheduler = side.name, side.scheduler
     if not plan.nodes:
-        return [f"sge: fleet {plan.fleet} has no nodes to take out of Grid Engine"]
+        return [f"{tag}: fleet {plan.fleet} has no nodes to take out of {scheduler}"]
     lines = []
     for node in plan.nodes:
         try:
             name = ec2_hostname(node.private_ip or "")
         except ValueError:
-            lines.append(f"sge: {node.instance_id} has no EC2 host name: left in Grid Engine")
+            lines.append(f"{tag}: {node.instance_id} has no EC2 host name: left in {scheduler}")
             continue
-        lines.append(f"sge: take {name} ({node.instance_id}) out of Grid Engine on the head")
+        lines.append(f"{tag}: take {name} ({node.instance_id}) out of {scheduler} on the head")
     return lines
 
 
-def _cluster_sge_plugin(config: Config, name: str) -> SgePlugin | None:
-    """The `sge` plugin of [cluster.NAME] (None: it has none); _BadInput naming the problem."""
+def _no_scheduler(cluster: str) -> str:
+    return (
+        f'cluster: [cluster.{cluster}] has no plugin of kind "sge" or "slurm": no scheduler'
+        " to leave"
+    )
+
+
+def _cluster_side(config: Config, name: str) -> SchedulerSide | None:
+    """The scheduler of [cluster.NAME] (None: it has none); _BadInput naming the problem."""
     cluster = next((c for c in config.clusters if c.name == name), None)
     if cluster is None:
         known = ", ".join(c.name for c in config.clusters) or "none"
         raise _BadInput(f"--cluster {name}: no [cluster.{name}] section (defined: {known})")
     try:
-        return sge_plugin(cluster_plugins(config, cluster))
+        return scheduler_side(cluster_plugins(config, cluster), timeout=SCHEDULER_TIMEOUT)
     except PluginError as exc:
         where = config.path or "config"
         raise _BadInput("\n".join(f"{where}: {line}" for line in str(exc).splitlines())) from None
 
 
-async def _teardown(config: Config, say: Callable[[str], None], plugin: SgePlugin | None):
+async def _teardown(config: Config, say: Callable[[str], None], side: SchedulerSide | None):
     from controller.cloud.ec2cloud import make_ec2_cloud
     from controller.cloud.staging_leftovers import remove_staging_leftovers
     from controller.cloud.teardown import teardown_fleet
 
     async with make_ec2_cloud(config) as cloud:
         sge_ok = True
-        if plugin is not None:
-            sge_ok = await deregister_fleet_nodes(cloud, config.controller.fleet, plugin, say)
+        if side is not None:
+            sge_ok = await deregister_fleet_nodes(cloud, config.controller.fleet, side, say)
         report = await teardown_fleet(
             cloud, config.controller.fleet, keep_group_ids=_kept_groups(config), progress=say
         )
@@ -256,19 +266,18 @@ async def _teardown(config: Config, say: Callable[[str], None], plugin: SgePlugi
 
 
 async def deregister_fleet_nodes(
-    cloud: Cloud, fleet: str, plugin: SgePlugin, say: Callable[[str], None]
+    cloud: Cloud, fleet: str, side: SchedulerSide, say: Callable[[str], None]
 ) -> bool:
-    """Take every node of the fleet (found by its tags) out of the head's Grid Engine, one line
+    """Take every node of the fleet (found by its tags) out of the head's scheduler, one line
     each; True when each one is out (or never was in)."""
     from controller.gridengine.sge import ec2_hostname
-    from controller.gridengine.sge_client import SgeClient, SgeError
-    from controller.gridengine.sge_deregister import deregister_node
 
+    tag, scheduler = side.name, side.scheduler
     view = await cloud.describe_fleet(fleet)
     if view.error is not None:
         say(
-            f"sge: cannot read fleet {fleet} to find its nodes: {view.error.message}; "
-            "none taken out of Grid Engine"
+            f"{tag}: cannot read fleet {fleet} to find its nodes: {view.error.message}; "
+            f"none taken out of {scheduler}"
         )
         return False
     nodes = [
@@ -277,38 +286,34 @@ async def deregister_fleet_nodes(
         if i.role is Role.NODE and i.state is not InstanceState.TERMINATED and i.private_ip
     ]
     if not nodes:
-        say(f"sge: fleet {fleet} has no nodes to take out of Grid Engine")
+        say(f"{tag}: fleet {fleet} has no nodes to take out of {scheduler}")
         return True
     named = []
     for inst in nodes:
         try:
             named.append((inst.instance_id, ec2_hostname(inst.private_ip or "")))
         except ValueError:
-            say(f"sge: {inst.instance_id} has no EC2 host name ({inst.private_ip}): skipped")
-    sge = SgeClient(
-        sge_root=plugin.sge_root,
-        cell=plugin.cell,
-        bin_dir=plugin.bin_dir,
-        prefix=plugin.command_prefix,
-        timeout=SGE_TIMEOUT,
-    )
+            say(f"{tag}: {inst.instance_id} has no EC2 host name ({inst.private_ip}): skipped")
     try:
-        await sge.run("qconf", "-sh")  # any qmaster answer; the admin host list is never empty
-    except SgeError as exc:
+        await side.answers()
+    except side.errors as exc:
         hosts = ", ".join(host for _, host in named)
+        later = (
+            "scontrol delete nodename=HOST" if tag == "slurm" else "qconf -de HOST, qconf -dh HOST"
+        )
         say(
-            f"sge: cannot reach Grid Engine on the head: {exc}; terminating anyway, and "
-            f"{hosts} may stay registered: remove them later (qconf -de HOST, qconf -dh HOST)"
+            f"{tag}: cannot reach {scheduler} on the head: {exc}; terminating anyway, and "
+            f"{hosts} may stay registered: remove them later ({later})"
         )
         return False
     all_out = True
     for instance_id, hostname in named:
-        failures = await deregister_node(sge, plugin, hostname)
+        failures = await side.deregister(hostname, asyncio.sleep)
         if failures:
             all_out = False
-            say(f"sge: {hostname} ({instance_id}) not fully out of Grid Engine: {failures[0]}")
+            say(f"{tag}: {hostname} ({instance_id}) not fully out of {scheduler}: {failures[0]}")
         else:
-            say(f"sge: {hostname} ({instance_id}) taken out of Grid Engine")
+            say(f"{tag}: {hostname} ({instance_id}) taken out of {scheduler}")
     return all_out and len(named) == len(nodes)
 
 

@@ -192,6 +192,11 @@ def cluster_plugins(config: Config, cluster: ClusterSection) -> list[Plugin]:
                 f'cluster.{cluster.name}.plugins: [plugin.{name}] is kind "slurm", which'
                 ' needs load_source = "slurm"'
             )
+        if isinstance(plugin, SgePlugin) and cluster.load_source == "slurm":
+            problems.append(
+                f'cluster.{cluster.name}.plugins: [plugin.{name}] is kind "sge", but the'
+                ' cluster\'s load_source is "slurm": list a plugin of kind "slurm" instead'
+            )
     if problems:
         raise PluginError("\n".join(problems))
     return plugins
@@ -200,6 +205,11 @@ def cluster_plugins(config: Config, cluster: ClusterSection) -> list[Plugin]:
 def sge_plugin(plugins: Sequence[Plugin]) -> SgePlugin | None:
     """The cluster's Grid Engine plugin, if it lists one (registration happens only then)."""
     return next((p for p in plugins if isinstance(p, SgePlugin)), None)
+
+
+def slurm_plugin(plugins: Sequence[Plugin]) -> SlurmPlugin | None:
+    """The cluster's Slurm plugin, if it lists one (nodes join Slurm only then)."""
+    return next((p for p in plugins if isinstance(p, SlurmPlugin)), None)
 
 
 class _Options:

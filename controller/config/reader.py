@@ -41,14 +41,12 @@ try:
 except ModuleNotFoundError:  # Python < 3.11: tomli is the same parser
     import tomli as tomllib
 
-_LOAD_SOURCES = ("sge",)
+_LOAD_SOURCES = ("sge", "slurm")
 
 
 def _load_source_problem(value: str) -> str | None:
     if value in _LOAD_SOURCES:
         return None
-    if value == "slurm":
-        return 'only "sge" drives a cluster in this release (Slurm is not supported yet)'
     return f"must be one of {alternatives(_LOAD_SOURCES)} (got {value!r})"
 
 

@@ -140,7 +140,7 @@ class VolumeSection:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PluginSection:
     name: str
-    kind: str  # profile | motd | stop-services | sge | commands
+    kind: str  # profile | motd | stop-services | sge | slurm | commands
     options: tuple[tuple[str, object], ...] = ()  # the remaining keys, in file order
 
 
@@ -148,7 +148,7 @@ class PluginSection:
 class ClusterSection:
     name: str
     extends: str = ""
-    load_source: str = "sge"  # only Grid Engine in this release
+    load_source: str = "sge"  # "sge" (Grid Engine) or "slurm"
     node_instance_types: tuple[str, ...] = ("m5.xlarge",)
     image_id: str = ""
     min_nodes: int = 0

@@ -176,6 +176,7 @@ class NodeProfile:
         self.cluster = cluster
         self.head_public_key = head_public_key
         self.login_user = login_user
+        self.sensor_source = cluster.load_source  # "sge" or "slurm": its loss holds the cluster
 
     def reconfigured(self, config: Config, cluster: ClusterSection) -> NodeProfile:
         """After a reload: the new section, the same head key (ssh_key_file needs a restart)."""

@@ -108,6 +108,13 @@ class SlurmClient:
             ok_if=(NODE_GONE,),
         )  # fmt: skip
 
+    async def down(self, node: str, reason: str) -> str:
+        """`node` is out of service at once: Slurm requeues or ends the jobs running there."""
+        return await self.run(
+            "scontrol", "update", f"nodename={node}", "state=down", f"reason={reason}",
+            ok_if=(NODE_GONE,),
+        )  # fmt: skip
+
     async def resume(self, node: str) -> None:
         """`node` takes jobs again."""
         await self.run("scontrol", "update", f"nodename={node}", "state=resume")
