@@ -67,7 +67,7 @@ def test_node_command_joins_a_real_slurm_once(slurm: Slurm):
     try:
         first = slurm.run("sh", "-c", command.command, check=False)
         assert first.returncode == 0, first.stdout + first.stderr
-        assert "IDLE" in slurm.node_state(NODE.hostname)
+        slurm.wait_idle(NODE.hostname)  # slurmd registers once in the background
         again = slurm.run("sh", "-c", command.command, check=False)  # slurmd runs: nothing to do
         assert again.returncode == 0 and again.stdout == ""
         shown = slurm.run("scontrol", "show", "node", NODE.hostname).stdout

@@ -119,6 +119,20 @@ class Slurm:
             process,
         )
 
+    def wait_idle(self, name: str, timeout: float = 30) -> None:
+        """Until Slurm lists NAME idle: a slurmd that went to the background (the slurm
+        plugin's command) registers a moment after the command returned."""
+        deadline = time.monotonic() + timeout
+        state = self.node_state(name)
+        while not state or "IDLE" not in state:
+            if time.monotonic() > deadline:
+                log = read_log(self.tmp / f"slurmd-{name}.log", 2000)
+                raise AssertionError(
+                    f"{name} not idle in Slurm within {timeout:g}s: {state}\n{log}"
+                )
+            time.sleep(0.1)
+            state = self.node_state(name)
+
     def stop_node(self, name: str) -> None:
         """Stop NAME's slurmd: one start_node began, or one that went to the background (its
         PID file)."""
