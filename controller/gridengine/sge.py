@@ -2,8 +2,10 @@
 
 One command gives everything a cluster's load needs: `qstat -f -xml -r -u '*'` lists each queue
 instance (queue@host, slots used) with its running jobs, and every pending job with its slots, its
-array task range and its hard resource requests (`-r`). `parse_qstat` reads that into a
-QueueSnapshot; `queue_sample` turns a snapshot into the QueueSample the policy reads.
+array task range and its hard resource requests (`-r`), and every running task with its start
+time and slots (a parallel job is listed under each of its queue instances: its slots add up).
+`parse_qstat` reads that into a QueueSnapshot; `queue_sample` turns a snapshot into the
+QueueSample the policy reads.
 
 Demand counts only jobs that wait for capacity: held (`h`) and error (`E`) jobs never start by
 adding nodes, so they are left out. An array job counts once per pending task, and a consumable
@@ -77,10 +79,19 @@ class QueueInstance:
 
 
 @dataclass(frozen=True, slots=True)
+class RunningTask:
+    job_id: str
+    task: str  # the array task id, "" for a plain job
+    slots: int  # summed over the queue instances it spans (a parallel job's hosts)
+    started: dt.datetime | None  # Grid Engine's local time, naive
+
+
+@dataclass(frozen=True, slots=True)
 class QueueSnapshot:
     pending: tuple[PendingJob, ...]
     running: frozenset[tuple[str, str]]  # (job id, task id or ""): each running task once
     instances: tuple[QueueInstance, ...]
+    tasks: tuple[RunningTask, ...] = ()  # the running ones, in the order qstat lists them
 
     def busy_hosts(self) -> tuple[str, ...]:
         """Hosts with a slot used or reserved in any queue instance, sorted."""
@@ -102,20 +113,25 @@ def parse_qstat(xml_text: str, *, consumable: str = MEM_CONSUMABLE) -> QueueSnap
     if root.tag != "job_info":
         raise SgeParseError(f"qstat XML starts with <{root.tag}>, expected <job_info>")
     instances = []
-    running: set[tuple[str, str]] = set()
+    running: dict[tuple[str, str], RunningTask] = {}
     for queue in root.iterfind("./queue_info/Queue-List"):
         instances.append(_queue_instance(queue))
         for job in queue.iterfind("job_list"):
-            running.add((_text(job, "JB_job_number"), _optional(job, "tasks")))
+            _add_running(running, job)
     # Without -f, running jobs sit directly under queue_info.
     for job in root.iterfind("./queue_info/job_list"):
-        running.add((_text(job, "JB_job_number"), _optional(job, "tasks")))
+        _add_running(running, job)
     pending = tuple(
         _pending_job(job, consumable)
         for job in root.iterfind("./job_info/job_list")
         if job.get("state") == "pending"
     )
-    return QueueSnapshot(pending=pending, running=frozenset(running), instances=tuple(instances))
+    return QueueSnapshot(
+        pending=pending,
+        running=frozenset(running),
+        instances=tuple(instances),
+        tasks=tuple(running.values()),
+    )
 
 
 def queue_sample(snapshot: QueueSnapshot, *, at: float, now: dt.datetime) -> QueueSample:
@@ -148,6 +164,15 @@ def queue_sample(snapshot: QueueSnapshot, *, at: float, now: dt.datetime) -> Que
             max(0, i.slots_total - i.slots_used - i.slots_reserved)
             for i in snapshot.instances
             if not i.state
+        ),
+        # and the running tasks, as (job id[.task], seconds running, slots)
+        running=tuple(
+            (
+                f"{t.job_id}.{t.task}" if t.task else t.job_id,
+                max(0.0, (now - t.started).total_seconds()) if t.started is not None else 0.0,
+                t.slots,
+            )
+            for t in snapshot.tasks
         ),
     )
 
@@ -250,6 +275,18 @@ def _queue_instance(element: ET.Element) -> QueueInstance:
         slots_total=_int(element, "slots_total"),
         state=_optional(element, "state"),
     )
+
+
+def _add_running(running: dict[tuple[str, str], RunningTask], element: ET.Element) -> None:
+    """A running task as one queue instance lists it; a parallel job's slots on each add up."""
+    key = (_text(element, "JB_job_number"), _optional(element, "tasks"))
+    slots = _int(element, "slots", default=1)
+    seen = running.get(key)
+    if seen is not None:
+        running[key] = RunningTask(key[0], key[1], seen.slots + slots, seen.started)
+    else:
+        started = _time(_optional(element, "JAT_start_time"))
+        running[key] = RunningTask(key[0], key[1], slots, started)
 
 
 def _pending_job(element: ET.Element, consumable: str) -> PendingJob:

@@ -11,8 +11,9 @@ is called directly and `Model.launch` stands in for the cloud). The same schedul
   starve behind small ones, as on a real cluster without reservations.
 - What a policy sees is the QueueSample controller.gridengine.sge.queue_sample builds from
   qstat: pending jobs, slots and memory (and each pending job's wait and slots, in queue
-  order), running jobs, the oldest pending job's wait, busy and idle exec hosts and their free
-  slots (ready nodes only: a booting node is not an exec host yet).
+  order), running jobs (each one's age and slots), the oldest pending job's wait, busy and
+  idle exec hosts and their free slots (ready nodes only: a booting node is not an exec host
+  yet).
 - A node that leaves while it runs jobs (an interruption, or a removal the policy should never
   choose) takes them down: they go back to the queue in submit order and run again from the
   start (`JobQueue.restarts` counts them).
@@ -274,6 +275,10 @@ class JobQueue:
             idle_hosts=idle,
             waiting=waiting,
             free_slots=self.model.free,
+            running=tuple(
+                (str(j), now - end + jobs[j].run, jobs[j].cores)
+                for j, (end, _) in self.running.items()
+            ),
         )
 
 
