@@ -131,6 +131,7 @@ class SpotPool(Actor):
             pool.announce_down(LostReason.TEARDOWN)
             self._deliver()
         pool.tracked.clear()
+        pool.changed()  # the fleet views are rebuilt from what is tracked (none)
         if report.clean:
             self.log.info("fleet.torn_down", report=str(report))
         else:  # the process exits 1: whoever stopped it must look (`controller teardown`)

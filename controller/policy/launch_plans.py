@@ -13,6 +13,7 @@ pauses its type the same way.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from typing import Any
 
@@ -40,6 +41,8 @@ class LaunchPlans:
     """FleetReconciler's part that launches (it owns the state these methods use)."""
 
     tracked: dict[Any, Tracked]
+    _prices_fresh: tuple[int, float] = (-1, 0.0)  # (changes, no price due before this loop time)
+    _staying: tuple[int, int] = (-1, 0)  # (changes, instances _scale_out_count counted)
 
     def _launch(self, count: int) -> Plan:
         if self.group_id is None:
@@ -149,11 +152,13 @@ class LaunchPlans:
             self.starved_tries, self.starved_until = 0, 0.0
             self.note("info", "launch.settings_changed", cooldowns="cleared")
         self.launch = launch
+        self.changed()
 
     def announce(self, t: Tracked, address: str) -> None:
         """InstanceUp, once: the other actors may reach the instance at `address` from now on."""
         t.address = address
         t.announced = True
+        self.changed()
         self.publish(
             InstanceUp(
                 at=self.now(),
@@ -184,13 +189,16 @@ class LaunchPlans:
             self.note("info", "load.burst", load_rps=round(load, 3), wanted=wanted)
 
     def _scale_out_count(self) -> int:
-        """Slaves that will serve: not leaving, not warned of interruption, and open requests."""
-        alive = sum(
-            1
-            for t in self.tracked.values()
-            if t.phase in (Phase.BOOTING, Phase.READY) and not t.interrupted
-        )
-        return alive + self.pending_requests
+        """Slaves that will serve: not leaving, not warned of interruption, and open requests.
+        Asked at most readings: the instances are counted again only once the fleet changed."""
+        if self._staying[0] != self.changes:
+            staying = sum(
+                1
+                for t in self.tracked.values()
+                if t.phase in (Phase.BOOTING, Phase.READY) and not t.interrupted
+            )
+            self._staying = (self.changes, staying)
+        return self._staying[1] + self.pending_requests
 
     # prices and cooldowns
 
@@ -231,21 +239,32 @@ class LaunchPlans:
         until = self.cooldowns.get((instance_type, zone))
         return until is not None and until > self.now()
 
-    def _any_zone(self) -> str:
-        return next((t.zone for t in self.tracked.values() if t.zone), "")
-
     def _refresh_prices(self) -> Plan:
+        """Ask again for each price in use once it is PRICE_REFRESH_SECONDS old. Looked at every
+        cycle, but only when a price may be due or the prices in use changed (`_prices_fresh`)."""
+        if self._prices_fresh[0] == self.changes and self.now() < self._prices_fresh[1]:
+            return
         keys = {(t.instance_type, t.zone) for t in self.tracked.values()}
         keys.add((self.launch.instance_types[0], self._any_zone()))
+        fresh_until = math.inf
         for key in keys:
             # a fresh price of the type in any zone serves until it is refreshed (one call at
             # start, not a second one once the first launch names its zone)
             cached = self.prices.get(key) or self.prices.get((key[0], ""))
-            if cached is not None and self.now() - cached[1] < PRICE_REFRESH_SECONDS:
-                continue
-            price = yield PriceCall(*key)
-            if price is not None:
-                self.prices[key] = (price, self.now())
+            if cached is None or self.now() - cached[1] >= PRICE_REFRESH_SECONDS:
+                price = yield PriceCall(*key)
+                if price is None:
+                    fresh_until = -math.inf  # asked again next cycle
+                    continue
+                cached = self._set_price(key, price)
+            # surely not due before then (a margin well above float rounding of loop times)
+            fresh_until = min(fresh_until, cached[1] + PRICE_REFRESH_SECONDS - 1e-3)
+        self._prices_fresh = (self.changes, fresh_until)
+
+    def _set_price(self, key: tuple[str, str], price: float) -> tuple[float, float]:
+        cached = self.prices[key] = (price, self.now())
+        self.changed()  # the fleet's cost and the next launch's price
+        return cached
 
     def _price_for_bid(
         self, instance_type: str, zone: str, bid: float
@@ -260,21 +279,9 @@ class LaunchPlans:
                 return cached[0]
         price = yield PriceCall(instance_type, zone)
         if price is not None:
-            self.prices[key] = (price, self.now())
+            self._set_price(key, price)
         return price
 
     def _price(self, instance_type: str, zone: str) -> float:
         cached = self.prices.get((instance_type, zone)) or self.prices.get((instance_type, ""))
         return cached[0] if cached else 0.0
-
-    def _price_for_next_launch(self) -> float:
-        return self._price(self.launch.instance_types[0], self._any_zone())
-
-    def _cost_per_hour(self) -> float:
-        return sum(
-            self._price(t.instance_type, t.zone)
-            for t in self.tracked.values()
-            if t.phase is not Phase.GONE
-        )
-
-    # reporting

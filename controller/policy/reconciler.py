@@ -40,14 +40,12 @@ from controller.cloud.port import (
 from controller.config.schema import ClusterSection, Config
 from controller.messages import (
     Decision,
-    FleetObserved,
     InstanceDown,
     InstanceId,
     InterruptionWarning,
     LostReason,
     SecurityGroupReady,
     SensorLost,
-    SlaveView,
 )
 from controller.policy.band import Policy
 from controller.policy.factory import make_policy
@@ -60,16 +58,17 @@ from controller.policy.fleet_plans import (
     Publish,
     Tracked,
 )
+from controller.policy.fleet_views import FleetViews
 from controller.policy.launch_plans import LaunchPlans
 from controller.policy.lifecycle import Phase, check_transition
-from controller.policy.pool_profile import NodeProfile, PoolMember, PoolProfile, SlaveProfile
+from controller.policy.pool_profile import NodeProfile, PoolProfile, SlaveProfile
 from controller.policy.queue_policy import QueuePolicy
 from controller.policy.refresh_plans import RefreshPlans
 from controller.policy.release_plans import RELEASE_NEWS, ReleasePlans
 from controller.policy.retire_plans import UNLISTING_NEWS, RetirePlans
 
 
-class FleetReconciler(LaunchPlans, RetirePlans, RefreshPlans, ReleasePlans):
+class FleetReconciler(FleetViews, LaunchPlans, RetirePlans, RefreshPlans, ReleasePlans):
     """The pool's state and every decision about it; the caller executes the cloud calls its
     plans yield and delivers what the outbox holds (module docstring)."""
 
@@ -196,10 +195,11 @@ class FleetReconciler(LaunchPlans, RetirePlans, RefreshPlans, ReleasePlans):
         """Fold one message from the other actors in (sets `urgent` when it calls for a cycle
         now)."""
         profile = self.profile
-        if isinstance(msg, profile.sample_types):
+        if isinstance(msg, profile.sample_types):  # every reading: the cheapest path
             self.sample = msg
             self.burst_seen(msg)
-        elif isinstance(msg, profile.ready_type):
+            return
+        if isinstance(msg, profile.ready_type):
             t = self.tracked.get(msg.instance_id)
             if t is not None and t.phase is Phase.BOOTING:
                 t.hostname = getattr(msg, "hostname", "")
@@ -230,6 +230,7 @@ class FleetReconciler(LaunchPlans, RetirePlans, RefreshPlans, ReleasePlans):
                 t = self.tracked.get(iid)
                 if t is not None and t.phase in (Phase.BOOTING, Phase.READY):
                     t.interrupted = True
+                    self.changed()
                     self.note(
                         "warning", f"{self.role}.interruption_warning", instance_id=iid, kind=kind
                     )
@@ -262,23 +263,25 @@ class FleetReconciler(LaunchPlans, RetirePlans, RefreshPlans, ReleasePlans):
         if describe:
             # Spot requests only while some are open (launches by RunInstances leave none); the
             # adoption at start reads them all.
-            view = yield DescribeFleet(with_requests=self.pending_requests > 0)
+            view = yield _DESCRIBE_WITH_REQUESTS if self.pending_requests > 0 else _DESCRIBE
             self.view_failed = view.error is not None
             if view.error is not None:
                 self._provider_error(view.error)
                 self.note("warning", "fleet.describe_failed", hold=True, reason=view.error.message)
                 return
             self._observe(view)
-            yield from self._expire_requests(view)
+            if view.requests:
+                yield from self._expire_requests(view)
         elif self.view_failed:
             return  # the last describe failed: hold until one succeeds
         yield from self.terminate_due()
         yield from self._refresh_prices()
 
+        now, profile, sample = self.now(), self.profile, self.sample
         decision = self.policy.decide(
-            self.profile.policy_input(  # type: ignore[arg-type]  # each profile feeds its policy
-                now=self.now(),
-                sample=self.sample,
+            profile.policy_input(  # type: ignore[arg-type]  # each profile feeds its policy
+                now=now,
+                sample=sample,
                 members=self.marked(self.members()),  # old slaves: one being replaced
                 pending_requests=self.pending_requests,
                 cost_per_hour=self._cost_per_hour(),
@@ -286,14 +289,15 @@ class FleetReconciler(LaunchPlans, RetirePlans, RefreshPlans, ReleasePlans):
             )
         )
         decision = self.refreshed(decision)  # old slaves first, one retired at a time
+        load_rps, remove = profile.load_of(sample)[0], decision.remove
         self.publish(
             Decision(
-                at=self.now(),
-                load_rps=self.profile.load_of(self.sample)[0],
+                at=now,
+                load_rps=load_rps,
                 band=decision.band,
                 desired=decision.desired,
                 launch=decision.launch,
-                remove=tuple(InstanceId(i) for i in decision.remove),
+                remove=tuple(map(InstanceId, remove)) if remove else (),
                 reason=decision.reason,
                 dry_run=self.dry_run,
             )
@@ -301,14 +305,14 @@ class FleetReconciler(LaunchPlans, RetirePlans, RefreshPlans, ReleasePlans):
         self.note(
             "info",
             "decision",
-            load_rps=self.load_rps,
+            load_rps=load_rps,
             band=decision.band,
             desired=decision.desired,
             launch=decision.launch,
-            remove=decision.remove,
+            remove=remove,
             reason=decision.reason,
         )
-        for iid in decision.remove:
+        for iid in remove:
             t = self.tracked.get(InstanceId(iid))
             if t is not None:
                 self._drain(t, LostReason.SCALE_IN, delay=None)
@@ -320,11 +324,12 @@ class FleetReconciler(LaunchPlans, RetirePlans, RefreshPlans, ReleasePlans):
     def _observe(self, view: FleetView) -> None:
         """Fold one describe into the tracked set: adopt new instances, drop vanished ones."""
         seen: set[InstanceId] = set()
+        tracked, role = self.tracked, self.role
         for inst in view.instances:
-            if inst.role is not self.role:
+            if inst.role is not role:
                 continue
             seen.add(inst.instance_id)
-            t = self.tracked.get(inst.instance_id)
+            t = tracked.get(inst.instance_id)
             if t is not None:
                 t.confirmed = True
             if inst.state not in ALIVE_STATES:
@@ -341,7 +346,8 @@ class FleetReconciler(LaunchPlans, RetirePlans, RefreshPlans, ReleasePlans):
                 t.resend = True
             if not t.announced and inst.private_ip and inst.state is InstanceState.RUNNING:
                 self.announce(t, inst.private_ip)
-        for iid in [i for i in self.tracked if i not in seen]:
+        vanished = [] if tracked.keys() <= seen else [i for i in tracked if i not in seen]
+        for iid in vanished:
             t = self.tracked[iid]
             if not t.confirmed and not self._visibility_passed(t):
                 continue  # launched moments ago: EC2's reads have not caught up yet
@@ -363,6 +369,7 @@ class FleetReconciler(LaunchPlans, RetirePlans, RefreshPlans, ReleasePlans):
             spec=inst.spec,
         )
         self.tracked[inst.instance_id] = t
+        self.changed()
         self.note("info", "instance.tracked", instance_id=inst.instance_id, state=str(inst.state))
         return t
 
@@ -378,23 +385,10 @@ class FleetReconciler(LaunchPlans, RetirePlans, RefreshPlans, ReleasePlans):
             reason = t.down_reason or LostReason.TERMINATED
         self._move(t, Phase.GONE)
         del self.tracked[t.instance_id]
+        self.changed()
         self.note("info", "instance.gone", instance_id=t.instance_id, reason=str(reason))
         self.publish(
             InstanceDown(at=self.now(), instance_id=t.instance_id, address=t.address, reason=reason)
-        )
-
-    def members(self) -> tuple[PoolMember, ...]:
-        return tuple(
-            PoolMember(
-                instance_id=t.instance_id,
-                address=t.address,
-                hostname=t.hostname,
-                launched_at=t.launched_at,
-                ready=t.phase is Phase.READY,
-                draining=t.phase in (Phase.DRAINING, Phase.TERMINATING),
-                interrupted=t.interrupted,
-            )
-            for t in self.tracked.values()
         )
 
     # actions
@@ -403,6 +397,7 @@ class FleetReconciler(LaunchPlans, RetirePlans, RefreshPlans, ReleasePlans):
         if t.phase is not phase:
             t.phase = check_transition(t.phase, phase)
             t.since_wall = self.wall_clock()
+            self.changed()
 
     def _provider_error(self, error: ProviderError) -> None:
         self.last_error = error
@@ -416,26 +411,9 @@ class FleetReconciler(LaunchPlans, RetirePlans, RefreshPlans, ReleasePlans):
         )
         self.publish(error_seen(error, self.now()))
 
-    def publish_fleet(self) -> None:
-        self.publish(
-            FleetObserved(
-                at=self.now(),
-                members=tuple(
-                    SlaveView(
-                        instance_id=t.instance_id,
-                        address=t.address,
-                        state=str(t.phase),
-                        healthy=t.phase is Phase.READY,
-                        since=t.since_wall,
-                        instance_type=t.instance_type,
-                        zone=t.zone,
-                    )
-                    for t in self.tracked.values()
-                ),
-                pending_requests=self.pending_requests,
-                cost_per_hour=self._cost_per_hour(),
-            )
-        )
+
+_DESCRIBE = DescribeFleet(with_requests=False)  # calls are values: one of each serves every cycle
+_DESCRIBE_WITH_REQUESTS = DescribeFleet(with_requests=True)
 
 
 def _queue_keys(config: Config, cluster: ClusterSection) -> tuple[object, ...]:

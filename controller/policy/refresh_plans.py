@@ -120,6 +120,7 @@ class RefreshPlans:
     _spec_cache: tuple[Any, str] | None = None  # (launch settings, their digest)
     _refresh: tuple[tuple[Slave, ...], Slave | None] | None = None  # this cycle's, for refreshed
     _old_count = 0  # old slaves at the last cycle (logged when it changes)
+    _old_at: tuple[int, int] = (-1, 0)  # (FleetViews.changes, old slaves) when last counted
 
     def current_spec(self) -> str:
         """The controller:spec tag launches carry now."""
@@ -135,7 +136,10 @@ class RefreshPlans:
         if self.role is not Role.SLAVE:
             return members
         current = self.current_spec()
-        old = sum(1 for t in self.tracked.values() if t.spec != current and t.spec)
+        if self._old_at[0] != self.changes:  # the tracked set or the launch settings changed
+            old = sum(1 for t in self.tracked.values() if t.spec != current and t.spec)
+            self._old_at = (self.changes, old)
+        old = self._old_at[1]
         if old != self._old_count:
             self.note("info", "slaves.old_spec", old=old, spec=current)
             self._old_count = old

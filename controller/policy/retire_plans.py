@@ -40,6 +40,7 @@ class RetirePlans:
 
     tracked: dict[Any, Tracked]
     unlist_failed_at: float | None = None  # the writer's last "cannot write" (loop time)
+    _draining: tuple[int, bool] = (-1, False)  # (FleetViews.changes, any draining) last looked
 
     def _drain(self, t: Tracked, reason: LostReason, delay: float | None) -> None:
         """Take it out of service now (a slave leaves renderfarm.conf, a node Grid Engine);
@@ -98,7 +99,14 @@ class RetirePlans:
 
     def next_drain_due(self) -> float:
         """When the next drained instance is due to go (inf when none is). One whose termination
-        was tried and failed (or is a dry run) is retried with the next cycle, not before."""
+        was tried and failed (or is a dry run) is retried with the next cycle, not before.
+        Asked whenever an executor waits: whether any is draining is looked up again only once
+        the fleet changed (FleetViews.changes: a phase change is one)."""
+        if self._draining[0] != self.changes:
+            draining = any(t.phase is Phase.DRAINING for t in self.tracked.values())
+            self._draining = (self.changes, draining)
+        if not self._draining[1]:
+            return math.inf
         return min(
             (
                 t.drain_until
@@ -133,24 +141,33 @@ class RetirePlans:
         return [t for t in due if t.unlist_delay is None]
 
     def terminate_due(self) -> Plan:
+        """Terminate what is due: drains that ended, launches that never became ready within
+        request_timeout (abandoned), and terminations EC2 has not carried out (asked again).
+        Run at least twice a cycle: one look at the fleet finds nothing due mostly."""
         now = self._terminate_tried_at = self.now()
-        due = [
-            t
-            for t in self.tracked.values()
-            if t.phase is Phase.DRAINING and t.drain_until is not None and t.drain_until <= now
-        ]
+        due: list[Tracked] = []
+        stuck: list[Tracked] = []
+        again: list[Tracked] = []
+        for t in self.tracked.values():
+            phase = t.phase
+            if phase is Phase.DRAINING:
+                if t.drain_until is not None and t.drain_until <= now:
+                    due.append(t)
+            elif phase is Phase.BOOTING:
+                if now > t.ready_by:
+                    stuck.append(t)
+            elif phase is Phase.TERMINATING and t.resend:
+                again.append(t)
+        if not (due or stuck or again):
+            return
         due = self._hold_listed(due, now)
         due = self._unanswered(due)  # a scale-in Grid Engine never released is kept
-        # A launch that never became ready within request_timeout is abandoned.
-        stuck = [t for t in self.tracked.values() if t.phase is Phase.BOOTING and now > t.ready_by]
         for t in stuck:
             self.note("warning", "instance.boot_timeout", instance_id=t.instance_id)
             self._cool_down(t.instance_type, t.zone)
             self._move(t, Phase.DRAINING)
             t.down_reason = LostReason.UNREACHABLE  # it never answered the readiness probe
         due += stuck
-        # Asked to terminate a while ago and still alive: ask again.
-        again = [t for t in self.tracked.values() if t.phase is Phase.TERMINATING and t.resend]
         for t in again:
             self.note("warning", "instance.terminate_again", instance_id=t.instance_id)
         due += again

@@ -108,7 +108,12 @@ def trace_reading(rate: Callable[[float, float], float], config: Config, t: floa
     """What LoadSampler would publish at `t` of a trace delivering `rate(a, b)` (module
     docstring)."""
     master = config.master
-    poll, window, every = master.poll_interval, master.window_seconds, master.reading_interval
+    return _reading(rate, master.poll_interval, master.window_seconds, master.reading_interval, t)
+
+
+def _reading(
+    rate: Callable[[float, float], float], poll: float, window: float, every: float, t: float
+) -> LoadSample:
     last = surely_at_least(rate(t - every, t) * every, every)
     return LoadSample(at=t, rps=max(rate(t - poll, t), last), window_rps=rate(t - window, t))
 
@@ -161,6 +166,9 @@ class FleetExecutor:
             wall_clock=lambda: clock() + cloud.wall_offset,
         )
         self.ports = config.slave.ports
+        self.poll_interval = config.master.poll_interval
+        self.reading_interval = config.master.reading_interval
+        self.window_seconds = config.master.window_seconds
         self.next_cycle = clock()
         self.next_sample = clock()
         self.readings: deque[float] = deque()  # extra readings after rate changes, in order
@@ -168,9 +176,8 @@ class FleetExecutor:
         self.answers: list[Any] = []  # the other actors' answers, handled after the plan
         self.notices: list[tuple[float, str]] = []  # (notice time, instance id), a heap
         self._noticed: set[str] = set()
-        self._scanned: tuple[int, Any] = (0, None)  # (len, last id) of tracked at the last scan
-        self._drain_due: float | None = None  # pool.next_drain_due(), None once stale
-        self._serving: tuple[int, int] | None = None  # (cloud.ends, serving()), None once stale
+        self._scanned = -1  # pool.changes at the last scan for notices
+        self._serving = (-1, -1, 0)  # (pool.changes, cloud.ends, serving()) when last counted
         self.warned: set[str] = set()  # instances that got a spot interruption warning
         self.desired = 0
         self.decisions: list[Decision] = []
@@ -184,14 +191,16 @@ class FleetExecutor:
     def serving(self) -> int:
         """Slaves listed in renderfarm.conf and alive: the supply the elasticity metrics count.
 
-        Counted again only when the pool has handled a message or run a plan (what is listed)
-        or an instance has ended (what is alive): a listed slave has booted, and stays booted
-        until it ends."""
-        ends = self.cloud.ends
-        if self._serving is None or self._serving[0] != ends:
+        Counted again only when the pool's fleet changed (what is listed: pool.changes) or an
+        instance has ended (what is alive): a listed slave has booted, and stays booted until
+        it ends."""
+        changes, ends = self.pool.changes, self.cloud.ends
+        cached = self._serving
+        if cached[0] != changes or cached[1] != ends:
             booted = self.cloud.booted
-            self._serving = (ends, sum(1 for t in self._listed() if booted(t.instance_id)))
-        return self._serving[1]
+            count = sum(1 for t in self._listed() if booted(t.instance_id))
+            self._serving = cached = (changes, ends, count)
+        return cached[2]
 
     def _listed(self) -> Iterator[Any]:
         return (t for t in self.pool.tracked.values() if t.phase is Phase.READY)
@@ -200,69 +209,62 @@ class FleetExecutor:
 
     def run_until(self, until: float) -> None:
         """Execute everything due before `until` (exclusive), then stand at `until`."""
-        pool = self.pool
+        pool, readings, probes = self.pool, self.readings, self.probes
         while True:
-            wake = min(
-                self.next_cycle,
-                self._next_drain_due(),
-                self._next_notice(),
-                self.next_sample,
-                self.readings[0] if self.readings else math.inf,
-                self.probes[0][0] if self.probes else math.inf,
-            )
+            # pool.next_drain_due() is cheap while nothing drains (the usual case)
+            wake = min(self.next_cycle, self.next_sample, pool.next_drain_due())
+            if self.notices or self._scanned != pool.changes:
+                wake = min(wake, self._next_notice())
+            if readings and readings[0] < wake:
+                wake = readings[0]
+            if probes and probes[0][0] < wake:
+                wake = probes[0][0]
             if wake >= until:
                 break
-            self._set_clock(max(wake, self.now()))
+            now = self.now()
+            self._set_clock(wake if wake > now else now)
             self._sample()
-            self._deliver_notices()
-            self._deliver_probes()
+            if self.notices:
+                self._deliver_notices()
+            if probes:
+                self._deliver_probes()
             cycle, polled = pool.cycle_due(self.next_cycle)
             if cycle:
                 pool.urgent = False
                 self._cycle(describe=polled)
                 if polled:
                     self.next_cycle = pool.next_poll(self.next_cycle)
-            elif self._next_drain_due() <= self.now():
+            elif pool.next_drain_due() <= self.now():
                 self.on_change(self.now())
                 self._execute(pool.terminate_due())
         self._set_clock(until)
 
-    def _next_drain_due(self) -> float:
-        """pool.next_drain_due(), a scan of the fleet, asked again only after the pool handled a
-        message or ran a plan: nothing else changes its drains."""
-        if self._drain_due is None:
-            self._drain_due = self.pool.next_drain_due()
-        return self._drain_due
-
-    def _handle(self, message: Any) -> None:
-        self.pool.handle(message)
-        self._stale()
-
-    def _stale(self) -> None:
-        """The pool may have changed: what is cached from it is to be read again."""
-        self._drain_due = self._serving = None
-
     def rate_changed(self, at: float) -> None:
         """The trace's rate changes at `at`: the readings that see it (module docstring)."""
-        t = at + self.config.master.reading_interval
+        t = at + self.reading_interval
         if not self.readings or t > self.readings[-1]:
             self.readings.append(t)
 
     def _sample(self) -> None:
-        now = self.now()
+        now, readings, pool = self.now(), self.readings, self.pool
         while True:
-            t = min(self.next_sample, self.readings[0] if self.readings else math.inf)
+            t = self.next_sample
+            if readings and readings[0] < t:
+                t = readings[0]
             if t > now:
                 return
             if t == self.next_sample:
-                self.next_sample = t + self.config.master.poll_interval
-            if self.readings and self.readings[0] == t:
-                self.readings.popleft()
-            self._handle(self.reading(t))
-            self._deliver()
-
-    def reading(self, t: float) -> LoadSample:
-        return trace_reading(self.rate, self.config, t)
+                self.next_sample = t + self.poll_interval
+            if readings and readings[0] == t:
+                readings.popleft()
+            # trace_reading's (written out: the most frequent step of a replay)
+            pool.handle(
+                _reading(
+                    self.rate, self.poll_interval, self.window_seconds, self.reading_interval, t
+                )
+            )
+            if pool.outbox:
+                self._deliver()
 
     def _deliver_probes(self) -> None:
         now = self.now()
@@ -270,7 +272,7 @@ class FleetExecutor:
             _, _, iid, address = heapq.heappop(self.probes)
             if self.cloud.booted(iid):
                 self.on_change(now)
-                self._handle(SlaveReady(at=now, instance_id=InstanceId(iid), address=address))
+                self.pool.handle(SlaveReady(at=now, instance_id=InstanceId(iid), address=address))
                 self._deliver()
 
     def _cycle(self, describe: bool = True) -> None:
@@ -284,14 +286,12 @@ class FleetExecutor:
 
     def _schedule_notices(self) -> None:
         """Queue the interruption notice of each tracked instance spot will reclaim (drawn at
-        launch). The scan runs only when an instance joined the tracked set since the last: one
-        that joins goes to the end of the dict, so (len, last id) changes."""
-        tracked = self.pool.tracked
-        scanned = (len(tracked), next(reversed(tracked), None))
-        if scanned == self._scanned:
+        launch). The scan runs only when the pool's fleet changed since the last
+        (pool.changes): an instance joining the tracked set is such a change."""
+        if self._scanned == self.pool.changes:
             return
-        self._scanned = scanned
-        for t in tracked.values():
+        self._scanned = self.pool.changes
+        for t in self.pool.tracked.values():
             iid = t.instance_id
             if iid in self._noticed:
                 continue
@@ -307,7 +307,7 @@ class FleetExecutor:
             _, iid = heapq.heappop(self.notices)
             self.warned.add(iid)
             self.on_change(now)
-            self._handle(
+            self.pool.handle(
                 InterruptionWarning(at=now, instance_id=InstanceId(iid), kind="interruption")
             )
             self._deliver()
@@ -323,12 +323,11 @@ class FleetExecutor:
                 result = self._call(call)
         except StopIteration:
             pass
-        self._stale()
         self._deliver()
         answers, self.answers = self.answers, []
         for answer in answers:
             self.on_change(self.now())
-            self._handle(self.handle_answer(answer))
+            self.pool.handle(self.handle_answer(answer))
             self._deliver()
 
     def _call(self, call: CloudCall) -> Any:
@@ -341,17 +340,20 @@ class FleetExecutor:
         for item in self.pool.take_outbox():
             if not isinstance(item, Publish):
                 continue
-            match item.message:
-                case InstanceUp(instance_id=iid, address=address) if self.cloud.booted(iid):
+            message = item.message
+            kind = type(message)  # most are a cycle's Decision and FleetObserved: one look each
+            if kind is Decision:
+                self.desired = message.desired
+                self.decisions.append(message)
+            elif kind is InstanceUp:
+                iid, address = message.instance_id, message.address
+                if self.cloud.booted(iid):
                     self.answers.append(SlaveReady(at=self.now(), instance_id=iid, address=address))
-                case InstanceUp(instance_id=iid, address=address):
+                else:
                     self._probe_until_booted(iid, address)
-                case DrainSlave() as drain:
-                    self.drains.append(drain)
-                    self.answers.append(_Unlisted())
-                case Decision() as decision:
-                    self.desired = decision.desired
-                    self.decisions.append(decision)
+            elif kind is DrainSlave:
+                self.drains.append(message)
+                self.answers.append(_Unlisted())
 
     def _probe_until_booted(self, iid: str, address: str) -> None:
         """SlaveReady at the first probe (every sample_interval from now) after the boot."""
