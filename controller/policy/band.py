@@ -29,6 +29,7 @@ still counts as held for scale-in, and it is the first one removed.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -148,6 +149,17 @@ class BandPolicy:
         self._recent: deque[tuple[float, int]] = deque()  # (now, desired) within the dwells
         self._last_desired: int | None = None
         self._last_band: tuple[int, int] = (0, 0)
+        # band_for by bisection where the rows' rates increase (config checks they do)
+        rates = [row.rps for row in self.rows]
+        self._rates = rates if rates == sorted(rates) else None
+        self._bands = [(row.min_instances, row.max_instances) for row in self.rows]
+
+    def _band(self, rps: float) -> tuple[int, int]:
+        """band_for(self.rows, rps); a bisection, as the band is read on every sample."""
+        if self._rates is None:
+            return band_for(self.rows, rps)
+        i = bisect_right(self._rates, rps)
+        return self._bands[i - 1] if i else (0, 0)
 
     def target(self, inp: PolicyInput, band: tuple[int, int]) -> tuple[int, str]:
         """Slaves wanted before the band clamps it, and a short note for the reason.
@@ -170,56 +182,63 @@ class BandPolicy:
         self.observe(inp)
         if inp.load_rps is None:
             return self._hold(inp)
-        band = band_for(self.rows, inp.load_rps)
+        band = self._band(inp.load_rps)
         wanted, note = self.target(inp, band)
         desired = clamp(wanted, band)
         self._last_desired, self._last_band = desired, band
         self._remember(inp.now, desired)
 
-        up = scale_out_count(inp)
-        launch = max(0, desired - up)
+        # scale_out_count and held_count in one pass: decide runs on every poll of a replay
+        alive = held = inp.pending_requests
+        for m in inp.members:
+            if not m.draining:
+                held += 1
+                if not m.interrupted:
+                    alive += 1
+        launch = max(0, desired - alive)
         parts = [f"load {inp.load_rps:.2f} rps, band [{band[0]},{band[1]}], {note}"]
         launch, capped = self._cap(inp, launch)
         if launch:
-            parts.append(f"launch {launch} ({up} -> {up + launch})")
+            parts.append(f"launch {launch} ({alive} -> {alive + launch})")
         if capped:
             parts.append("budget cap")
 
-        remove = self._scale_in(inp, band, desired, launch)
+        remove = self._scale_in(inp, band, desired, held + launch)
         if remove:
-            parts.append(f"remove {len(remove)} after {self._dwell(band, inp):.0f}s over")
-        elif not launch and held_count(inp) > desired and self._fewer_since is not None:
+            parts.append(f"remove {len(remove)} after {self._dwell(band, held):.0f}s over")
+        elif not launch and held > desired and self._fewer_since is not None:
             waited = inp.now - self._fewer_since
-            parts.append(f"holding surplus ({waited:.0f}/{self._dwell(band, inp):.0f}s)")
+            parts.append(f"holding surplus ({waited:.0f}/{self._dwell(band, held):.0f}s)")
         elif not launch and not capped:
             parts.append("no change")
         return PolicyDecision(
             band=band, desired=desired, launch=launch, remove=remove, reason="; ".join(parts)
         )
 
-    def _dwell(self, band: tuple[int, int], inp: PolicyInput) -> float:
-        """The dwell that applies now: the band's when the fleet is above its max, else ours."""
-        above = held_count(inp) > band[1]
-        return self.scale_in_after if above else self.in_band_dwell()
+    def _dwell(self, band: tuple[int, int], held: int) -> float:
+        """The dwell that applies now: the band's when the fleet (`held`) is above its max, else
+        ours."""
+        return self.scale_in_after if held > band[1] else self.in_band_dwell()
 
     def in_band_dwell(self) -> float:
         """How long a surplus inside the band waits before it goes (the policy's own dwell)."""
         return self.shrink_after
 
     def _remember(self, now: float, desired: int) -> None:
-        self._recent.append((now, desired))
+        recent = self._recent
+        recent.append((now, desired))
         horizon = now - max(self.scale_in_after, self.shrink_after)
-        while self._recent and self._recent[0][0] < horizon:
-            self._recent.popleft()
+        while recent and recent[0][0] < horizon:
+            recent.popleft()
 
     def _cap(self, inp: PolicyInput, launch: int) -> tuple[int, bool]:
         allowed = budget_allows(inp, launch, self.max_cost_per_hour)
         return allowed, allowed < launch
 
     def _scale_in(
-        self, inp: PolicyInput, band: tuple[int, int], desired: int, launch: int
+        self, inp: PolicyInput, band: tuple[int, int], desired: int, held: int
     ) -> tuple[str, ...]:
-        held = held_count(inp) + launch
+        """What to remove; `held`: the fleet held, with this poll's launches."""
         if held <= desired:
             self._fewer_since = self._above_since = None
             return ()

@@ -13,8 +13,8 @@ import math
 from collections import deque
 
 from controller.config.schema import Config
-from controller.policy.band import BandPolicy, PolicyInput, band_for, clamp
-from controller.policy.error_book import ErrorBook
+from controller.policy.band import BandPolicy, PolicyInput
+from controller.policy.error_book import ErrorBook, ErrorBooks
 from controller.policy.forecast_settings import ForecastSettings
 from controller.policy.surge_forecast import SurgeForecaster
 
@@ -94,41 +94,57 @@ class ForecastPolicy(BandPolicy):
         self.quantile = s.quantile  # steered by the share of shortfalls
         self.headroom = s.initial_headroom  # until the first errors are known
         self._samples: deque[tuple[float, float]] = deque()  # (now, load_rps)
-        self._book = ErrorBook(horizon=s.error_seconds, floor=self.capacity)
         # the smoothed levels: time constant -> its mean so far (None before the first sample)
         self._means: dict[float, float | None] = dict.fromkeys(s.smooth_seconds)
-        # the other forecasters, each (time constant or 0 for the level now, its error book)
-        self._others = [
-            (tau, ErrorBook(horizon=s.error_seconds, floor=self.capacity, scale=scale))
+        # the other forecasters: (time constant or 0 for the level now, scale of its errors)
+        others = [
+            (tau, scale)
             for tau in (0.0, *s.smooth_seconds)
             for scale in s.error_scales
             if (tau, scale) != (0.0, "relative")
         ]
+        # the books, the level now with relative errors first, all due together
+        self._books = ErrorBooks(
+            horizon=s.error_seconds,
+            floor=self.capacity,
+            scales=("relative", *(scale for _, scale in others)),
+        )
+        self._book = self._books.books[0]
+        # each other forecaster: (its time constant or 0, its error book)
+        self._others = [
+            (tau, book) for (tau, _), book in zip(others, self._books.books[1:], strict=True)
+        ]
+        self._other_taus = tuple(tau for tau, _ in others)
         self._last_seen: float | None = None
         self.estimator = "now"  # which level the target used last: "now" or "mean Ns"
         self._seen_booting: dict[str, float] = {}
         # (now, the most slaves any headroom or the band allowed then), back to one lead ago
         self._reach: deque[tuple[float, int]] = deque()
-        # (period, phase slot) -> (period index, excess) of the last season_periods periods
-        self._season: dict[tuple[float, int], deque[tuple[int, float]]] = {}
+        # (period, phase slot) -> {period index: worst excess} of the last season_periods
+        # periods, oldest first
+        self._season: dict[tuple[float, int], dict[int, float]] = {}
         if surges is None:
             surges = SurgeForecaster(poll=poll, min_rise=s.surge_min_rise * self.capacity)
         self._surge = surges
         self._forecast_since: float | None = None  # a surge forecast is on since
         self._shed = False  # a forecast surge did not come: shed its slaves now
+        # (period, its slots of one poll) for the seasonal headroom
+        self._season_slots = [(p, max(1, round(p / poll))) for p in s.season_seconds]
+        # the samples kept: enough for the trend, the hold and the decline
+        self._keep_seconds = max(s.trend_seconds, s.hold_seconds, poll * max(2, s.decline_polls))
 
     # learning
 
     def observe(self, inp: PolicyInput) -> None:
         self._learn_boot(inp)
-        if inp.load_rps is None:
+        rps = inp.load_rps
+        if rps is None:
             return
-        now, rps = inp.now, inp.load_rps
-        self._samples.append((now, rps))
-        kept = self.poll * max(2, self.settings.decline_polls)
-        horizon = now - max(self.settings.trend_seconds, self.settings.hold_seconds, kept)
-        while self._samples and self._samples[0][0] < horizon:
-            self._samples.popleft()
+        now, samples = inp.now, self._samples
+        samples.append((now, rps))
+        horizon = now - self._keep_seconds
+        while samples and samples[0][0] < horizon:
+            samples.popleft()
         self._steer_quantile(inp)
         self._score(now, rps)
         self._surge.observe(now, rps)
@@ -138,9 +154,11 @@ class ForecastPolicy(BandPolicy):
 
     def _declining(self) -> bool:
         """The load fell at each of the last `decline_polls` polls: a surplus need not wait."""
-        n = self.settings.decline_polls
-        loads = [r for _, r in self._samples][-n - 1 :]
-        return n > 0 and len(loads) == n + 1 and all(b < a for a, b in itertools.pairwise(loads))
+        n, samples = self.settings.decline_polls, self._samples
+        if n <= 0 or len(samples) < n + 1:
+            return False
+        loads = [r for _, r in samples][-n - 1 :]
+        return all(b < a for a, b in itertools.pairwise(loads))
 
     def _decaying(self, now: float) -> bool:
         """Falling within `decay_seconds` of a surge's start, once its first polls are past."""
@@ -155,15 +173,16 @@ class ForecastPolicy(BandPolicy):
 
     def _learn_boot(self, inp: PolicyInput) -> None:
         """Boot time = launch to first seen ready (less half a poll of probe delay), averaged."""
+        seen = self._seen_booting
         for m in inp.members:
             if not m.ready:
-                self._seen_booting.setdefault(m.instance_id, m.launched_at)
-            elif m.instance_id in self._seen_booting:
-                took = inp.now - self._seen_booting.pop(m.instance_id) - self.poll / 2
+                seen.setdefault(m.instance_id, m.launched_at)
+            elif seen and m.instance_id in seen:
+                took = inp.now - seen.pop(m.instance_id) - self.poll / 2
                 self.boot = max(0.0, 0.8 * self.boot + 0.2 * took)
-        if len(self._seen_booting) > 4 * len(inp.members) + 16:
+        if len(seen) > 4 * len(inp.members) + 16:
             live = {m.instance_id for m in inp.members}
-            self._seen_booting = {k: v for k, v in self._seen_booting.items() if k in live}
+            self._seen_booting = {k: v for k, v in seen.items() if k in live}
 
     def _steer_quantile(self, inp: PolicyInput) -> None:
         """Integral control of the global headroom quantile on the share of avoidable shortfalls.
@@ -173,74 +192,89 @@ class ForecastPolicy(BandPolicy):
         allowed: no global headroom could have launched those slaves in time.
         """
         assert inp.load_rps is not None
-        while len(self._reach) > 1 and self._reach[1][0] <= inp.now - self.lead_seconds():
-            self._reach.popleft()
+        reach, since = self._reach, inp.now - self.lead_seconds()
+        while len(reach) > 1 and reach[1][0] <= since:
+            reach.popleft()
         if self.capacity <= 0:
             return
-        needed = math.ceil(round(inp.load_rps / self.capacity, 9))
-        ready = sum(1 for m in inp.members if m.ready and not m.draining and not m.interrupted)
-        reachable = not self._reach or needed <= self._reach[0][1]
-        under = 1.0 if ready < needed and reachable else 0.0
-        q = self.quantile + self.settings.quantile_gain * (under - self.settings.under_target)
-        self.quantile = min(self.settings.quantile_max, max(self.settings.quantile_min, q))
+        needed = math.ceil(round(inp.load_rps / self.capacity, 9))  # self._slaves, inline
+        ready = 0
+        for m in inp.members:
+            if m.ready and not m.draining and not m.interrupted:
+                ready += 1
+        under = 1.0 if ready < needed and (not reach or needed <= reach[0][1]) else 0.0
+        s = self.settings
+        q = self.quantile + s.quantile_gain * (under - s.under_target)
+        self.quantile = min(s.quantile_max, max(s.quantile_min, q))
 
     def _score(self, now: float, rps: float) -> None:
         """Compare the levels that fell due with the load now; set the headroom."""
-        for made, excess in self._book.score(now, rps):
+        book = self._book
+        for made, excess in self._books.score(now, rps):  # every book, this one first
             self._file_seasonal(made, excess)
-        if len(self._book):
-            self.headroom = max(0.0, self._error_at(self.quantile))
+        if len(book):
+            self.headroom = max(0.0, book.at(self.quantile, self.headroom))
         dt = 0.0 if self._last_seen is None else now - self._last_seen
         self._last_seen = now
-        for tau, mean in self._means.items():
+        means = self._means
+        for tau, mean in means.items():
             pull = 1 - math.exp(-dt / tau)
-            self._means[tau] = rps if mean is None else mean + pull * (rps - mean)
-        for _, book in self._others:
-            book.score(now, rps)
-
-    def _error_at(self, quantile: float) -> float:
-        return self._book.at(quantile, self.headroom)
-
-    def _phase(self, period: float, t: float) -> tuple[int, int]:
-        """(period index, slot of the phase) of time t; slots are one poll wide."""
-        return int(t // period), int((t % period) // self.poll)
+            means[tau] = rps if mean is None else mean + pull * (rps - mean)
 
     def _file_seasonal(self, made: float, excess: float) -> None:
         """File an excess under the phase its level was made at, once per period (the worst)."""
+        poll, season, periods = self.poll, self._season, self.settings.season_periods
         for period in self.settings.season_seconds:
-            index, slot = self._phase(period, made)
-            past = self._season.setdefault((period, slot), deque())
-            if past and past[-1][0] == index:
-                past[-1] = (index, max(past[-1][1], excess))
-            else:
-                past.append((index, excess))
-            while past and past[0][0] <= index - self.settings.season_periods:
-                past.popleft()
+            index, slot = int(made // period), int((made % period) // poll)
+            past = season.get((period, slot))
+            if past is None:
+                past = season[period, slot] = {}
+            worst = past.get(index)
+            past[index] = excess if worst is None else max(worst, excess)
+            while past:
+                first = next(iter(past))  # the oldest: levels are made, so filed, in order
+                if first > index - periods:
+                    break
+                del past[first]
 
     def seasonal_headroom(self, now: float) -> float:
         """The excess that recurs from this phase on (0 where it did not recur)."""
-        best = 0.0
-        for period in self.settings.season_seconds:
-            index, slot = self._phase(period, now)
-            slots = max(1, round(period / self.poll))
+        best, poll, season = 0.0, self.poll, self._season
+        rank, width = self.settings.season_rank, self.settings.season_width
+        for period, slots in self._season_slots:
+            index, slot = int(now // period), int((now % period) // poll)
             oldest = index - self.settings.season_periods
-            worst: dict[int, float] = {}  # period index -> its worst excess over the slots
-            for s in range(slot, slot + self.settings.season_width + 1):
-                for i, e in self._season.get((period, s % slots), ()):
-                    if i >= oldest and (i not in worst or e > worst[i]):
-                        worst[i] = e
-            if len(worst) >= self.settings.season_rank:
-                best = max(
-                    best, sorted(worst.values(), reverse=True)[self.settings.season_rank - 1]
-                )
+            phases = [season.get((period, s % slots)) for s in range(slot, slot + width + 1)]
+            first = phases[0]
+            if (
+                first
+                and next(iter(first)) >= oldest
+                and all(p is not None and p.keys() == first.keys() for p in phases)
+            ):
+                # the common case, phases filed in the same periods: the worst of each period
+                if len(phases) == 1:
+                    excesses = list(first.values())
+                else:
+                    excesses = list(map(max, *(p.values() for p in phases)))
+            else:
+                worst: dict[int, float] = {}  # period index -> its worst excess over the slots
+                for past in phases:
+                    for i, e in (past or {}).items():
+                        if i >= oldest and (i not in worst or e > worst[i]):
+                            worst[i] = e
+                excesses = list(worst.values())
+            if len(excesses) >= rank:
+                best = max(best, sorted(excesses, reverse=True)[rank - 1])
         return best
 
     def scale_out_hint(self, load_rps: float) -> int:
         """Slaves this load surely calls for: what it needs now, with no headroom, in the band."""
-        band = band_for(self.rows, load_rps)
+        low, high = self._band(load_rps)
         if self.capacity <= 0:
-            return band[0]
-        return clamp(self._slaves(load_rps, 0.0), band)
+            return low
+        n = self._slaves(load_rps)
+        n = n if n < high else high  # clamp(n, (low, high)), inline: called on every sample
+        return n if n > low else low
 
     # forecasting
 
@@ -249,18 +283,20 @@ class ForecastPolicy(BandPolicy):
 
     def level(self, inp: PolicyInput) -> float:
         """The rate to provision for until a slave launched now would be serving."""
-        assert inp.load_rps is not None
-        now = inp.now
+        rps, now = inp.load_rps, inp.now
+        assert rps is not None
         if self._decaying(now):
-            return inp.load_rps  # the window would hold the surge's past for another window
-        level = max(inp.load_rps, inp.window_rps or 0.0)
+            return rps  # the window would hold the surge's past for another window
+        level = max(rps, inp.window_rps or 0.0)
+        since = now - self.settings.hold_seconds
         for t, r in reversed(self._samples):
-            if t < now - self.settings.hold_seconds:
+            if t < since:
                 break
             level = max(level, r)
-        slope = self._trend(now)
-        if slope > 0:
-            level = max(level, inp.load_rps + slope * self.lead_seconds())
+        if self.settings.trend_seconds > 0:
+            slope = self._trend(now)
+            if slope > 0:
+                level = max(level, rps + slope * self.lead_seconds())
         return level
 
     def _trend(self, now: float) -> float:
@@ -278,9 +314,9 @@ class ForecastPolicy(BandPolicy):
             return 0.0
         return sum((t - mt) * (r - mr) for t, r in pts) / var
 
-    def _slaves(self, level: float, headroom: float) -> int:
-        want = level + max(0.0, headroom) * max(level, self.capacity)
-        return math.ceil(round(want / self.capacity, 9))
+    def _slaves(self, rate: float) -> int:
+        """Slaves that serve this rate (rounded so that 6.0000000001 slaves is 6)."""
+        return math.ceil(round(rate / self.capacity, 9))
 
     def _cheaper_forecaster(self) -> tuple[float, ErrorBook] | None:
         """The other forecaster that would have covered as many leads as "now" for less, if any.
@@ -289,53 +325,53 @@ class ForecastPolicy(BandPolicy):
         current quantile asked for over `error_seconds`. Books with fewer than
         `warmup_samples` errors are not judged yet.
         """
-        best, choice = (
-            self._book.cover_cost(self.quantile) * (1 - self.settings.switch_margin),
-            None,
-        )
+        q, warm = self.quantile, self.settings.warmup_samples
+        best, choice = self._book.cover_cost(q) * (1 - self.settings.switch_margin), None
         for tau, book in self._others:
-            if len(book) >= self.settings.warmup_samples and book.cover_cost(self.quantile) < best:
-                best, choice = book.cover_cost(self.quantile), (tau, book)
+            if len(book) >= warm:
+                cost = book.cover_cost(q)
+                if cost < best:
+                    best, choice = cost, (tau, book)
         return choice
 
     def target(self, inp: PolicyInput, band: tuple[int, int]) -> tuple[int, str]:
         if self.capacity <= 0:
             return band[0], "no slave capacity set: the band's min"
+        s, now, book, means = self.settings, inp.now, self._book, self._means
         now_level = level = self.level(inp)
-        due = inp.now + self.lead_seconds()
-        self._book.add(inp.now, due, level)
-        for tau, book in self._others:
-            book.add(inp.now, due, self._means[tau] if tau else level)
-        season = self.seasonal_headroom(inp.now)
+        lead = self.lead_seconds()
+        due = now + lead
+        self._books.add(
+            now, due, (level, *[means[tau] if tau else level for tau in self._other_taus])
+        )
+        season = self.seasonal_headroom(now)
         headroom = max(self.headroom, season)
-        if len(self._book) < self.settings.warmup_samples:
-            headroom = max(
-                headroom, self.settings.warmup_headroom
-            )  # too few errors to know the noise
+        if len(book) < s.warmup_samples:
+            headroom = max(headroom, s.warmup_headroom)  # too few errors to know the noise
         want = level + headroom * max(level, self.capacity)
-        top = self._book.provision(level, self.settings.quantile_max, self.headroom)
+        top = book.provision(level, s.quantile_max, self.headroom)
         self.estimator = "now"
         cheaper = self._cheaper_forecaster() if season <= 0 else None  # recurring: keep "now"
         if cheaper is not None:
-            tau, book = cheaper
-            level = self._means[tau] if tau else now_level
-            self.estimator = (f"mean {tau:.0f}s" if tau else "now") + f", {book.scale} errors"
-            want = book.provision(level, self.quantile)
-            top = book.provision(level, self.settings.quantile_max)
-        self._reach.append((inp.now, min(band[1], self._slaves(top, 0.0))))
-        n = self._slaves(want, 0.0)
+            tau, other = cheaper
+            level = means[tau] if tau else now_level
+            self.estimator = (f"mean {tau:.0f}s" if tau else "now") + f", {other.scale} errors"
+            want = other.provision(level, self.quantile)
+            top = other.provision(level, s.quantile_max)
+        self._reach.append((now, min(band[1], self._slaves(top))))
+        n = self._slaves(want)
         note = f"level {level:.2f} rps ({self.estimator}), provision {want:.2f}"
-        surge = self.surge_forecast(inp.now)
+        surge = self._surge.due(now, lead)
         self._shed = False
         if surge > 0 and self._forecast_since is None:
-            self._forecast_since = inp.now
+            self._forecast_since = now
         elif surge <= 0 and self._forecast_since is not None:
             last = self._surge.last_start
             came = last is not None and last >= self._forecast_since
-            self._shed = self.settings.surge_shed and not came
+            self._shed = s.surge_shed and not came
             self._forecast_since = None
-        if self._slaves(surge, 0.0) > n:
-            n = self._slaves(surge, 0.0)
+        if surge > 0 and self._slaves(surge) > n:
+            n = self._slaves(surge)
             note += f", surge of {surge:.2f} rps due"
         if season > self.headroom:
             note += " (recurs at this phase)"

@@ -91,6 +91,9 @@ class SlaveProfile:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        # the last pool view turned into members, and those members: a steady pool hands the
+        # same tuple in at every poll (a replay's quarter of a million)
+        self._last_members: tuple[Sequence[PoolMember], tuple[Member, ...]] | None = None
 
     def drain_seconds(self) -> float:
         return self.config.scaling.drain_seconds
@@ -134,20 +137,30 @@ class SlaveProfile:
             now=now,
             load_rps=load,
             window_rps=window,
-            members=tuple(
-                Member(
-                    instance_id=m.instance_id,
-                    launched_at=m.launched_at,
-                    ready=m.ready,
-                    draining=m.draining,
-                    interrupted=m.interrupted,
-                )
-                for m in members
-            ),
+            members=self._members(members),
             pending_requests=pending_requests,
             cost_per_hour=cost_per_hour,
             price_per_instance=price_per_instance,
         )
+
+    def _members(self, members: Sequence[PoolMember]) -> tuple[Member, ...]:
+        """The policy's members; the last ones again when the caller passes the same tuple (a
+        tuple of frozen members: the same object holds the same members)."""
+        last = self._last_members
+        if last is not None and last[0] is members and isinstance(members, tuple):
+            return last[1]
+        turned = tuple(
+            Member(
+                instance_id=m.instance_id,
+                launched_at=m.launched_at,
+                ready=m.ready,
+                draining=m.draining,
+                interrupted=m.interrupted,
+            )
+            for m in members
+        )
+        self._last_members = (members, turned)
+        return turned
 
 
 class NodeProfile:

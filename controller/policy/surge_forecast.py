@@ -62,6 +62,8 @@ class SurgeForecaster:
         self._rising: tuple[float, float] | None = None  # (surge seen at, its peak so far)
         self._chances: dict[tuple[int, int], float] = {}  # (phase, gap bin) -> chance
         self._counted_for: tuple[int, float, int] | None = None  # what _chances was counted on
+        # the phases that saw at least `share` of the surges (None: to be counted again)
+        self._candidates: set[int] | None = None
 
     @property
     def last_start(self) -> float | None:
@@ -92,6 +94,7 @@ class SurgeForecaster:
         """Keep `_seen` in step with `_starts`, so `due` need not count them every poll."""
         phase = self.phase(start)
         self._seen[phase] = self._seen.get(phase, 0) + step
+        self._candidates = None
 
     def phase(self, t: float) -> int:
         return int((t % self.period) // self.poll)
@@ -126,16 +129,20 @@ class SurgeForecaster:
 
     def due(self, now: float, lead: float) -> float:
         """The peak of a surge due within `lead` seconds from now, or 0 if none is due."""
-        if len(self._starts) < 4 or not self._peaks:
+        starts = self._starts
+        if len(starts) < 4 or not self._peaks:
             return 0.0
-        seen = self._seen
-        need = max(2.0, self.share * len(self._starts))
-        last = self._starts[-1]
-        for k in range(math.ceil(lead / self.poll) + 1):
-            at = now + k * self.poll
-            phase = self.phase(at)
-            if seen.get(phase, 0) >= need and self.chance(now, phase, at - last) >= (
-                self.chance_needed
-            ):
+        last = starts[-1]
+        candidates = self._candidates
+        if candidates is None:  # a surge started or was forgotten since: recount
+            need = max(2.0, self.share * len(starts))
+            candidates = self._candidates = {p for p, n in self._seen.items() if n >= need}
+        poll, period = self.poll, self.period
+        if not candidates:
+            return 0.0
+        for k in range(math.ceil(lead / poll) + 1):
+            at = now + k * poll
+            phase = int((at % period) // poll)  # self.phase(at), inline: called every poll
+            if phase in candidates and self.chance(now, phase, at - last) >= self.chance_needed:
                 return max(self._peaks)
         return 0.0
