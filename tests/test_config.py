@@ -374,9 +374,10 @@ def test_repo_config_validates_and_round_trips(capsys):
     assert config.aws.endpoint_url == ""
     assert config.aws.sqs_endpoint_url == ""
     assert config.slave.instance_types == ("m5.large",)
-    assert [c.name for c in config.clusters] == ["smallcluster"]
+    assert [c.name for c in config.clusters] == ["smallcluster", "slurmcluster"]
+    assert [c.load_source for c in config.clusters] == ["sge", "slurm"]
     assert [v.name for v in config.volumes] == ["segway-data"]
-    assert [p.name for p in config.plugins] == ["segway-env", "sge"]
+    assert [p.name for p in config.plugins] == ["segway-env", "sge", "slurm"]
     # The example documents the code's defaults for the policy's model of a slave.
     assert config.scaling.slave_capacity_rps == ScalingSection().slave_capacity_rps == 2.0
     assert config.scaling.boot_seconds == ScalingSection().boot_seconds == 90.0
