@@ -10,25 +10,20 @@ stderr as it pleases, so both are read together.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from controller.runtime.client_command import ClientError, run_client
+
 DEFAULT_SGE_ROOT = "/var/lib/gridengine"
 DEFAULT_CELL = "default"
 
 
-class SgeError(Exception):
+class SgeError(ClientError):
     """A Grid Engine client failed, timed out or could not be run."""
-
-    def __init__(self, command: Sequence[str], reason: str, output: str = "") -> None:
-        self.command = tuple(command)
-        self.reason = reason
-        self.output = output
-        super().__init__(f"`{' '.join(self.command)}` {reason}")
 
 
 class SgeClient:
@@ -70,45 +65,18 @@ class SgeClient:
         """Run one client; its output. A non-zero exit whose output contains one of `ok_if`
         (e.g. "already exists") counts as success."""
         exe = os.path.join(self.bin_dir, program) if self.bin_dir else program
-        argv = (*self.prefix, exe, *args)
-        shown = (program, *args)
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=self.env,
-                start_new_session=True,
-            )
-        except FileNotFoundError:
-            raise SgeError(
-                shown,
-                f"cannot run: {argv[0]} not found; install the Grid Engine clients "
-                "(gridengine-client) or set bin_dir of the sge plugin",
-            ) from None
-        except OSError as exc:
-            raise SgeError(shown, f"cannot run: {exc.strerror or exc}") from None
-        try:
-            async with asyncio.timeout(self.timeout):
-                out, _ = await process.communicate()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-            raise SgeError(
-                shown, f"gave no answer within {self.timeout:g}s; is sge_qmaster running?"
-            ) from None
-        except asyncio.CancelledError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()  # reap it; a client killed by SIGKILL ends at once
-            raise
-        text = out.decode(errors="replace")
-        if process.returncode != 0 and not any(marker in text for marker in ok_if):
-            words = " ".join(text.split())[-500:] or "no output"
-            raise SgeError(shown, f"exited with {process.returncode}: {words}", text)
-        return text
+        return await run_client(
+            (*self.prefix, exe, *args),
+            shown=(program, *args),
+            env=self.env,
+            timeout=self.timeout,
+            error=SgeError,
+            missing_hint="install the Grid Engine clients (gridengine-client) or set bin_dir of"
+            " the sge plugin",
+            silent_hint="is sge_qmaster running?",
+            ok_if=ok_if,
+            merge_stderr=True,
+        )
 
     async def run_with_file(
         self, program: str, *args: str, text: str, ok_if: Sequence[str] = ()

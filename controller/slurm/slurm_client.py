@@ -9,24 +9,18 @@ are read together for the error, only stdout is parsed.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from collections.abc import Sequence
+
+from controller.runtime.client_command import ClientError, run_client
 
 # What scontrol says about a node slurmctld does not have (never joined, or deleted already).
 NODE_GONE = "Invalid node name specified"
 NODE_BUSY = "Requested nodes are busy"
 
 
-class SlurmError(Exception):
+class SlurmError(ClientError):
     """A Slurm client failed, timed out or could not be run."""
-
-    def __init__(self, command: Sequence[str], reason: str, output: str = "") -> None:
-        self.command = tuple(command)
-        self.reason = reason
-        self.output = output
-        super().__init__(f"`{' '.join(self.command)}` {reason}")
 
 
 class SlurmClient:
@@ -56,42 +50,17 @@ class SlurmClient:
         """Run one client; its stdout. A non-zero exit whose output contains one of `ok_if`
         counts as success."""
         exe = os.path.join(self.bin_dir, program) if self.bin_dir else program
-        argv = (*self.prefix, exe, *args)
-        shown = (program, *args)
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=self.env,
-                start_new_session=True,
-            )
-        except FileNotFoundError:
-            raise SlurmError(
-                shown,
-                f"cannot run: {argv[0]} not found; install the Slurm clients (slurm-client) "
-                "or set bin_dir of the slurm plugin",
-            ) from None
-        except OSError as exc:
-            raise SlurmError(shown, f"cannot run: {exc.strerror or exc}") from None
-        try:
-            async with asyncio.timeout(self.timeout):
-                out, err = await process.communicate()
-        except TimeoutError:
-            await _kill(process)
-            raise SlurmError(
-                shown, f"gave no answer within {self.timeout:g}s; is slurmctld running?"
-            ) from None
-        except asyncio.CancelledError:
-            await _kill(process)
-            raise
-        text = out.decode(errors="replace")
-        said = err.decode(errors="replace") + text
-        if process.returncode != 0 and not any(marker in said for marker in ok_if):
-            words = " ".join(said.split())[-500:] or "no output"
-            raise SlurmError(shown, f"exited with {process.returncode}: {words}", said)
-        return said if process.returncode != 0 else text
+        return await run_client(
+            (*self.prefix, exe, *args),
+            shown=(program, *args),
+            env=self.env,
+            timeout=self.timeout,
+            error=SlurmError,
+            missing_hint="install the Slurm clients (slurm-client) or set bin_dir of the slurm"
+            " plugin",
+            silent_hint="is slurmctld running?",
+            ok_if=ok_if,
+        )
 
     async def squeue(self) -> str:
         """Every job slurmctld knows, as JSON."""
@@ -123,9 +92,3 @@ class SlurmClient:
         """Take the dynamic node `node` out of Slurm; SlurmError (NODE_BUSY in its output) while
         a job holds it. A node Slurm does not have passes."""
         return await self.run("scontrol", "delete", f"nodename={node}", ok_if=(NODE_GONE,))
-
-
-async def _kill(process: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        process.kill()
-    await process.wait()  # reap it; a client killed by SIGKILL ends at once
