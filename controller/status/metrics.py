@@ -99,7 +99,7 @@ class _StateCollector(Collector):
         yield _gauge("cost_per_hour", "Fleet cost in dollars per hour.", s.cost_per_hour)
         yield _gauge(
             "sensor_ok",
-            "1 while the load source (mod_status, or the batch queue's qstat) answers.",
+            "1 while the load source (mod_status, or the batch queue's qstat or squeue) answers.",
             int(s.sensor_ok),
         )
         yield _counter("spend_dollars", "Dollars spent since start.", s.spend(self._clock()))
