@@ -3,7 +3,8 @@
 Owns: the Actor base (actor), Mailbox, Bus and EOI (bus), the supervisor that starts, restarts and
 stops actors (supervisor), restart backoff (backoff), the seed's daemon options (daemon),
 systemd's sd_notify (sdnotify), logging (logs), the one-controller-per-fleet lock (fleet_lock,
-keyed by the fleet's name only) and one bounded run of a scheduler's client (client_command). It knows nothing of clouds or config.
+keyed by the fleet's name only) and one bounded run of a scheduler's client (client_command).
+It knows nothing of clouds or config.
 May import: controller.messages, the standard library, structlog.
 
 The API other modules code against:
