@@ -1,15 +1,15 @@
 """A batch cluster's queue and nodes, as /status, /metrics and `controller status` show them.
 
 Pure: FleetState (controller.status.fleetstate) keeps the latest QueueSample as a QueueView and
-asks `node_state` where each node is. QueueSampler's sample says what Grid Engine holds; the node
+asks `node_state` where each node is. QueueSampler's sample says what the scheduler holds; the node
 pool's FleetObserved (its lifecycle phase), InstanceUp (EC2 says the node runs, so
 ClusterNodeSetup logs in) and NodeReady (set up and registered) say where a node is in its life,
 in the four states an operator asks about:
 
   booting     launched; EC2 has not said it runs yet
   setting_up  running; ClusterNodeSetup mounts its volumes, runs the plugins, registers it
-  ready       registered with Grid Engine: jobs may run on it
-  draining    leaving: out of Grid Engine, being terminated
+  ready       registered with the scheduler: jobs may run on it
+  draining    leaving: out of the scheduler, being terminated
 """
 
 from __future__ import annotations
