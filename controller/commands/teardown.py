@@ -96,7 +96,7 @@ def teardown_command(
         lines = plan_lines(
             plan,
             renderfarm=renderfarm_step(config) if cluster is None else None,
-            grid_engine=scheduler_steps(plan, cluster, side) if cluster is not None else (),
+            scheduler=scheduler_steps(plan, cluster, side) if cluster is not None else (),
         )
         if dry_run:
             for line in lines + _running_note(fleet):
@@ -122,8 +122,8 @@ def _tear_down(
     renderfarm_ok = clear_renderfarm(config, say) if cluster is None else True
     if cluster is not None and side is None:
         say(_no_scheduler(cluster))
-    report, sge_ok = asyncio.run(_teardown(config, say, side))
-    if report.clean and renderfarm_ok and sge_ok:
+    report, scheduler_ok = asyncio.run(_teardown(config, say, side))
+    if report.clean and renderfarm_ok and scheduler_ok:
         return EXIT_OK
     return EXIT_LEFT
 
@@ -252,9 +252,9 @@ async def _teardown(config: Config, say: Callable[[str], None], side: SchedulerS
     from controller.cloud.teardown import teardown_fleet
 
     async with make_ec2_cloud(config) as cloud:
-        sge_ok = True
+        scheduler_ok = True
         if side is not None:
-            sge_ok = await deregister_fleet_nodes(cloud, config.controller.fleet, side, say)
+            scheduler_ok = await deregister_fleet_nodes(cloud, config.controller.fleet, side, say)
         report = await teardown_fleet(
             cloud, config.controller.fleet, keep_group_ids=_kept_groups(config), progress=say
         )
@@ -262,7 +262,7 @@ async def _teardown(config: Config, say: Callable[[str], None], side: SchedulerS
         staging_ok = await remove_staging_leftovers(
             cloud, config.controller.fleet, keep_snapshots=config.slave.data_snapshots, progress=say
         )
-        return report, sge_ok and staging_ok
+        return report, scheduler_ok and staging_ok
 
 
 async def deregister_fleet_nodes(

@@ -82,14 +82,14 @@ def read_failure(config: Config, error: ProviderError) -> str:
 
 
 def plan_lines(
-    plan: TeardownPlan, *, renderfarm: str | None, grid_engine: Sequence[str] = ()
+    plan: TeardownPlan, *, renderfarm: str | None, scheduler: Sequence[str] = ()
 ) -> list[str]:
     """What the teardown will do, in its order: `renderfarm` (its line, None with --cluster),
-    `grid_engine` (one line per node leaving Grid Engine), then EC2's steps."""
+    `scheduler` (one line per node leaving Grid Engine or Slurm), then EC2's steps."""
     lines = [f"teardown of fleet {plan.fleet}:"]
     if renderfarm is not None:
         lines.append(f"  {renderfarm}")
-    lines += [f"  {line}" for line in grid_engine]
+    lines += [f"  {line}" for line in scheduler]
     if plan.requests:
         lines.append(f"  cancel {len(plan.requests)} spot request(s):")
         lines += [f"    {r.request_id} {r.state} {r.instance_type}".rstrip() for r in plan.requests]
