@@ -8,13 +8,17 @@ drains the slave from renderfarm.conf and launches its replacement ahead of the 
 
 Every message is deleted once read, whatever it held: a warning is published once, and an
 unreadable body is logged and dropped rather than received again forever. The queue should
-therefore be this controller's own. Errors (queue missing, no permission, endpoint down) are
-logged and retried along a backoff; the watcher never ends the process.
+therefore be this controller's own. A dry run (`run --dry-run`) only reads: it deletes nothing, so
+a controller of the same fleet still gets every warning, and a message it receives again (after
+SQS's visibility timeout) is recognised by its id and not published twice. Errors (queue missing,
+no permission, endpoint down) are logged and retried along a backoff; the watcher never ends the
+process.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +31,7 @@ from controller.runtime.backoff import backoff_delay
 from controller.runtime.bus import Bus
 
 MAX_MESSAGES = 10  # SQS's maximum per receive
+SEEN_IDS = 1000  # message ids a dry run remembers, so a message received again is not re-read
 # Codes that a retry will not fix until someone changes the queue, the config or the policy.
 HINTS = {
     "AWS.SimpleQueueService.NonExistentQueue": "no such queue: create it or fix "
@@ -47,6 +52,7 @@ class InterruptionWatcher(Actor):
         sqs_client_factory: SqsClientFactory,
         wait_seconds: int = LONG_POLL_SECONDS,
         backoff: Sequence[float] = (1, 2, 4, 8, 16, 30),
+        dry_run: bool = False,
         clock=None,
     ) -> None:
         super().__init__(name="interruption_watcher", bus=bus, clock=clock)
@@ -55,6 +61,8 @@ class InterruptionWatcher(Actor):
         self.wait_seconds = max(0, min(wait_seconds, LONG_POLL_SECONDS))
         self.backoff = tuple(backoff)
         self.failures = 0  # consecutive failed polls, picks the next backoff delay
+        self.dry_run = dry_run
+        self._seen: OrderedDict[str, None] = OrderedDict()  # dry run: ids already read
 
     async def setup(self) -> None:
         if not self.queue_url:
@@ -82,9 +90,22 @@ class InterruptionWatcher(Actor):
         if not messages:
             return 0
         for message in messages:
-            self._handle(message.get("MessageId", ""), message.get("Body", ""))
-        await self._delete(sqs, [m["ReceiptHandle"] for m in messages])
+            message_id = message.get("MessageId", "")
+            if self.dry_run and self._seen_before(message_id):
+                continue
+            self._handle(message_id, message.get("Body", ""))
+        if not self.dry_run:
+            await self._delete(sqs, [m["ReceiptHandle"] for m in messages])
         return len(messages)
+
+    def _seen_before(self, message_id: str) -> bool:
+        """Whether a dry run has read this message already (it stays on the queue)."""
+        if message_id in self._seen:
+            return True
+        self._seen[message_id] = None
+        if len(self._seen) > SEEN_IDS:
+            self._seen.popitem(last=False)
+        return False
 
     async def _receive(self, sqs: Any) -> list[dict[str, Any]]:
         """The next messages, or [] when the stop began first (a long poll must not delay it)."""

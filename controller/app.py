@@ -120,7 +120,10 @@ def build_actors(
 
         actors.append(
             InterruptionWatcher(
-                config=config, bus=bus, sqs_client_factory=sqs_client_factory(config)
+                config=config,
+                bus=bus,
+                sqs_client_factory=sqs_client_factory(config),
+                dry_run=dry_run,
             )
         )
     return actors

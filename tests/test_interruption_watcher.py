@@ -368,3 +368,41 @@ async def test_without_sqs_endpoint_url_the_queue_regions_sqs_is_used_not_endpoi
         assert sqs.meta.region_name == "eu-west-1"
         assert sqs.meta.endpoint_url == "https://sqs.eu-west-1.amazonaws.com"
     assert ec2_endpoint.requests == []
+
+
+async def test_an_emulators_queue_url_is_its_own_endpoint_without_sqs_endpoint_url(
+    moto_ec2: MotoEc2, ec2_endpoint: Ec2Endpoint, start_watcher
+) -> None:
+    """A config that sets only EC2's endpoint and moto's queue URL reads the queue where it is
+    (never AWS's SQS, never the EC2 endpoint)."""
+    queue_url = moto_ec2.sqs_client().create_queue(QueueName="interruptions")["QueueUrl"]
+    assert queue_url.startswith(moto_ec2.endpoint_url)
+    send(moto_ec2, queue_url, json.dumps(interruption_event("i-0atitsownurl")))
+    config = Config(
+        scaling=ScalingSection(interruption_queue=queue_url),
+        slave=SlaveSection(region=moto_ec2.region),
+        aws=AwsSection(endpoint_url=ec2_endpoint.url, max_attempts=1, call_timeout=5.0),
+    )
+    async with sqs_client_factory(config)() as sqs:
+        assert sqs.meta.endpoint_url == moto_ec2.endpoint_url
+    running = await start_watcher(config, wait_seconds=1, backoff=(0.05,))
+    warning = await running.next_warning()
+    assert warning.instance_id == "i-0atitsownurl"
+    assert await running.stop() == 0
+    assert ec2_endpoint.requests == []
+
+
+async def test_a_dry_run_deletes_nothing_and_publishes_each_warning_once(
+    moto_ec2: MotoEc2, start_watcher
+) -> None:
+    sqs = moto_ec2.sqs_client()
+    # A visibility timeout of 0: every receive hands the same message out again.
+    queue_url = sqs.create_queue(QueueName="interruptions", Attributes={"VisibilityTimeout": "0"})[
+        "QueueUrl"
+    ]
+    send(moto_ec2, queue_url, json.dumps(interruption_event("i-0dryrun")))
+    running = await start_watcher(watcher_config(moto_ec2, queue_url), wait_seconds=1, dry_run=True)
+    assert (await running.next_warning()).instance_id == "i-0dryrun"
+    assert await running.warnings.get(timeout=1.5) is None  # received again, not published again
+    assert await running.stop() == 0
+    assert queue_depth(moto_ec2, queue_url) == 1  # still there for the real controller

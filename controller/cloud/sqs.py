@@ -1,8 +1,10 @@
 """SQS behind the cloud port: the clients that read the spot interruption queue.
 
-The queue's region comes from its URL; the endpoint is `[aws] sqs_endpoint_url` when set, never
-`[aws] endpoint_url` (EC2's, often a VPC endpoint for EC2, which serves no SQS). Credentials are
-EC2's (controller.cloud.credentials).
+The queue's region comes from its URL. The endpoint is `[aws] sqs_endpoint_url` when set; else,
+for a queue URL that is not AWS's (`https://sqs.REGION.amazonaws.com/...`: an emulator's, such as
+moto's `http://127.0.0.1:5000/123456789012/q`), the URL's own scheme, host and port, since the
+queue lives there; else AWS's SQS endpoint for the region. Never `[aws] endpoint_url` (EC2's, often
+a VPC endpoint for EC2, which serves no SQS). Credentials are EC2's (controller.cloud.credentials).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiobotocore.session
 import aiohttp
@@ -45,11 +48,21 @@ def queue_region(queue_url: str) -> str:
     return found.group(1) if found else ""
 
 
-def sqs_client_factory(config: Config) -> SqsClientFactory:
-    """Aiobotocore SQS clients for the queue's region, at `[aws] sqs_endpoint_url` when set.
+def queue_endpoint(config: Config) -> str | None:
+    """Where SQS calls go (module docstring); None = AWS's endpoint for the queue's region."""
+    if config.aws.sqs_endpoint_url:
+        return config.aws.sqs_endpoint_url
+    queue_url = config.scaling.interruption_queue.strip()
+    if queue_region(queue_url):
+        return None
+    parts = urlsplit(queue_url)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return f"{parts.scheme}://{parts.netloc}"
+    return None
 
-    Never at `[aws] endpoint_url`: that one is EC2's (often a VPC endpoint for EC2), which serves
-    no SQS."""
+
+def sqs_client_factory(config: Config) -> SqsClientFactory:
+    """Aiobotocore SQS clients for the queue's region, at `queue_endpoint(config)`."""
     session = aiobotocore.session.get_session()
     aio_config = AioConfig(
         retries={"mode": config.aws.retry_mode, "total_max_attempts": config.aws.max_attempts},
@@ -58,6 +71,7 @@ def sqs_client_factory(config: Config) -> SqsClientFactory:
         read_timeout=config.aws.call_timeout + LONG_POLL_SECONDS,
     )
     region = queue_region(config.scaling.interruption_queue) or config.slave.region
+    endpoint = queue_endpoint(config)
 
     @contextlib.asynccontextmanager
     async def create() -> AsyncIterator[Any]:
@@ -66,7 +80,7 @@ def sqs_client_factory(config: Config) -> SqsClientFactory:
         async with session.create_client(
             "sqs",
             region_name=region,
-            endpoint_url=config.aws.sqs_endpoint_url or None,
+            endpoint_url=endpoint,
             config=aio_config,
             **fallback,
         ) as client:
