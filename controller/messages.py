@@ -89,6 +89,10 @@ class QueueSample:
     waiting: tuple[tuple[str, float, int, int], ...] = ()
     free_slots: int | None = None
     running: tuple[tuple[str, float, int], ...] = ()
+    # The running tasks that have a hard run-time limit (Grid Engine's h_rt, Slurm's time
+    # limit), as (id as in `running`, seconds left until the limit, never below 0): the
+    # scheduler ends them by then at the latest.
+    running_limits: tuple[tuple[str, float], ...] = ()
 
 
 # fleet

@@ -108,6 +108,47 @@ def test_later_slurm_shapes_are_read():
     assert sample.free_slots == 4 and sample.idle_hosts == ("n1",)
 
 
+def test_time_limits_of_running_jobs_as_slurm_22_05_writes_them():
+    # Recorded on the test Slurm (its partition has neither DefaultTime nor MaxTime) with
+    # `sbatch --time=5` (job 1), no --time (2), `--time=infinite` (3), all running, and
+    # `--time=2` (4, pending): 22.05 writes minutes, a year (525600) for no limit set, and null
+    # for INFINITE.
+    jobs = {job.job_id: job for job in parse_squeue(read("squeue_time_limits.json"))}
+    assert [jobs[j].time_limit for j in "1234"] == [300.0, None, None, 120.0]
+    sample = queue_sample(tuple(jobs.values()), (), at=0, now=1796541624)
+    assert sample.running == (("1", 3.0, 1), ("2", 3.0, 1), ("3", 3.0, 1))
+    assert sample.running_limits == (("1", 297.0),)
+
+
+def test_time_limits_as_slurm_23_02_writes_them():
+    def job(job_id, time_limit, state="RUNNING", start=1000):
+        return {
+            "job_id": job_id,
+            "job_state": [state],
+            "cpus": {"set": True, "infinite": False, "number": 2},
+            "start_time": {"set": True, "infinite": False, "number": start},
+            "time_limit": time_limit,
+        }
+
+    squeue = {
+        "jobs": [
+            job(1, {"set": True, "infinite": False, "number": 5}),
+            job(2, {"set": True, "infinite": True, "number": 0}),  # --time=infinite
+            job(3, {"set": False, "infinite": False, "number": 0}),  # no limit set
+            job(4, {"set": True, "infinite": False, "number": 1}),  # past its limit: 0 left
+            job(5, {"set": True, "infinite": False, "number": 5}, "SUSPENDED"),  # clock stopped
+            job(6, 4294967295),  # INFINITE as a raw number
+            job(7, 10, start=0),  # start not shown: all of it left
+            job(8, 5, "PENDING", start=0),  # not running: no slots to free
+        ]
+    }
+    jobs = parse_squeue(json.dumps(squeue))
+    assert [j.time_limit for j in jobs] == [300.0, None, None, 60.0, 300.0, None, 600.0, 300.0]
+    sample = queue_sample(jobs, (), at=0, now=1100)
+    assert sample.running_limits == (("1", 200.0), ("4", 0.0), ("7", 600.0))
+    assert len(sample.running) == 7
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [
@@ -118,6 +159,7 @@ def test_later_slurm_shapes_are_read():
         ('{"jobs": [{"cpus": 1}]}', "job_id is missing"),
         ('{"jobs": [{"job_id": 3, "cpus": -1}]}', "job 3: cpus is not a whole number >= 0"),
         ('{"jobs": [{"job_id": 3, "job_state": 7}]}', "job 3: job_state is not a state"),
+        ('{"jobs": [{"job_id": 3, "time_limit": "1:00"}]}', "job 3: time_limit is not a whole"),
         (
             '{"jobs": [{"job_id": 3, "array_job_id": 3, "array_task_string": "x"}]}',
             "not an array task range: 'x'",
@@ -166,6 +208,7 @@ KEYS = st.sampled_from(
         "state",
         "state_flags",
         "alloc_cpus",
+        "time_limit",
     ]
 )
 RECORDS = st.lists(st.dictionaries(KEYS, JSON_VALUES, max_size=10), max_size=4)

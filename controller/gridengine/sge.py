@@ -3,7 +3,9 @@
 One command gives everything a cluster's load needs: `qstat -f -xml -r -u '*'` lists each queue
 instance (queue@host, slots used) with its running jobs, and every pending job with its slots, its
 array task range and its hard resource requests (`-r`), and every running task with its start
-time and slots (a parallel job is listed under each of its queue instances: its slots add up).
+time, slots (a parallel job is listed under each of its queue instances: its slots add up) and
+hard requests: an `h_rt` among them (seconds, or h:m:s) is when Grid Engine kills the task (a
+queue's own h_rt is not shown there, so it is not counted).
 `parse_qstat` reads that into a QueueSnapshot; `queue_sample` turns a snapshot into the
 QueueSample the policy reads.
 
@@ -47,6 +49,8 @@ _FACTORS = {
     "T": 1024**4,
 }
 MIB = 1024**2
+# [[hours:]minutes:]seconds, each part possibly empty (`::30`) or, for seconds, fractional.
+_DURATION = re.compile(r"\s*(?:\d{0,18}:){0,2}(?:\d{1,18}(?:\.\d{1,9})?)?\s*")
 
 
 class SgeParseError(ValueError):
@@ -84,6 +88,7 @@ class RunningTask:
     task: str  # the array task id, "" for a plain job
     slots: int  # summed over the queue instances it spans (a parallel job's hosts)
     started: dt.datetime | None  # Grid Engine's local time, naive
+    limit_seconds: float | None = None  # its hard run-time limit (-l h_rt), None when none
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +149,14 @@ def queue_sample(snapshot: QueueSnapshot, *, at: float, now: dt.datetime) -> Que
         max(0.0, (now - job.submitted).total_seconds()) if job.submitted is not None else math.inf
         for job in waiting
     ]
+    running = tuple(
+        (
+            f"{t.job_id}.{t.task}" if t.task else t.job_id,
+            max(0.0, (now - t.started).total_seconds()) if t.started is not None else 0.0,
+            t,
+        )
+        for t in snapshot.tasks
+    )
     return QueueSample(
         at=at,
         pending_jobs=sum(job.tasks for job in waiting),
@@ -165,14 +178,13 @@ def queue_sample(snapshot: QueueSnapshot, *, at: float, now: dt.datetime) -> Que
             for i in snapshot.instances
             if not i.state
         ),
-        # and the running tasks, as (job id[.task], seconds running, slots)
-        running=tuple(
-            (
-                f"{t.job_id}.{t.task}" if t.task else t.job_id,
-                max(0.0, (now - t.started).total_seconds()) if t.started is not None else 0.0,
-                t.slots,
-            )
-            for t in snapshot.tasks
+        # and the running tasks, as (job id[.task], seconds running, slots), and the time left
+        # to those with an h_rt (a task whose start is not shown gets all of it)
+        running=tuple((key, age, t.slots) for key, age, t in running),
+        running_limits=tuple(
+            (key, max(0.0, t.limit_seconds - age))
+            for key, age, t in running
+            if t.limit_seconds is not None
         ),
     )
 
@@ -183,6 +195,19 @@ def parse_memory(text: str) -> float:
     if match is None:
         raise SgeParseError(f"not a Grid Engine memory value: {text!r}")
     return float(match.group(1)) * _FACTORS[match.group(2)]
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a Grid Engine time value such as `600`, `0:10:0` or `1:30`; None for
+    `INFINITY` (no limit)."""
+    if text.strip().upper() in ("INFINITY", "INFINITE"):
+        return None
+    if _DURATION.fullmatch(text) is None or not any(c.isdigit() for c in text):
+        raise SgeParseError(f"not a Grid Engine time value: {text!r}")
+    seconds = 0.0
+    for part in text.strip().split(":"):
+        seconds = seconds * 60 + (float(part) if part else 0.0)
+    return seconds
 
 
 def format_memory(num_bytes: float) -> str:
@@ -283,10 +308,15 @@ def _add_running(running: dict[tuple[str, str], RunningTask], element: ET.Elemen
     slots = _int(element, "slots", default=1)
     seen = running.get(key)
     if seen is not None:
-        running[key] = RunningTask(key[0], key[1], seen.slots + slots, seen.started)
+        running[key] = RunningTask(
+            key[0], key[1], seen.slots + slots, seen.started, seen.limit_seconds
+        )
     else:
         started = _time(_optional(element, "JAT_start_time"))
-        running[key] = RunningTask(key[0], key[1], slots, started)
+        limit = _hard_request(element.iterfind("hard_request"), "h_rt")
+        running[key] = RunningTask(
+            key[0], key[1], slots, started, None if limit is None else parse_duration(limit)
+        )
 
 
 def _pending_job(element: ET.Element, consumable: str) -> PendingJob:
@@ -302,10 +332,15 @@ def _pending_job(element: ET.Element, consumable: str) -> PendingJob:
 
 
 def _request(requests: Iterable[ET.Element], name: str) -> float:
+    text = _hard_request(requests, name)
+    return 0.0 if text is None else parse_memory(text)
+
+
+def _hard_request(requests: Iterable[ET.Element], name: str) -> str | None:
     for request in requests:
         if request.get("name") == name:
-            return parse_memory(request.text or "")
-    return 0.0
+            return request.text or ""
+    return None
 
 
 def _time(text: str) -> dt.datetime | None:

@@ -13,6 +13,12 @@ meant to beat StarCluster's `loadbalance` at its best settings on both wait and 
   running jobs hold the slots it needs (the slots they free serve many such jobs first).
   The rest is launched in one cycle; booting and idle nodes and open requests count as
   already there, so a slow boot never causes a second launch;
+- running tasks whose hard run-time limit (Grid Engine's h_rt, Slurm's time limit) ends within
+  `limit_horizon` (a boot and a poll) free their slots by then at the latest, sooner than a new
+  node could take the job: those slots serve the jobs that waited `hold_seconds` first, so they
+  launch that much less. Only that part: jobs beyond what running jobs occupy still launch at
+  once, and the nodes kept (`desired`) do not change. A limit is a bound, not a guess, so there
+  is nothing to tune;
 - the result is clamped to [min_nodes, max_nodes]: launches never go above max, removals never
   below min;
 - a node is idle while it runs no job and the cluster holds more nodes than the demand; once idle
@@ -38,6 +44,8 @@ from controller.policy.queue_demand import sample_demand
 # How long a pending job waits for freed slots before a node is launched for it, chosen
 # leave-one-out on the KTH and LLNL traces (bench/cluster_tune.py).
 HOLD_SECONDS = 120.0
+# How long after a launch a node takes jobs: [scaling] boot_seconds and one poll, by default.
+LIMIT_HORIZON = 90.0 + 30.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +80,7 @@ class QueuePolicy:
         idle_seconds: float = 300.0,
         hold_seconds: float = HOLD_SECONDS,
         max_cost_per_hour: float | None = None,
+        limit_horizon: float = LIMIT_HORIZON,
     ) -> None:
         if node_slots < 1:
             raise ValueError("node_slots must be at least 1")
@@ -80,6 +89,7 @@ class QueuePolicy:
         self.idle_seconds = idle_seconds
         self.hold_seconds = hold_seconds
         self.max_cost_per_hour = max_cost_per_hour
+        self.limit_horizon = limit_horizon
         self._idle_since: dict[str, float] = {}
         self._last_desired: int | None = None
         self._counted: frozenset[str] = frozenset()  # pending jobs counted as demand last time
@@ -92,6 +102,7 @@ class QueuePolicy:
             node_slots=cluster.node_slots,
             idle_seconds=cluster.idle_seconds,
             max_cost_per_hour=config.scaling.max_cost_per_hour,
+            limit_horizon=config.scaling.boot_seconds + config.master.poll_interval,
         )
 
     def decide(self, inp: QueueInput) -> PolicyDecision:
@@ -133,7 +144,11 @@ class QueuePolicy:
         self._counted = demand.counted
         # Jobs held back wait for the slots running jobs free: beyond those, nodes go at once.
         occupied = max(0, len(busy) * ns - free_on_busy)
-        launch_slots = max(demand.launch_slots, demand.keep_slots - occupied)
+        beyond_running = demand.keep_slots - occupied
+        # Slots that time limits free within a boot serve those jobs before a new node could.
+        freed = _slots_freed(sample, self.limit_horizon)
+        launch_slots = max(0, demand.launch_slots - freed, beyond_running)
+        spared = max(demand.launch_slots, beyond_running) - launch_slots
         # Free slots on partly used nodes serve the queue only if it waits for slots: a job
         # that would fit them waits for something else (memory, a host), and needs a node.
         if not sample.waiting or any(slots <= free for _, _, slots, _ in sample.waiting):
@@ -155,6 +170,8 @@ class QueuePolicy:
         )
         if held_back:
             reason += f", {held_back} launch(es) held back while their jobs wait for freed slots"
+        if spared:
+            reason += f", {spared} slot(s) freed by time limits within a boot"
         if demand.too_wide:
             reason += f", {demand.too_wide} job(s) too wide until running jobs end"
         if launch:
@@ -203,6 +220,12 @@ class QueuePolicy:
         for iid in chosen:
             self._idle_since.pop(iid, None)
         return tuple(chosen)
+
+
+def _slots_freed(sample: QueueSample, horizon: float) -> int:
+    """Slots of the running tasks whose run-time limit ends within `horizon` seconds."""
+    ending = {task for task, left in sample.running_limits if left <= horizon}
+    return sum(slots for task, _, slots in sample.running if task in ending)
 
 
 def _nodes_for(slots: int, node_slots: int) -> int:

@@ -10,6 +10,10 @@ give states as lists, which are read too.
 Demand counts only pending jobs that more nodes could start: held jobs, jobs waiting for a
 dependency or a begin time, and jobs stopped by a limit or an unusable partition are left out.
 A pending array counts once per task of its range; its CPUs and memory are per task.
+
+A running job's time limit (minutes; unset or INFINITE: none) from its start time is when Slurm
+ends it (partitions' OverTimeLimit aside, NONE by default); a suspended job's clock stops, so it
+is left out of the limits.
 """
 
 from __future__ import annotations
@@ -59,6 +63,10 @@ UNUSABLE = frozenset(
     }
 )
 BUSY_STATES = frozenset({"ALLOCATED", "MIXED", "COMPLETING"})
+# Slurm's 32-bit markers: NO_VAL (0xfffffffe, unset) and INFINITE (0xffffffff); and the year
+# (in minutes) 22.05 shows as the limit of a running job that set none in a partition with none.
+_NO_VAL = 0xFFFFFFFE
+_YEAR_MINUTES = 365 * 24 * 60
 
 
 class SlurmParseError(ValueError):
@@ -76,6 +84,7 @@ class SlurmJob:
     submitted: float | None  # epoch seconds
     started: float | None
     priority: int = 0  # the scheduler tries higher ones first
+    time_limit: float | None = None  # seconds (squeue gives minutes); None when unlimited
 
     @property
     def pending(self) -> bool:
@@ -152,6 +161,11 @@ def queue_sample(
         free_slots=sum(max(0, n.cpus - n.alloc_cpus) for n in nodes if n.takes_jobs),
         running=tuple(
             (job.job_id, _since(job.started, now, unknown=0.0), job.cpus) for job in running
+        ),
+        running_limits=tuple(
+            (job.job_id, max(0.0, job.time_limit - _since(job.started, now, unknown=0.0)))
+            for job in running
+            if job.time_limit is not None and "SUSPENDED" not in job.states
         ),
     )
 
@@ -235,6 +249,7 @@ def _job(item: Mapping[str, object]) -> SlurmJob:
         submitted=_time(item, "submit_time", what),
         started=_time(item, "start_time", what),
         priority=_count(item, "priority", what, default=0),
+        time_limit=_minutes(item, "time_limit", what),
     )
 
 
@@ -277,6 +292,15 @@ def _count(item: Mapping[str, object], key: str, what: str, default: int | None 
 def _time(item: Mapping[str, object], key: str, what: str) -> float | None:
     value = _optional_count(item, key, what)
     return float(value) if value else None  # 0: not yet
+
+
+def _minutes(item: Mapping[str, object], key: str, what: str) -> float | None:
+    """A limit in minutes as seconds; None when unset or INFINITE (22.05 prints null or a year,
+    23.02+ {"set": false} or {"infinite": true}; older ones may print Slurm's raw markers)."""
+    value = _optional_count(item, key, what)
+    if value is None or value == _YEAR_MINUTES or value >= _NO_VAL:
+        return None
+    return value * 60.0
 
 
 def _string(item: Mapping[str, object], key: str, what: str) -> str:
