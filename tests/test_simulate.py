@@ -222,3 +222,26 @@ def test_simulate_cli_bad_config_exits_2(tmp_path, capsys):
     cfg = write(tmp_path / "c.toml", "[simulate]\nslave_capacity = 2\n")
     assert main(["simulate", "-c", cfg, "--trace", SHIPPED]) == 2
     assert str(cfg) in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path) -> None:
+    """`controller simulate ... | head`, the reader gone before the report is written: the closed
+    pipe ends it quietly (141, as a shell reports SIGPIPE), with no traceback."""
+    import subprocess
+    import sys
+
+    trace = tmp_path / "trace.csv"
+    trace.write_text("t_seconds,requests\n" + "".join(f"{60 * i},{i % 50}\n" for i in range(3000)))
+    config = tmp_path / "c.toml"
+    config.write_text('[controller]\nfleet = "pipe"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller", "simulate", "-c", str(config), "--trace", str(trace)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader goes away before anything is written
+    with proc.stderr:
+        stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
