@@ -100,11 +100,12 @@ def test_parse_duration(text, seconds):
 
 
 @pytest.mark.parametrize("text", ["", "ten", "1:2:3:4", "-5", "1h"])
-def test_an_unreadable_h_rt_says_so(text):
+def test_an_unreadable_h_rt_is_no_limit_not_a_lost_sensor(text):
     with pytest.raises(SgeParseError, match="not a Grid Engine time value"):
         parse_duration(text)
     broken = QSTAT.replace(
         "<slots>8</slots>", f'<slots>8</slots><hard_request name="h_rt">{text}</hard_request>'
     )
-    with pytest.raises(SgeParseError):
-        parse_qstat(broken)
+    # ... but in qstat's output it only counts as no limit: the queue sensor keeps working.
+    snapshot = parse_qstat(broken)
+    assert all(task.limit_seconds is None for task in snapshot.tasks)

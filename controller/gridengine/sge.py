@@ -313,10 +313,19 @@ def _add_running(running: dict[tuple[str, str], RunningTask], element: ET.Elemen
         )
     else:
         started = _time(_optional(element, "JAT_start_time"))
-        limit = _hard_request(element.iterfind("hard_request"), "h_rt")
-        running[key] = RunningTask(
-            key[0], key[1], slots, started, None if limit is None else parse_duration(limit)
-        )
+        limit = _limit(_hard_request(element.iterfind("hard_request"), "h_rt"))
+        running[key] = RunningTask(key[0], key[1], slots, started, limit)
+
+
+def _limit(text: str | None) -> float | None:
+    """A running task's h_rt in seconds; one this parser cannot read counts as no limit, so
+    an odd value costs at most a launch the rule would have spared, never the queue sensor."""
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except SgeParseError:
+        return None
 
 
 def _pending_job(element: ET.Element, consumable: str) -> PendingJob:
