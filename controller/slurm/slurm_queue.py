@@ -297,7 +297,10 @@ def _time(item: Mapping[str, object], key: str, what: str) -> float | None:
 def _minutes(item: Mapping[str, object], key: str, what: str) -> float | None:
     """A limit in minutes as seconds; None when unset or INFINITE (22.05 prints null or a year,
     23.02+ {"set": false} or {"infinite": true}; older ones may print Slurm's raw markers)."""
-    value = _optional_count(item, key, what)
+    try:
+        value = _optional_count(item, key, what)
+    except SlurmParseError:
+        return None  # an odd limit costs at most a spared launch, never the queue sensor
     if value is None or value == _YEAR_MINUTES or value >= _NO_VAL:
         return None
     return value * 60.0
