@@ -60,6 +60,7 @@ class SpotPool(Actor):
         self.cloud = cloud
         self.dry_run = dry_run
         self.fleet = config.controller.fleet
+        self.config_volume_ids = tuple(v.volume_id for v in config.volumes if v.volume_id)
         self.pool = FleetReconciler(
             config=config,
             policy=policy,
@@ -124,6 +125,7 @@ class SpotPool(Actor):
             self.cloud,
             self.fleet,
             delete_fleet_groups=False,  # FirewallKeeper deletes the group after us
+            keep_volume_ids=self.config_volume_ids,  # the user's shared volumes
             known_ids=tuple(pool.tracked),  # launched moments ago, EC2 may not show them yet
             progress=lambda line: self.log.info("teardown.progress", step=line),
         )

@@ -17,6 +17,7 @@ import asyncio
 import os
 import signal
 import time
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -31,6 +32,9 @@ from controller.runtime.bus import Bus
 from controller.runtime.daemon import DaemonError, drop_privileges
 from controller.runtime.logs import reopen_logfile
 from controller.runtime.supervisor import Runtime
+
+if TYPE_CHECKING:
+    from controller.scheduler.side import SchedulerSide
 
 log = structlog.get_logger("controller")
 
@@ -66,6 +70,40 @@ async def open_cloud(config: Config, *, dry_run: bool) -> Cloud:
         "no AWS credentials found: use the AWS chain (environment, profile, SSO, instance role) "
         "or EC2_ACCESS_KEY/EC2_SECRET_KEY, or add --dry-run"
     )
+
+
+async def fill_config_from_metadata(
+    config: Config, *, cluster: str | None
+) -> tuple[Config, dict[str, str]]:
+    """The config with its blank region, image_id and subnet (of the render farm, or of
+    `cluster`) filled from the master's instance metadata, logged once; StartupError when a
+    blank region or image_id cannot be filled (not on EC2)."""
+    from controller.cloud.master_defaults import (
+        MasterDefaultsError,
+        fill_from_metadata,
+        taken_text,
+    )
+
+    try:
+        config, taken = await fill_from_metadata(config, cluster=cluster)
+    except MasterDefaultsError as exc:
+        raise StartupError(str(exc)) from None
+    if taken:
+        log.info("config.from_instance_metadata", filled=taken_text(taken))
+    return config, taken
+
+
+def check_renderfarm_dir(config: Config) -> None:
+    """The render farm writes renderfarm.conf atomically in its directory: refuse to start,
+    before anything is made in EC2, when that directory is missing or not writable."""
+    path = config.master.renderfarm_conf
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+        raise StartupError(
+            f"[master] renderfarm_conf = {path!r}: directory {directory} is missing or not "
+            "writable by this user; install GBrowse there, or set renderfarm_conf to GBrowse's "
+            "renderfarm.conf on this machine"
+        )
 
 
 async def master_address(
@@ -160,6 +198,23 @@ def state_dir() -> str:
     return os.environ.get("STATE_DIRECTORY", "").split(":")[0] or os.getcwd()
 
 
+def cluster_side(config: Config, cluster: ClusterSection) -> SchedulerSide:
+    """The scheduler the cluster's plugins name, or a StartupError (`check-config` reports the
+    same line)."""
+    from controller.config.checks import no_scheduler_plugin
+    from controller.config.plugins import PluginError, cluster_plugins
+    from controller.scheduler.side import scheduler_side
+
+    try:
+        side = scheduler_side(cluster_plugins(config, cluster))
+    except PluginError as exc:
+        raise StartupError(str(exc).replace("\n", "; ")) from None
+    if side is None:
+        reason = no_scheduler_plugin(cluster.load_source)
+        raise StartupError(f"[cluster.{cluster.name}] plugins: {reason}")
+    return side
+
+
 def build_cluster_actors(
     config: Config,
     cluster: ClusterSection,
@@ -176,24 +231,11 @@ def build_cluster_actors(
     from actors.queue_sampler import QueueSampler
     from actors.spot_pool import SpotPool
     from actors.stats import Stats
-    from controller.config.plugins import PluginError, cluster_plugins
     from controller.policy.pool_profile import NodeProfile
     from controller.policy.queue_policy import QueuePolicy
-    from controller.scheduler.side import scheduler_side
     from controller.scheduler.source import queue_source
 
-    where = f"[cluster.{cluster.name}]"
-    try:
-        side = scheduler_side(cluster_plugins(config, cluster))
-    except PluginError as exc:
-        raise StartupError(str(exc).replace("\n", "; ")) from None
-    if side is None:
-        kind = cluster.load_source
-        scheduler = "Slurm" if kind == "slurm" else "Grid Engine"
-        raise StartupError(
-            f'{where} plugins: none is of kind "{kind}": add a [plugin.X] with kind = "{kind}" '
-            f"so nodes join {scheduler} and its queue drives the cluster"
-        )
+    side = cluster_side(config, cluster)
     profile = NodeProfile(config, cluster, head_public_key=head_public_key(cluster))
     actors: list[Actor] = [
         Stats(config=config, bus=bus, dry_run=dry_run, cluster=cluster.name),
@@ -238,8 +280,14 @@ async def run_controller(
 ) -> int:
     """Run until SIGTERM/SIGINT; 0 after a clean teardown, 1 after repeated actor crashes.
     With `cluster`, run that batch cluster's nodes instead of the render farm."""
-    section = find_cluster(config, cluster) if cluster is not None else None
     _log_notes(config)
+    # What this machine or the config lacks is refused before the metadata or EC2 is asked.
+    if cluster is not None:
+        cluster_side(config, find_cluster(config, cluster))
+    elif not dry_run:
+        check_renderfarm_dir(config)
+    config, taken = await fill_config_from_metadata(config, cluster=cluster)
+    section = find_cluster(config, cluster) if cluster is not None else None
     bus = Bus()
     cloud = await open_cloud(config, dry_run=dry_run)
     try:
@@ -260,7 +308,7 @@ async def run_controller(
         if hasattr(stats, "bind_runtime"):
             stats.bind_runtime(runtime)
         runtime.install_signal_handlers()
-        _install_reload_handler(config, actors)
+        _install_reload_handler(config, actors, taken)
         log.info(
             "controller.starting",
             version=__version__,
@@ -286,8 +334,11 @@ def _log_notes(config: Config) -> None:
         log.warning("config.note", note=line)
 
 
-def _install_reload_handler(config: Config, actors: list[Actor]) -> None:
-    """SIGHUP re-reads the config file; only a valid, restart-free change is applied."""
+def _install_reload_handler(config: Config, actors: list[Actor], taken: dict[str, str]) -> None:
+    """SIGHUP re-reads the config file; only a valid, restart-free change is applied. The keys
+    filled from the instance metadata at start (`taken`) are filled the same way again."""
+    from controller.cloud.master_defaults import fill_blanks
+
     current = [config]
 
     def reload() -> None:
@@ -298,7 +349,7 @@ def _install_reload_handler(config: Config, actors: list[Actor]) -> None:
             log.error("logfile.reopen_failed", error=exc.strerror, hint="still writing the old one")
         try:
             try:
-                new = load_config(current[0].path)
+                new = fill_blanks(load_config(current[0].path), taken)
             except ConfigError as exc:
                 for line in exc.errors:
                     log.error("config.reload_rejected", problem=line)

@@ -56,4 +56,5 @@ pytest_plugins = [
     "tests.harness.fake_slave",
     "tests.harness.e2e",
     "tests.harness.slurm",
+    "tests.harness.imds",
 ]

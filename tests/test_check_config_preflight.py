@@ -1,6 +1,8 @@
 """`controller check-config` finds what a real run would trip over: an unknown region, a
-placeholder image id, a token or key file that is missing or readable by others, a
-renderfarm.conf whose directory does not exist. One line each, naming the file and the key."""
+placeholder image id, a token or key file that is missing or readable by others, a cluster whose
+plugins name no scheduler. Its exit code is about the config: what this machine lacks (GBrowse's
+directory, the instance metadata a blank region or image_id comes from) is a note, exit 0.
+One line each, naming the file and the key."""
 
 from __future__ import annotations
 
@@ -10,8 +12,20 @@ import pytest
 
 from controller.cli import main
 from controller.commands.preflight import known_regions
+from controller.runtime.logs import reset_logging
 
 GOOD_AMI = "ami-0123456789abcdef0"
+SGE = '\n[plugin.sge]\nkind = "sge"\n'
+FROM_METADATA = (
+    "blank: taken from the master's instance metadata at run; set it if the master is not on EC2"
+)
+
+
+@pytest.fixture(autouse=True)
+def _logging_back_to_defaults():
+    """`main(["run", ...])` points the logs at this test's captured stderr, closed after it."""
+    yield
+    reset_logging()
 
 
 @pytest.fixture
@@ -86,7 +100,7 @@ def test_real_image_ids_pass(capsys, tmp_path, farm, image):
 
 
 def test_a_cluster_placeholder_image_is_named_by_its_section(capsys, tmp_path, farm):
-    extra = '\n[cluster.small]\nimage_id = "ami-xxxxxxxx"\n'
+    extra = '\n[cluster.small]\nimage_id = "ami-xxxxxxxx"\nplugins = ["sge"]\n' + SGE
     rc, _, err = check(capsys, write_config(tmp_path, farm, extra))
     assert rc == 2 and len(err) == 1
     assert ": cluster.small.image_id: 'ami-xxxxxxxx' is a placeholder" in err[0]
@@ -148,6 +162,7 @@ def test_ssh_key_files_get_a_note_naming_the_command_that_needs_them(capsys, tmp
     extra = (
         f'\n[sync]\nssh_key_file = "{key}"\n'
         f'\n[cluster.small]\nssh_key_file = "{tmp_path / "missing"}"\n'
+        f'image_id = "{GOOD_AMI}"\nplugins = ["sge"]\n{SGE}'
     )
     rc, out, err = check(capsys, write_config(tmp_path, farm, extra))
     assert rc == 0 and out  # `run` of the render farm reads neither
@@ -161,18 +176,85 @@ def test_ssh_key_files_get_a_note_naming_the_command_that_needs_them(capsys, tmp
     assert check(capsys, write_config(tmp_path, farm, extra))[:3:2] == (0, [])
 
 
-def test_a_renderfarm_conf_in_a_missing_directory_is_refused(capsys, tmp_path):
+def test_a_renderfarm_conf_in_a_missing_directory_is_a_note_not_a_problem(capsys, tmp_path):
+    """A valid config checked before GBrowse is installed passes; `run` refuses to start."""
     farm = tmp_path / "no-gbrowse" / "renderfarm.conf"
-    rc, _, err = check(capsys, write_config(tmp_path, farm))
-    assert rc == 2 and len(err) == 1
-    assert f"master.renderfarm_conf: directory {farm.parent} does not exist" in err[0]
+    rc, out, err = check(capsys, write_config(tmp_path, farm))
+    assert rc == 0 and out and len(err) == 1
+    assert f"master.renderfarm_conf: directory {farm.parent} does not exist (yet)" in err[0]
+    assert "`run` refuses to start until it does" in err[0]
 
 
 def test_a_cluster_config_needs_no_gbrowse_directory(capsys, tmp_path):
     path = tmp_path / "cluster.toml"
-    path.write_text(f'[slave]\nimage_id = "{GOOD_AMI}"\n\n[cluster.small]\nmax_nodes = 2\n')
+    path.write_text(
+        f'[slave]\nimage_id = "{GOOD_AMI}"\n\n[cluster.small]\nmax_nodes = 2\n'
+        f'image_id = "{GOOD_AMI}"\nplugins = ["sge"]\n{SGE}'
+    )
     rc, _, err = check(capsys, path)
     assert (rc, err) == (0, [])
+
+
+@pytest.mark.parametrize("load_source", ["sge", "slurm"])
+def test_a_cluster_without_its_scheduler_plugin_is_refused_with_runs_line(
+    capsys, tmp_path, farm, load_source
+):
+    extra = f'\n[cluster.small]\nload_source = "{load_source}"\nimage_id = "{GOOD_AMI}"\n'
+    path = write_config(tmp_path, farm, extra)
+    rc, out, err = check(capsys, path)
+    scheduler = "Slurm" if load_source == "slurm" else "Grid Engine"
+    line = (
+        f'{path}: [cluster.small] plugins: none is of kind "{load_source}": add a [plugin.X] '
+        f'with kind = "{load_source}" so nodes join {scheduler} and its queue drives the cluster'
+    )
+    assert (rc, out, err) == (2, "", [line])
+    # `run --cluster small` refuses to start with the same line, before any cloud call.
+    assert main(["run", "-c", str(path), "--cluster", "small", "--dry-run"]) == 2
+    assert capsys.readouterr().err.splitlines() == [line]
+
+
+def test_blank_region_and_image_are_notes_and_the_metadata_is_not_asked(
+    capsys, tmp_path, farm, monkeypatch
+):
+    """check-config never asks the metadata service, even when it is allowed to."""
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "false")
+    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9")  # nothing
+    extra = '\n[cluster.small]\nplugins = ["sge"]\n' + SGE
+    path = write_config(tmp_path, farm, extra, region="", image_id="")
+    rc, out, err = check(capsys, path)
+    assert rc == 0 and 'region = ""' in out
+    assert err == [
+        f"{path}: slave.region: {FROM_METADATA}",
+        f"{path}: slave.image_id: {FROM_METADATA}",
+        f"{path}: cluster.small.image_id: {FROM_METADATA}",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "noted"),
+    [
+        ("http://127.0.0.1/server-status", True),
+        ("http://127.0.0.1/server-status?refresh=5", True),
+        ("http://127.0.0.1/server-status?auto", False),
+        ("http://127.0.0.1/server-status?refresh=5&auto", False),
+    ],
+)
+def test_a_status_url_without_auto_is_a_note(capsys, tmp_path, farm, url, noted):
+    path = write_config(tmp_path, farm)
+    path.write_text(
+        path.read_text().replace("[master]\n", f'[master]\nserver_status_url = "{url}"\n')
+    )
+    rc, _, err = check(capsys, path)
+    assert rc == 0
+    assert err == (
+        [
+            f"{path}: master.server_status_url: {url!r} does not ask for ?auto: mod_status then "
+            "answers its HTML page, which the load sampler cannot read (each reading fails); "
+            "add ?auto"
+        ]
+        if noted
+        else []
+    )
 
 
 def test_quiet_prints_the_problems_only(capsys, tmp_path, farm):

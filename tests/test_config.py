@@ -14,8 +14,9 @@ from controller.config.render import render_toml
 from controller.config.schema import ClusterSection, Config, LoadRow, ScalingSection
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
-# check-config also wants renderfarm.conf's directory to exist on this machine: "." does.
-FARM_HERE = '[master]\nrenderfarm_conf = "renderfarm.conf"\n'
+# check-config notes a renderfarm.conf directory missing on this machine ("." exists) and a
+# blank image_id (taken from the instance metadata at run): these configs get neither note.
+FARM_HERE = '[master]\nrenderfarm_conf = "renderfarm.conf"\n[slave]\nimage_id = "ami-12345678"\n'
 
 
 def check(capsys: pytest.CaptureFixture[str], path: Path) -> tuple[int, str, list[str]]:
@@ -585,6 +586,7 @@ def test_check_config_quiet_prints_only_problems(capsys, tmp_path) -> None:
 SLURM_CLUSTER = """
 [cluster.c]
 load_source = "slurm"
+image_id = "ami-12345678"
 max_nodes = 4
 plugins = ["slurm"]
 

@@ -61,9 +61,16 @@ def test_gbrowse_defaults_fill_absent_keys_and_empty_values_are_unset():
     )
     assert config.slave.instance_types == ("m1.large",)  # GBrowse's `|| 'm1.large'`
     assert config.slave.spot_bid == 0.08  # GBrowse's `|| 0.08`
-    assert config.slave.region == "us-east-1"
+    assert config.slave.region == ""  # the master's, from its instance metadata at run
     assert config.master.poll_interval == 60.0
     assert "GBrowse's default" in toml
+    assert 'region = ""' in toml and "instance metadata" in toml
+
+
+def test_an_absent_region_is_blank_too_not_us_east_1():
+    toml, config = convert("[LOAD TABLE]\n1 0 1\n[MASTER]\npoll_interval = 1\n[SLAVE]\n")
+    assert config.slave.region == ""
+    assert toml.count("region =") == 1
 
 
 def test_legacy_syntax_as_gbrowse_reads_it():

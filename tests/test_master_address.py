@@ -1,11 +1,11 @@
-"""The master's address against a local stand-in for the EC2 metadata service and a lookup URL,
-and through app.master_address with moto's EC2 for the slaves' VPC (the default one when
-`[slave] subnet` is "")."""
+"""The master's address against a local stand-in for the EC2 metadata service (tests.harness.imds)
+and a lookup URL, and through app.master_address with moto's EC2 for the slaves' VPC (the default
+one when `[slave] subnet` is "")."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 import structlog.testing
@@ -19,36 +19,9 @@ from controller.cloud.master_address import (
     discover_master_ip,
 )
 from controller.config.schema import Config, MasterSection, SlaveSection
+from tests.harness.imds import MAC, FakeImds
 from tests.harness.moto_server import MotoEc2
 from tests.harness.net import free_port
-
-TOKEN = "AQAEAFakeToken=="
-MAC = "0e:49:61:0f:c3:11"
-
-
-@dataclass
-class FakeImds:
-    """IMDSv2 as EC2 serves it: a token from PUT, then GETs that must carry it."""
-
-    url: str = ""
-    items: dict[str, str] = field(default_factory=dict)
-    requests: list[tuple[str, str]] = field(default_factory=list)
-    token_ttls: list[str] = field(default_factory=list)
-
-    async def token(self, request: web.Request) -> web.Response:
-        self.requests.append((request.method, request.path))
-        ttl = request.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
-        if ttl is None:
-            return web.Response(status=400)
-        self.token_ttls.append(ttl)
-        return web.Response(text=TOKEN)
-
-    async def item(self, request: web.Request) -> web.Response:
-        self.requests.append((request.method, request.path))
-        if request.headers.get("X-aws-ec2-metadata-token") != TOKEN:
-            return web.Response(status=401)
-        value = self.items.get(request.match_info["path"])
-        return web.Response(status=404) if value is None else web.Response(text=value)
 
 
 @dataclass
@@ -65,19 +38,6 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
     await site.start()
     port = runner.addresses[0][1]
     return runner, f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-async def imds() -> AsyncIterator[FakeImds]:
-    fake = FakeImds()
-    app = web.Application()
-    app.router.add_put("/latest/api/token", fake.token)
-    app.router.add_get("/latest/meta-data/{path:.+}", fake.item)
-    runner, fake.url = await _serve(app)
-    try:
-        yield fake
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

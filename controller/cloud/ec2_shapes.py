@@ -17,6 +17,7 @@ from controller.cloud.port import (
     LaunchSpec,
     SecurityGroup,
     SpotRequest,
+    Volume,
     launch_digest,
 )
 from controller.messages import InstanceId, RequestId, Role
@@ -135,6 +136,21 @@ def parse_group(item: dict[str, Any]) -> SecurityGroup:
         vpc_id=item.get("VpcId", ""),
         rules=rules,
         fleet=_tags(item).get(FLEET_TAG, ""),
+    )
+
+
+def parse_volume(item: dict[str, Any]) -> Volume:
+    """A volume as DescribeVolumes shows it; it goes with its instance when every attachment
+    says DeleteOnTermination (an answer that does not say counts as not)."""
+    attachments = [a for a in item.get("Attachments") or () if a.get("InstanceId")]
+    return Volume(
+        volume_id=item["VolumeId"],
+        state=item.get("State", ""),
+        size_gib=int(item.get("Size") or 0),
+        role=_tags(item).get(ROLE_TAG, ""),
+        attached_to=tuple(InstanceId(a["InstanceId"]) for a in attachments),
+        goes_with_instance=bool(attachments)
+        and all(a.get("DeleteOnTermination") for a in attachments),
     )
 
 

@@ -21,7 +21,7 @@ Credentials: the standard AWS chain; when it finds nothing, GBrowse's EC2_ACCESS
 EC2_SECRET_KEY environment variables (controller.cloud.credentials).
 
 Request parameters and response parsing are controller.cloud.ec2_shapes; security groups and
-subnets controller.cloud.ec2_groups.
+subnets controller.cloud.ec2_groups; EBS volumes controller.cloud.ec2_volumes.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from controller.cloud.ec2_shapes import (
     parse_instance,
     parse_spot_request,
 )
+from controller.cloud.ec2_volumes import Ec2Volumes
 from controller.cloud.ec2errors import EC2_ERRORS, classify
 from controller.cloud.port import (
     FLEET_TAG,
@@ -70,11 +71,12 @@ LAUNCH_RETRY_DELAYS = (1.0, 2.0, 4.0)
 LAUNCH_RETRIED = frozenset({ErrorKind.THROTTLED, ErrorKind.UNAVAILABLE})
 
 
-class Ec2Cloud(Ec2SecurityGroups):
+class Ec2Cloud(Ec2SecurityGroups, Ec2Volumes):
     """The Cloud port on EC2: `async with Ec2Cloud(...) as cloud`, or `await Ec2Cloud.create()`.
 
     The fleet's instances and spot requests are here; security groups and subnets are
-    inherited from Ec2SecurityGroups (controller.cloud.ec2_groups)."""
+    inherited from Ec2SecurityGroups (controller.cloud.ec2_groups), volumes from Ec2Volumes
+    (controller.cloud.ec2_volumes)."""
 
     def __init__(
         self,

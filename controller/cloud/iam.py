@@ -8,10 +8,12 @@ without a rule (or a rule nobody needs any more) fails the tests.
 
 Where EC2 allows it, a statement is bound to this fleet's tag: RunInstances may only create
 instances, volumes and spot requests that carry `controller:fleet=<fleet>`; CreateTags works only
-while creating them; TerminateInstances, CancelSpotInstanceRequests and the security group
-changes apply only to resources carrying the tag. Describe calls cannot be scoped to resources,
-so they are scoped to the region. The account id is left as `*`: the policy is attached to the
-account's own role or user. iam:PassRole is never granted (slaves launch without a profile).
+while creating them; TerminateInstances, CancelSpotInstanceRequests, DeleteVolume and the security
+group changes apply only to resources carrying the tag. Describe calls cannot be scoped to
+resources, so they are scoped to the region; every policy has teardown's (volumes, and the
+snapshots and key pairs `sync-data` may have left), which `controller teardown` always makes.
+The account id is `*`: the policy is attached to the account's own role or user. iam:PassRole is
+never granted (slaves launch without a profile).
 
 The only IAM action is iam:CreateServiceLinkedRole, and only for AWSServiceRoleForEC2Spot: EC2
 creates that role as the caller on the first spot launch of an account, and answers
@@ -233,6 +235,9 @@ RULES: tuple[Rule, ...] = (
             "ec2:DescribeSecurityGroups",
             "ec2:DescribeSubnets",
             "ec2:DescribeVpcs",
+            "ec2:DescribeVolumes",  # teardown: the fleet's volumes, and what sync-data left:
+            "ec2:DescribeSnapshots",  # controller.cloud.staging_leftovers, which teardown
+            "ec2:DescribeKeyPairs",  # always runs
         ),
         lambda config: ["*"],  # Describe calls have no resource-level permissions
         _region_only,
@@ -269,6 +274,13 @@ RULES: tuple[Rule, ...] = (
             _arn(config, "instance/*"),
             _arn(config, "spot-instances-request/*"),
         ],
+        _fleet_resource_tag,
+    ),
+    Rule(  # teardown: a volume that outlived its instance
+        "DeleteOnlyThisFleetsVolumes",
+        Feature.ALWAYS,
+        ("ec2:DeleteVolume",),
+        lambda config: [_arn(config, "volume/*")],
         _fleet_resource_tag,
     ),
     Rule(
@@ -316,13 +328,6 @@ RULES: tuple[Rule, ...] = (
         lambda config: [_arn(config, "security-group/*")],
         _fleet_resource_tag,
     ),
-    Rule(
-        "SyncDataReadVolumesSnapshotsAndKeyPairs",
-        Feature.SYNC_DATA,
-        ("ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeKeyPairs"),
-        lambda config: ["*"],  # Describe calls have no resource-level permissions
-        _region_only,
-    ),
     Rule(  # any image (`--image-id` may name a new one), its own group and key pair; the subnet
         "SyncDataLaunchStagingInstance",  # is the slaves' (LaunchFromConfiguredImageAndNetwork)
         Feature.SYNC_DATA,
@@ -357,7 +362,6 @@ RULES: tuple[Rule, ...] = (
             "ec2:AuthorizeSecurityGroupIngress",
             "ec2:DeleteSecurityGroup",
             "ec2:DeleteKeyPair",
-            "ec2:DeleteVolume",
             "ec2:GetConsoleOutput",
             "ec2:CreateSnapshot",  # of the staging volume
             "ec2:DeleteSnapshot",

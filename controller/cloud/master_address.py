@@ -2,13 +2,13 @@
 
 In order:
 1. `[master] external_ip`, when set, as is.
-2. On EC2, the instance metadata service (IMDSv2: a session token from PUT /latest/api/token,
-   then GETs carrying it), unless AWS_EC2_METADATA_DISABLED=true; its address is botocore's
-   AWS_EC2_METADATA_SERVICE_ENDPOINT when set. The address is always `local-ipv4`: the
-   controller reaches the slaves at their *private* addresses (renderfarm.conf, the health
-   probes, SSH to cluster nodes), so its packets leave from its own private address, whether
-   the slaves share its VPC or sit in a peered one; its `public-ipv4` is never their source,
-   and admitting it would drop every probe (slaves launched, timed out, terminated, paid for).
+2. On EC2, the instance metadata service (controller.cloud.instance_metadata: IMDSv2, botocore's
+   AWS_EC2_METADATA_DISABLED and AWS_EC2_METADATA_SERVICE_ENDPOINT honoured). The address is
+   always `local-ipv4`: the controller reaches the slaves at their *private* addresses
+   (renderfarm.conf, the health probes, SSH to cluster nodes), so its packets leave from its own
+   private address, whether the slaves share its VPC or sit in a peered one; its `public-ipv4`
+   is never their source, and admitting it would drop every probe (slaves launched, timed out,
+   terminated, paid for).
    A master without `local-ipv4` is an error, not a fall back to the public address.
    When both VPCs are known (the slaves': `Cloud.subnet_vpc`, "" subnet = the default VPC; the
    master's: metadata `mac` -> `network/interfaces/macs/{mac}/vpc-id`) and they differ, the
@@ -23,16 +23,20 @@ the address came from and why, for the line the controller logs at start.
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 import aiohttp
 
+from controller.cloud.instance_metadata import (
+    MetadataError,
+    MetadataUnreachable,
+    metadata_disabled,
+    metadata_session,
+    metadata_url,
+)
 from controller.config.schema import Config
 
-IMDS_URL = "http://169.254.169.254"
-TOKEN_TTL_SECONDS = 60  # the token is used for a handful of GETs right away
 LOOKUP_TIMEOUT = 5.0  # seconds at least for a configured lookup URL, often a public web service
 PRIVATE_REASON = (
     "slaves are reached at their private addresses, so the master's packets leave from its "
@@ -44,10 +48,6 @@ SlaveVpc = Callable[[], Awaitable[str | None]]
 
 class MasterAddressError(Exception):
     """The master's address cannot be found or is not an IP address."""
-
-
-class _NoMetadata(Exception):
-    """The metadata service did not answer: not on EC2 (or it is blocked)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ class MasterAddress:
 async def discover_master_ip(
     config: Config,
     *,
-    imds_url: str | None = None,  # None: AWS_EC2_METADATA_SERVICE_ENDPOINT or IMDS_URL
+    imds_url: str | None = None,  # None: AWS_EC2_METADATA_SERVICE_ENDPOINT or EC2's
     timeout: float = 1.0,  # seconds per request, not for the whole call
     slave_vpc: SlaveVpc | None = None,  # the slaves' VPC, asked only when metadata answers
 ) -> MasterAddress:
@@ -81,7 +81,7 @@ async def discover_master_ip(
     else:
         try:
             return await _from_metadata(imds_url, timeout, slave_vpc)
-        except _NoMetadata:
+        except MetadataUnreachable:
             not_found = "not on EC2"
     if lookup_url:
         source = f"[master] external_ip_lookup_url {lookup_url}"
@@ -93,16 +93,6 @@ async def discover_master_ip(
         f"({not_found}, and no external_ip_lookup_url configured)"
     )
     raise MasterAddressError(_where(config, line))
-
-
-def metadata_disabled() -> bool:
-    """botocore's own switch: when set, nothing may ask the metadata service."""
-    return os.environ.get("AWS_EC2_METADATA_DISABLED", "").strip().lower() == "true"
-
-
-def metadata_url() -> str:
-    """botocore's own setting for where the metadata service is, else EC2's address."""
-    return os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", "").strip() or IMDS_URL
 
 
 def choose_metadata_address(
@@ -146,44 +136,14 @@ def _validated(text: str, source: str) -> str:
 async def _from_metadata(
     imds_url: str, request_seconds: float, slave_vpc: SlaveVpc | None
 ) -> MasterAddress:
-    base = imds_url.rstrip("/")
-    client_timeout = aiohttp.ClientTimeout(total=request_seconds)
-    # trust_env stays off: a proxy from the environment must never see metadata requests.
-    async with aiohttp.ClientSession(timeout=client_timeout) as session:
-        try:
-            async with session.put(
-                f"{base}/latest/api/token",
-                headers={"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_SECONDS)},
-            ) as response:
-                if response.status != 200:
-                    raise _NoMetadata(f"token request answered {response.status}")
-                token = (await response.text()).strip()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _NoMetadata(str(exc)) from None
-
-        async def get(path: str) -> str:
-            """One metadata item, "" when the instance has none (404)."""
-            try:
-                async with session.get(
-                    f"{base}/latest/meta-data/{path}",
-                    headers={"X-aws-ec2-metadata-token": token},
-                ) as response:
-                    if response.status == 404:
-                        return ""
-                    if response.status != 200:
-                        raise MasterAddressError(
-                            f"instance metadata at {imds_url}: {path} answered {response.status}"
-                        )
-                    return (await response.text()).strip()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise MasterAddressError(
-                    f"instance metadata at {imds_url}: {path} failed: {exc or type(exc).__name__}"
-                ) from None
-
-        local_ipv4 = await get("local-ipv4")
-        public_ipv4 = await get("public-ipv4")
-        mac = await get("mac")
-        master_vpc_id = await get(f"network/interfaces/macs/{mac}/vpc-id") if mac else ""
+    try:
+        async with metadata_session(imds_url, request_seconds) as get:
+            local_ipv4 = await get("local-ipv4")
+            public_ipv4 = await get("public-ipv4")
+            mac = await get("mac")
+            master_vpc_id = await get(f"network/interfaces/macs/{mac}/vpc-id") if mac else ""
+    except MetadataError as exc:
+        raise MasterAddressError(str(exc)) from None
     # After the metadata session: an EC2 call with its retries may outlive the token.
     slave_vpc_id = (await slave_vpc() or "") if slave_vpc is not None else ""
     found = choose_metadata_address(

@@ -180,6 +180,18 @@ class SecurityGroup:
     fleet: str = ""  # the fleet tag, "" when not ours
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Volume:
+    """An EBS volume tagged with the fleet: teardown deletes it once no instance uses it."""
+
+    volume_id: str
+    state: str  # creating | available | in-use | deleting | deleted | error
+    size_gib: int = 0
+    role: str = ""  # its controller:role tag, "" for none
+    attached_to: tuple[InstanceId, ...] = ()
+    goes_with_instance: bool = False  # attached with DeleteOnTermination: EC2 deletes it
+
+
 class Cloud(Protocol):
     """The port. Every method is bounded in time and returns errors as data."""
 
@@ -231,6 +243,14 @@ class Cloud(Protocol):
     ) -> OpResult: ...
 
     async def delete_security_group(self, group_id: str, *, dry_run: bool = False) -> OpResult: ...
+
+    async def fleet_volumes(self, fleet: str) -> tuple[tuple[Volume, ...], ProviderError | None]:
+        """Every EBS volume tagged controller:fleet=<fleet> (what teardown may delete)."""
+        ...
+
+    async def delete_volume(self, volume_id: str, *, dry_run: bool = False) -> OpResult:
+        """Delete a volume; one EC2 no longer knows counts as deleted."""
+        ...
 
     async def subnet_vpc(self, subnet: str) -> str | None:
         """The VPC of a subnet ("" subnet: the default VPC), None when unknown."""

@@ -21,6 +21,7 @@ from controller.cloud.port import (
     OpResult,
     ProviderError,
     SecurityGroup,
+    Volume,
     launch_digest,
 )
 from controller.cloud.sim_fleet import SimFleet
@@ -188,6 +189,13 @@ class SimCloud(SimFleet):
             return OpResult(error=sim_error(ErrorKind.INVALID, "DependencyViolation", op, msg))
         del self._groups[group_id]
         return OpResult()
+
+    async def fleet_volumes(self, fleet: str) -> tuple[tuple[Volume, ...], ProviderError | None]:
+        """None: simulated instances have no EBS volumes to outlive them."""
+        return (), None
+
+    async def delete_volume(self, volume_id: str, *, dry_run: bool = False) -> OpResult:
+        return OpResult()  # no volume here, and one that does not exist counts as deleted
 
     async def subnet_vpc(self, subnet: str) -> str | None:
         return VPC_ID if subnet == "" or subnet.startswith("subnet-") else None

@@ -1,8 +1,10 @@
 """`controller check-config`: validate a config and print it resolved, defaults filled in.
 
 Beyond the config's own validity it checks what a real run would trip over on this machine
-(controller.commands.preflight): an unknown region, a placeholder image id, a key or token file
-that is missing or readable by others, a renderfarm.conf directory that does not exist.
+(controller.commands.preflight): an unknown region, a placeholder image id, a token file that is
+missing or readable by others, a cluster whose plugins name no scheduler. The exit code is about
+the config (0 valid, 2 invalid): what this machine lacks for now (GBrowse's directory, the EC2
+instance metadata a blank region or image_id is taken from) is a note on stderr.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """What `check-config` checks beyond the config's own validity: what a real run of this config
-would trip over on this machine and in AWS, found before systemd starts it (ExecStartPre).
+would trip over on this machine and in AWS, found before systemd starts it (ExecStartPre). The exit
+code is about the config: a valid config checked on a machine that is not ready for it yet (no
+GBrowse installed, not on EC2) passes, with notes.
 
 Problems (exit 2), since `run` would fail or leak a secret:
 - [slave] region: one botocore's endpoint data knows (read locally, no network), unless
@@ -7,11 +9,18 @@ Problems (exit 2), since `run` would fail or leak a secret:
 - image ids: a real AMI id (`ami-` and 8 or 17 hex digits), not a placeholder left from an example;
 - [stats] token_file (when the endpoint listens): present, not empty, readable by this user and
   by nobody else (its group and others may not read a secret);
-- [master] renderfarm_conf: its directory exists (the file is replaced atomically there). A
-  config with [cluster.X] sections that keeps the default path may be for `run --cluster` only,
-  so there the default directory is not required.
-Notes (exit 0), since only `sync-data` or `run --cluster` read them: the same checks of the
-ssh_key_file of [sync] and of each [cluster.X].
+- a [cluster.X] whose plugins name no scheduler of its load_source (`run --cluster` refuses it
+  with the same line).
+Notes (exit 0):
+- a blank [slave] region or image_id (or a cluster's image_id): `run` takes the master's from
+  its instance metadata (controller.cloud.master_defaults), which is not asked here;
+- [master] renderfarm_conf's directory does not exist (yet): `run` refuses to start until it
+  does. A config with [cluster.X] sections that keeps the default path may be for
+  `run --cluster` only, so there it is not mentioned;
+- [master] server_status_url without `?auto`: mod_status answers HTML then, which the load
+  sampler cannot read;
+- the ssh_key_file of [sync] and of each [cluster.X] (only `sync-data` or `run --cluster` read
+  them), checked as the token file is.
 
 Each finding is one `FILE: key: what is wrong; what to do` line. Only check-config uses this
 module: `simulate` and `--dry-run` on a laptop keep working with example configs.
@@ -26,8 +35,10 @@ import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from controller.config.checks import suggest
+from controller.config.checks import no_scheduler_plugin, suggest
+from controller.config.plugins import PluginError, cluster_plugins, sge_plugin, slurm_plugin
 from controller.config.schema import Config, MasterSection
 
 AMI_ID = re.compile(r"ami-[0-9a-f]{8,17}")
@@ -54,6 +65,9 @@ def preflight(config: Config, env: Mapping[str, str] | None = None) -> tuple[lis
     notes: list[tuple[str, str]] = []
     found += _region(config)
     found += _images(config)
+    found += _schedulers(config)
+    notes += _blank_defaults(config)
+    notes += _status_url(config)
     for key, path, user in _key_files(config):
         notes += [
             (key, f"{why} ({user} needs it)") for why in _secret_file(Path(path).expanduser())
@@ -66,14 +80,14 @@ def preflight(config: Config, env: Mapping[str, str] | None = None) -> tuple[lis
         else:
             where = Path(credentials, token_path) if credentials else Path(token_path)
             found += [(token_key, reason) for reason in _secret_file(where, token=True)]
-    found += _renderfarm_dir(config)
+    notes += _renderfarm_dir(config)
     name = config.path or "config"
     return [f"{name}: {k}: {r}" for k, r in found], [f"{name}: {k}: {r}" for k, r in notes]
 
 
 def _region(config: Config) -> list[tuple[str, str]]:
     region = config.slave.region
-    if config.aws.endpoint_url or region in known_regions():
+    if not region or config.aws.endpoint_url or region in known_regions():
         return []
     return [
         (
@@ -96,6 +110,55 @@ def _images(config: Config) -> list[tuple[str, str]]:
         for key, value in images
         if value and not AMI_ID.fullmatch(value)
     ]
+
+
+FROM_METADATA = (
+    "blank: taken from the master's instance metadata at run; set it if the master is not on EC2"
+)
+
+
+def _blank_defaults(config: Config) -> list[tuple[str, str]]:
+    """Blank region and image ids: `run` fills them on EC2 (not asked here)."""
+    blank = [("slave.region", config.slave.region)]
+    if not _cluster_only(config):
+        blank.append(("slave.image_id", config.slave.image_id))
+    blank += [(f"cluster.{c.name}.image_id", c.image_id) for c in config.clusters]
+    return [(key, FROM_METADATA) for key, value in blank if not value]
+
+
+def _schedulers(config: Config) -> list[tuple[str, str]]:
+    """A cluster whose plugins join nodes to no scheduler: `run --cluster` refuses it."""
+    found = []
+    for cluster in config.clusters:
+        try:
+            plugins = cluster_plugins(config, cluster)
+        except PluginError:
+            continue  # the reader reported it already
+        if sge_plugin(plugins) is None and slurm_plugin(plugins) is None:
+            found.append(
+                (f"[cluster.{cluster.name}] plugins", no_scheduler_plugin(cluster.load_source))
+            )
+    return found
+
+
+def _status_url(config: Config) -> list[tuple[str, str]]:
+    url = config.master.server_status_url
+    if "auto" in urlsplit(url).query.split("&"):
+        return []
+    return [
+        (
+            "master.server_status_url",
+            f"{url!r} does not ask for ?auto: mod_status then answers its HTML page, which the "
+            "load sampler cannot read (each reading fails); add ?auto",
+        )
+    ]
+
+
+def _cluster_only(config: Config) -> bool:
+    """A batch-cluster config that never named renderfarm_conf has no render farm to run."""
+    return (
+        bool(config.clusters) and config.master.renderfarm_conf == MasterSection().renderfarm_conf
+    )
 
 
 def _key_files(config: Config) -> list[tuple[str, str, str]]:
@@ -142,17 +205,16 @@ def _relative_token_note(path: str) -> str:
 
 
 def _renderfarm_dir(config: Config) -> list[tuple[str, str]]:
-    conf = config.master.renderfarm_conf
-    # A batch-cluster config that never named renderfarm_conf has no render farm to write.
-    if config.clusters and conf == MasterSection().renderfarm_conf:
+    if _cluster_only(config):
         return []
-    directory = Path(conf).parent
+    directory = Path(config.master.renderfarm_conf).parent
     if directory.is_dir():
         return []
     return [
         (
             "master.renderfarm_conf",
-            f"directory {directory} does not exist; install GBrowse there or set renderfarm_conf "
-            "to GBrowse's renderfarm.conf on this machine",
+            f"directory {directory} does not exist (yet): `run` refuses to start until it does; "
+            "install GBrowse there or set renderfarm_conf to GBrowse's renderfarm.conf on this "
+            "machine",
         )
     ]

@@ -30,10 +30,12 @@ import stat
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import asyncssh
 
+from controller.cloud.master_defaults import MasterDefaultsError, fill_from_metadata, taken_text
 from controller.cloud.sync_plan import (
     BLOCK,
     DATA_ROLE,
@@ -65,10 +67,20 @@ EXIT_INTERRUPTED = 130
 def sync_data_command(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
+        if args.image_id:  # what the staging instance boots: no blank image to fill then
+            config = replace(config, slave=replace(config.slave, image_id=args.image_id))
+        # The staging instance launches as a slave would: blanks are the master's own.
+        config, taken = asyncio.run(fill_from_metadata(config))
     except ConfigError as exc:
         for line in exc.errors or (str(exc),):
             print(line, file=sys.stderr)
         return EXIT_BAD_INPUT
+    except MasterDefaultsError as exc:
+        hint = "" if config.slave.image_id else ", or give --image-id"
+        print(f"{args.config}: {exc}{hint}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if taken:
+        print(f"from the master's instance metadata: {taken_text(taken)}")
     try:
         plan = make_plan(config, args)
     except PlanError as exc:

@@ -12,7 +12,8 @@ a script or systemd, it goes on).
 Then, for a fleet whose controller is gone (or was never stopped cleanly): first renderfarm.conf
 goes back to its empty form (and the master reloads), so GBrowse stops sending work to slaves
 that are about to vanish; then controller.cloud.teardown cancels the spot requests, terminates the
-instances, waits for them and deletes the fleet's security groups. Each step prints one line.
+instances, waits for them and deletes the volumes that outlived them and the fleet's security
+groups; last, what `sync-data` left (controller.cloud.staging_leftovers). Each step prints one line.
 
 With `--cluster NAME` (a batch cluster's fleet, which has no renderfarm.conf) the first step is
 the scheduler's instead: each of the fleet's nodes is taken out of it on the head, as
@@ -35,7 +36,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from controller.cloud.master_defaults import MasterDefaultsError, fill_from_metadata, taken_text
 from controller.cloud.port import Cloud, InstanceState
+from controller.cloud.teardown import configured_volume_ids
 from controller.commands.exit_codes import EXIT_BAD_INPUT, EXIT_LEFT, EXIT_OK
 from controller.commands.teardown_plan import TeardownPlan, plan_lines, read_failure, read_plan
 from controller.config.plugins import PluginError, cluster_plugins
@@ -69,6 +72,8 @@ def teardown_command(
     try:
         config = load_config(config_path)
         side = _cluster_side(config, cluster) if cluster is not None else None
+        # A blank region is the master's: the fleet is where the controller launched it.
+        config, taken = asyncio.run(fill_from_metadata(config, launches=False))
     except ConfigError as exc:
         for line in exc.errors or (str(exc),):
             print(line, file=sys.stderr)
@@ -76,10 +81,15 @@ def teardown_command(
     except _BadInput as exc:
         print(exc, file=sys.stderr)
         return EXIT_BAD_INPUT
+    except MasterDefaultsError as exc:
+        print(f"{config_path}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
     def say(line: str) -> None:
         print(line, flush=True)
 
+    if taken:
+        say(f"from the master's instance metadata: {taken_text(taken)}")
     fleet = config.controller.fleet
     try:
         lock = None if dry_run else _hold_fleet(fleet, force=force, say=say)
@@ -177,7 +187,12 @@ async def _read_plan(config: Config) -> TeardownPlan:
     from controller.cloud.ec2cloud import make_ec2_cloud
 
     async with make_ec2_cloud(config) as cloud:
-        return await read_plan(cloud, config.controller.fleet, _kept_groups(config))
+        return await read_plan(
+            cloud,
+            config.controller.fleet,
+            _kept_groups(config),
+            configured_volume_ids(config),
+        )
 
 
 def _kept_groups(config: Config) -> tuple[str, ...]:
@@ -256,7 +271,11 @@ async def _teardown(config: Config, say: Callable[[str], None], side: SchedulerS
         if side is not None:
             scheduler_ok = await deregister_fleet_nodes(cloud, config.controller.fleet, side, say)
         report = await teardown_fleet(
-            cloud, config.controller.fleet, keep_group_ids=_kept_groups(config), progress=say
+            cloud,
+            config.controller.fleet,
+            keep_group_ids=_kept_groups(config),
+            keep_volume_ids=configured_volume_ids(config),
+            progress=say,
         )
         # what a `sync-data` killed with -9 left: its key pair, unfinished snapshots, a volume
         staging_ok = await remove_staging_leftovers(

@@ -1,10 +1,10 @@
 """What `controller teardown` is about to do, read before it does anything.
 
-The plan is one read of the fleet (instances, spot requests, security groups). It is also the
-check that the fleet can be read at all: a teardown that cannot read the fleet cannot end it, so
-it must not start with the steps it can do alone (emptying renderfarm.conf would take the render
-farm out of GBrowse while the slaves go on billing). Its lines are what --dry-run prints and
-what the prompt shows; the read is the only I/O here, the rest is pure.
+The plan is one read of the fleet (instances, spot requests, security groups, volumes). It is
+also the check that the fleet can be read at all: a teardown that cannot read the fleet cannot
+end it, so it must not start with the steps it can do alone (emptying renderfarm.conf would take
+the render farm out of GBrowse while the slaves go on billing). Its lines are what --dry-run
+prints and what the prompt shows; the read is the only I/O here, the rest is pure.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from controller.cloud.port import (
     ProviderError,
     SecurityGroup,
     SpotRequest,
+    Volume,
 )
-from controller.cloud.teardown import OPEN_REQUEST_STATES
+from controller.cloud.teardown import GONE_VOLUME_STATES, OPEN_REQUEST_STATES
 from controller.config.schema import Config
 from controller.messages import ErrorKind, Role
 
@@ -34,6 +35,7 @@ class TeardownPlan:
     requests: tuple[SpotRequest, ...] = ()  # open or active
     groups: tuple[SecurityGroup, ...] = ()  # to delete
     kept_groups: tuple[str, ...] = ()  # tagged with the fleet but configured: never deleted
+    volumes: tuple[Volume, ...] = ()  # to delete: they do not go with an instance
     error: ProviderError | None = None
 
     @property
@@ -42,12 +44,21 @@ class TeardownPlan:
         return tuple(i for i in self.instances if i.role is Role.NODE and i.private_ip)
 
 
-async def read_plan(cloud: Cloud, fleet: str, keep_group_ids: Sequence[str]) -> TeardownPlan:
-    """Read the fleet; a plan with `error` set when any part could not be read."""
+async def read_plan(
+    cloud: Cloud,
+    fleet: str,
+    keep_group_ids: Sequence[str],
+    keep_volume_ids: Sequence[str] = (),
+) -> TeardownPlan:
+    """Read the fleet; a plan with `error` set when any part could not be read. The volumes
+    `keep_volume_ids` (the config's own) are never in it."""
     view = await cloud.describe_fleet(fleet)
     if view.error is not None:
         return TeardownPlan(fleet=fleet, error=view.error)
     groups, error = await cloud.fleet_security_groups(fleet)
+    if error is not None:
+        return TeardownPlan(fleet=fleet, error=error)
+    volumes, error = await cloud.fleet_volumes(fleet)
     if error is not None:
         return TeardownPlan(fleet=fleet, error=error)
     return TeardownPlan(
@@ -56,6 +67,13 @@ async def read_plan(cloud: Cloud, fleet: str, keep_group_ids: Sequence[str]) -> 
         requests=tuple(r for r in view.requests if r.state in OPEN_REQUEST_STATES),
         groups=tuple(g for g in groups if g.group_id not in keep_group_ids),
         kept_groups=tuple(g.group_id for g in groups if g.group_id in keep_group_ids),
+        volumes=tuple(
+            v
+            for v in volumes
+            if v.state not in GONE_VOLUME_STATES
+            and not (v.state == "in-use" and v.goes_with_instance)
+            and v.volume_id not in keep_volume_ids
+        ),
     )
 
 
@@ -96,18 +114,28 @@ def plan_lines(
     if plan.instances:
         lines.append(
             f"  terminate {len(plan.instances)} instance(s) and wait for them "
-            "(their EBS volumes go with them):"
+            "(volumes made with DeleteOnTermination go with them):"
         )
         lines += [f"    {_instance(i)}" for i in plan.instances]
+    if plan.volumes:
+        lines.append(f"  delete {len(plan.volumes)} EBS volume(s) tagged with the fleet:")
+        lines += [f"    {_volume(v)}" for v in plan.volumes]
     if plan.groups:
         lines.append(f"  delete {len(plan.groups)} security group(s):")
         lines += [f"    {g.group_id} ({g.name})" for g in plan.groups]
     lines += [
         f"  keep security group {g}: it is the configured security_group" for g in plan.kept_groups
     ]
-    if not (plan.requests or plan.instances or plan.groups):
+    if not (plan.requests or plan.instances or plan.groups or plan.volumes):
         lines.append("  nothing of the fleet in EC2")
     return lines
+
+
+def _volume(volume: Volume) -> str:
+    role = f" {volume.role}" if volume.role else ""
+    attached = ", ".join(volume.attached_to)
+    attached = f" (attached to {attached}: deleted once it comes free)" if attached else ""
+    return f"{volume.volume_id} {volume.size_gib} GiB {volume.state}{attached}{role}"
 
 
 def _instance(instance: CloudInstance) -> str:

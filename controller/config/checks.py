@@ -76,6 +76,21 @@ def region(value: str) -> str | None:
     return f"expected a region name like 'us-east-1' (got {value!r})"
 
 
+def region_or_empty(value: str) -> str | None:
+    """ "" is the master's region, from its instance metadata at run (a master on EC2)."""
+    return None if value == "" else region(value)
+
+
+def no_scheduler_plugin(load_source: str) -> str:
+    """Why a [cluster.X] whose plugins name no scheduler cannot run (`run --cluster` refuses it,
+    `check-config` reports it), after "[cluster.X] plugins: "."""
+    scheduler = "Slurm" if load_source == "slurm" else "Grid Engine"
+    return (
+        f'none is of kind "{load_source}": add a [plugin.X] with kind = "{load_source}" '
+        f"so nodes join {scheduler} and its queue drives the cluster"
+    )
+
+
 def prefixed(prefix: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         if re.fullmatch(re.escape(prefix) + r"[0-9A-Za-z]+", value):

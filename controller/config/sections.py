@@ -169,7 +169,7 @@ def _read_slave(t: Table) -> SlaveSection:
     read_instance_types(t, "instance_type")
     t.number("spot_bid", above=0)
     t.ports("ports")
-    t.text("region", check=checks.region)
+    t.text("region", check=checks.region_or_empty)  # "": the master's, on EC2
     t.text("image_id", check=checks.prefixed_or_empty("ami-"))
     t.texts("data_snapshots", unique=True, check=checks.prefixed("snap-"))
     t.text("availability_zone")

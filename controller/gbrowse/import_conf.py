@@ -40,8 +40,10 @@ _SLAVE_TEXT_KEYS = (
 )
 _SLAVE_KEYS = (*_SLAVE_TEXT_KEYS, "spot_bid", "ports", "data_snapshots")
 
-# What GBrowse used when the key was absent (AWS_Balancer.pm), where it differs from ours.
-_GBROWSE_DEFAULTS = {"instance_type": "m1.large", "spot_bid": 0.08}
+# What GBrowse used when the key was absent (AWS_Balancer.pm), where it differs from ours: a
+# blank region is the master's own (from its instance metadata), not our us-east-1.
+_GBROWSE_DEFAULTS = {"instance_type": "m1.large", "spot_bid": 0.08, "region": ""}
+_DEFAULT_NOTES = {"region": "blank: the master's region, from its instance metadata on EC2"}
 
 _HEADER = re.compile(r"\[([^\]]+)\]")
 _TRAILING_COMMENT = re.compile(r"\s+#.*$")
@@ -195,7 +197,8 @@ def _fill_gbrowse_defaults(conv: _Conversion, slave: dict[str, str]) -> None:
     for key, default in _GBROWSE_DEFAULTS.items():
         if not slave.get(key):
             label = f"[{SLAVE}] {key}"
-            conv.emit("slave", key, default, line, label, "not in the file: GBrowse's default")
+            note = _DEFAULT_NOTES.get(key, "not in the file: GBrowse's default")
+            conv.emit("slave", key, default, line, label, note)
 
 
 def _table_lines(conv: _Conversion) -> list[str]:
