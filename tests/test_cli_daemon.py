@@ -123,3 +123,40 @@ def _alive(pid: int) -> bool:
         return False
     # A zombie child of ours would still answer; the daemon is not our child (double fork).
     return True
+
+
+def test_a_log_nobody_reads_any_more_does_not_end_the_controller(tmp_path):
+    """stderr a pipe whose reader went away (or a terminal that hung up): the controller keeps
+    managing its fleet, and still stops cleanly (its teardown) on SIGTERM."""
+    import signal
+
+    port = free_port()
+    config = write_config(tmp_path, port)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller.cli", "run", "-c", str(config), "--dry-run"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=no_aws_env(),
+    )
+    assert proc.stderr is not None
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "never served"
+                time.sleep(0.3)
+        proc.stderr.close()  # the reader goes away
+        proc.send_signal(signal.SIGHUP)  # a terminal's hang-up: a reload, which logs
+        time.sleep(3)  # three polls of 1 s, each logging its decision into the closed pipe
+        assert proc.poll() is None, f"the controller ended with {proc.returncode}"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+            assert answer.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -14,6 +14,7 @@ import structlog
 
 from controller.runtime.logs import (
     configure_logging,
+    dropped_lines,
     is_secret_key,
     mask_secrets,
     reopen_logfile,
@@ -257,3 +258,19 @@ def test_no_priority_prefix_off_the_journal(monkeypatch, tmp_path):
         reset_logging()
         out.close()
     assert json.loads((tmp_path / "pipe").read_text())["event"] == "w"
+
+
+def test_a_line_that_cannot_be_written_is_dropped_and_counted(monkeypatch):
+    import io
+
+    class Gone(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("sys.stderr", Gone())
+    configure_logging(verbosity=2, json=True)
+    log = structlog.get_logger("test")
+    log.info("one")
+    log.warning("two")
+    logging.getLogger("botocore").warning("three")  # the libraries' lines too
+    assert dropped_lines() == 3

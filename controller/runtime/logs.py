@@ -10,6 +10,10 @@ keeps its meaning: 0 errors, 1 warnings, 2 info, 3 debug.
 Secrets never reach the output: `redact_secrets` masks the value of any key that names a secret
 (see `is_secret_key`) and any string that looks like one (`mask_secrets`), and the rendered line
 is masked once more, so an exception's traceback or a library's message is covered too.
+
+A line that cannot be written (stderr a pipe whose reader went away, a terminal that hung up, a
+full disk) is dropped and counted (`dropped_lines`), never raised: a lost log must not end the
+process that owns paid instances, which then could neither scale them in nor tear them down.
 """
 
 from __future__ import annotations
@@ -139,6 +143,37 @@ def under_journal(stream: TextIO) -> bool:
     return expected == f"{st.st_dev}:{st.st_ino}"
 
 
+class _Unfailing:
+    """A stream whose writes never raise: what it cannot write is dropped and counted (module
+    docstring). Each write tries again, so a full disk that frees up is written to again."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.dropped = 0
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except (OSError, ValueError):  # EPIPE, EIO, ENOSPC; ValueError: the stream is closed
+            self.dropped += 1
+            return 0
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def isatty(self) -> bool:
+        return _isatty(self.stream)
+
+
+def dropped_lines() -> int:
+    """Log lines that could not be written since configure_logging."""
+    stream = _installed.get("stream")
+    return stream.dropped if isinstance(stream, _Unfailing) else 0
+
+
 class _NamedWriteLogger(structlog.WriteLogger):
     """A WriteLogger that remembers the name it was asked for, so events can carry it."""
 
@@ -187,6 +222,7 @@ def configure_logging(
         stream = sys.stderr
         as_json = (not _isatty(stream)) if json is None else json
     journal = logfile is None and under_journal(stream)
+    stream = _installed["stream"] = _Unfailing(stream)  # type: ignore[assignment]
 
     if as_json:
         renderer: Callable[..., str] = structlog.processors.JSONRenderer()
@@ -273,6 +309,7 @@ def reset_logging() -> None:
     if (handler := _installed.pop("handler", None)) is not None:
         root.removeHandler(handler)
         root.setLevel(_installed.pop("root_level", logging.WARNING))
+    _installed.pop("stream", None)
     if (stream := _installed.pop("file", None)) is not None:
         stream.close()
     structlog.reset_defaults()
