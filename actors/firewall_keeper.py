@@ -57,7 +57,7 @@ from controller.cloud.firewall_rules import (
 from controller.cloud.port import Cloud, IngressRule, ProviderError, SecurityGroup, error_seen
 from controller.config.schema import ClusterSection, Config
 from controller.messages import ErrorKind, Role, SecurityGroupReady
-from controller.runtime.actor import Actor
+from controller.runtime.actor import Actor, SetupError
 from controller.runtime.backoff import backoff_delay
 from controller.runtime.bus import Bus
 
@@ -68,7 +68,7 @@ AUTHORIZE_RETRY_SECONDS = 60.0
 AUTHORIZE_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0)
 
 
-class FirewallError(Exception):
+class FirewallError(SetupError):
     """The group cannot be made or found; the controller cannot launch slaves safely."""
 
 

@@ -17,7 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from controller.messages import ActorStateChanged, InstanceUp, LoadSample, SensorLost
-from controller.runtime.actor import Actor
+from controller.runtime.actor import Actor, SetupError
 from controller.runtime.backoff import FailureWindow, backoff_delay
 from controller.runtime.bus import EOI, Bus, Mailbox
 from controller.runtime.supervisor import Runtime
@@ -361,6 +361,23 @@ async def test_a_failing_setup_stops_the_started_actors_in_reverse_and_returns_1
     assert failure["actor"] == "c"
     assert "the security group cannot be created" in failure["error"]
     assert now() == 1
+
+
+@looptime
+async def test_a_setup_error_the_user_can_fix_is_one_line_without_a_traceback() -> None:
+    class BadSubnet(Recorder):
+        async def setup(self) -> None:
+            raise SetupError("config.toml: [slave] subnet 'subnet-0x': not found in us-east-1")
+
+    bus, events = Bus(), []
+    runtime = Runtime([Recorder("a", bus, events), BadSubnet("b", bus, events)])
+    with capture_logs() as logs:
+        assert await runtime.run_until_stopped() == 1
+    (failure,) = [e for e in logs if e["event"] == "actor.setup_failed"]
+    assert failure["error"] == "config.toml: [slave] subnet 'subnet-0x': not found in us-east-1"
+    assert "exc_info" not in failure
+    assert runtime.states()["b"] == ("failed", 0)
+    assert stops(events) == ["a"]
 
 
 @looptime

@@ -19,6 +19,11 @@ from controller.runtime.bus import Bus, Mailbox
 Clock = Callable[[], float]
 
 
+class SetupError(Exception):
+    """setup() cannot go on for a cause the user can fix (a port taken, a subnet or group that is
+    not there): its message is that one line, logged without a traceback."""
+
+
 def loop_clock() -> float:
     return asyncio.get_running_loop().time()
 

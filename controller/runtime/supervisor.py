@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 
 from controller.messages import ActorStateChanged
-from controller.runtime.actor import Actor, Clock, loop_clock
+from controller.runtime.actor import Actor, Clock, SetupError, loop_clock
 from controller.runtime.backoff import FailureWindow, backoff_delay
 from controller.runtime.bus import Bus
 
@@ -182,6 +182,15 @@ class Runtime:
             log.info("actor.setup_interrupted", reason=self.stop_reason)
             return False
         error = "setup() was cancelled" if setup.cancelled() else setup.exception()
+        if isinstance(error, SetupError):  # the user's to fix: the line says what, no traceback
+            log.error(
+                "actor.setup_failed",
+                error=str(error),
+                hint="fix it and start again; the actors started so far are being stopped",
+            )
+            self._set_state(slot, "failed", str(error))
+            self.request_stop(f"setup of {actor.name} failed", exit_code=1)
+            return False
         if error is not None:
             log.error(
                 "actor.setup_failed",

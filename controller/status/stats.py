@@ -21,6 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from controller.config.schema import StatsSection
+from controller.runtime.actor import SetupError
 from controller.status.fleetstate import FleetState
 from controller.status.metrics import CONTENT_TYPE, Metrics
 
@@ -40,7 +41,7 @@ ACTOR_STATES_KEY = web.AppKey("actor_states", ActorStates)
 EXTRA_KEY = web.AppKey("extra", dict)
 
 
-class StatsError(Exception):
+class StatsError(SetupError):
     """The endpoint cannot start (port taken, token unreadable); the message says what to do."""
 
 
