@@ -377,6 +377,32 @@ async def test_a_refusal_that_would_repeat_is_not_asked_every_cycle(kind, code) 
     assert [(i.instance_type, i.launched_at) for i in farm.launched()] == [("m5.large", 110)]
 
 
+@looptime
+async def test_an_image_ec2_does_not_have_is_an_error_naming_the_setting() -> None:
+    farm = Farm(config())
+    farm.sim.launch_refusal = (ErrorKind.INVALID, "InvalidAMIID.NotFound")
+    farm.group_ready()
+    farm.load(1.0)
+    with capture_logs() as logs:
+        async with running(farm.pool):
+            await until(5)
+    refused = events(logs, "ec2.error")
+    assert refused and all(e["log_level"] == "error" for e in refused)
+    assert "[slave] image_id" in refused[0]["hint"] and "no such image" in refused[0]["hint"]
+
+
+@looptime
+async def test_a_capacity_error_is_a_warning_without_a_hint() -> None:
+    farm = Farm(config(), capacity_errors_for={"m5.large"})
+    farm.group_ready()
+    farm.load(1.0)
+    with capture_logs() as logs:
+        async with running(farm.pool):
+            await until(5)
+    (refused,) = events(logs, "ec2.error")
+    assert refused["log_level"] == "warning" and "hint" not in refused
+
+
 # (4) spot price above the bid
 
 
@@ -693,6 +719,19 @@ async def test_a_failed_describe_holds_the_fleet() -> None:
 
 
 @looptime
+async def test_before_the_first_reading_the_sensor_is_not_called_lost() -> None:
+    farm = Farm(config())
+    farm.group_ready()
+    async with running(farm.pool):
+        await until(5)
+        farm.load(2.0)
+        await until(15)
+        reasons = [d.reason for d in await farm.decisions()]
+    assert reasons[0].startswith("no load reading yet: holding at 0"), reasons
+    assert not any("sensor lost" in r for r in reasons), reasons
+
+
+@looptime
 async def test_a_lost_sensor_never_scales_in() -> None:
     farm = Farm(config())
     farm.group_ready()
@@ -771,3 +810,36 @@ async def test_a_dry_run_creates_nothing_and_logs_what_it_would_do() -> None:
     assert {(d.launch, d.dry_run) for d in decisions} == {(2, True)}
     assert [e["instances"] for e in events(logs, "dry_run.would_teardown")] == [[]]
     assert await farm.errors() == []  # DryRunOperation is the good answer, not an error
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "words"),
+    [
+        (ErrorKind.INVALID, "InvalidAMIID.Malformed", "[cluster.small] image_id 'ami-1'"),
+        (ErrorKind.INVALID, "InvalidSubnetID.NotFound", "[cluster.small] subnet 'subnet-9'"),
+        (ErrorKind.INVALID, "InvalidKeyPair.NotFound", "[cluster.small] key pair 'k'"),
+        (ErrorKind.INVALID, "InvalidSnapshot.NotFound", "snap-1"),
+        (ErrorKind.AUTH, "UnauthorizedOperation", "controller iam-policy"),
+        (ErrorKind.CAPACITY, "InsufficientInstanceCapacity", None),
+        (ErrorKind.INVALID, "IdempotentParameterMismatch", None),
+    ],
+)
+def test_which_launch_refusals_name_a_setting(kind, code, words) -> None:
+    from controller.cloud.port import ProviderError
+    from controller.policy.launch_plans import launch_error_hint
+    from controller.policy.pool_profile import LaunchSettings
+
+    launch = LaunchSettings(
+        instance_types=("m5.large",),
+        image_id="ami-1",
+        image_key="[cluster.small] image_id",
+        availability_zone="",
+        subnet="subnet-9",
+        key_name="k",
+        spot_bid=None,
+        snapshots=("snap-1",),
+        user_data="",
+    )
+    error = ProviderError(kind=kind, code=code, message="", operation="RunInstances")
+    hint = launch_error_hint(error, launch)
+    assert (hint is None) if words is None else (words in (hint or ""))

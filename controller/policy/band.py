@@ -270,7 +270,9 @@ class BandPolicy:
         up = scale_out_count(inp)
         desired = self._last_desired if self._last_desired is not None else up
         launch, capped = self._cap(inp, max(0, desired - up))
-        reason = f"load sensor lost: holding at {desired}"
+        # Before any reading the sensor is not lost, only not read yet (the first poll at start).
+        why = "no load reading yet" if self._last_desired is None else "load sensor lost"
+        reason = f"{why}: holding at {desired}"
         if launch:
             reason += f"; launch {launch} to replace lost slaves"
         if capped:

@@ -37,6 +37,29 @@ from controller.policy.pool_profile import LaunchSettings
 COOLED_ERRORS = frozenset({ErrorKind.CAPACITY, ErrorKind.INVALID, ErrorKind.AUTH, ErrorKind.LIMIT})
 
 
+def launch_error_hint(error: ProviderError | None, launch: LaunchSettings) -> str | None:
+    """The setting to fix when EC2 refused a launch for something in the config (an AMI, a
+    subnet, a key pair, a snapshot that is not there, or a missing permission); None otherwise."""
+    if error is None:
+        return None
+    section = launch.image_key.rsplit(" ", 1)[0]  # "[slave]" or "[cluster.NAME]"
+    code = error.code
+    if code.startswith("InvalidAMIID"):
+        return (
+            f"{launch.image_key} {launch.image_id!r}: EC2 has no such image here ({code}); set "
+            "an AMI of this region (`aws ec2 describe-images --owners self`)"
+        )
+    if code.startswith("InvalidSubnet"):
+        return f"{section} subnet {launch.subnet!r}: {code}; set a subnet of this region"
+    if code.startswith("InvalidKeyPair"):
+        return f"{section} key pair {launch.key_name!r}: {code}; import it or set another"
+    if code.startswith("InvalidSnapshot"):
+        return f"a snapshot of {', '.join(launch.snapshots)}: {code}; fix the snapshot ids"
+    if error.kind is ErrorKind.AUTH:
+        return "the credentials may not launch: attach `controller iam-policy -c CONFIG`'s policy"
+    return None
+
+
 class LaunchPlans:
     """FleetReconciler's part that launches (it owns the state these methods use)."""
 
@@ -104,16 +127,18 @@ class LaunchPlans:
                 result = yield LaunchCall(spec)
                 calls += 1
                 if self.dry_run:
+                    hint = launch_error_hint(result.error, launch)
                     self.note(
-                        "info",
+                        "error" if hint else "info",
                         "dry_run.would_launch",
                         count=count,
                         instance_type=instance_type,
                         check=outcome(result.error),
+                        **({"hint": hint} if hint else {}),
                     )
                     return
                 if result.error is not None and not result.instances:
-                    self._provider_error(result.error)
+                    self._provider_error(result.error, launch_error_hint(result.error, launch))
                     if result.error.kind in COOLED_ERRORS:
                         self._cool_down(instance_type, zone, why=result.error.kind)
                         break  # the next type in the list

@@ -399,15 +399,18 @@ class FleetReconciler(FleetViews, LaunchPlans, RetirePlans, RefreshPlans, Releas
             t.since_wall = self.wall_clock()
             self.changed()
 
-    def _provider_error(self, error: ProviderError) -> None:
+    def _provider_error(self, error: ProviderError, hint: str | None = None) -> None:
+        """Log and publish a refused call; `hint`: the setting to fix, when it is the config's
+        (logged as an error then: no retry will help until someone changes it)."""
         self.last_error = error
         self.note(
-            "warning",
+            "error" if hint else "warning",
             "ec2.error",
             kind=str(error.kind),
             code=error.code,
             operation=error.operation,
             message=error.message,
+            **({"hint": hint} if hint else {}),
         )
         self.publish(error_seen(error, self.now()))
 
