@@ -68,6 +68,8 @@ def test_cluster_tuning_keys_reload_but_what_nodes_are_set_up_with_needs_a_resta
         "cluster.base.plugins",
         "cluster.small.plugins",
     ]
+    # Values read as the config has them, not as Python shows them.
+    assert 'changed from ["sge"] to []' in problems[0]
     problems = edited('snapshot_id = "snap-1"', 'snapshot_id = "snap-2"')
     assert [p.split(": ")[1] for p in problems] == [
         "volume.data (used by cluster.base)",

@@ -15,6 +15,8 @@ uses. A cluster taken out of the file needs a restart as well.
 
 from __future__ import annotations
 
+import json
+
 from controller.config.schema import ClusterSection, Config
 
 # (section, key) pairs whose change needs a restart: they identify owned resources.
@@ -46,6 +48,17 @@ CLUSTER_RESTART_ONLY: tuple[str, ...] = (
 RESTART = "this needs a restart (the running controller keeps its old config)"
 
 
+def as_toml(value: object) -> str:
+    """A setting as the user wrote it in the config: `[8101]`, `"m5.large"`, `true`."""
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(as_toml(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
 def reload_problems(old: Config, new: Config) -> list[str]:
     """Why `new` cannot replace `old` in a running controller; empty when it can."""
     problems = []
@@ -54,7 +67,8 @@ def reload_problems(old: Config, new: Config) -> list[str]:
         after = getattr(getattr(new, section), key)
         if before != after:
             problems.append(
-                f"{new.path}: {section}.{key}: changed from {before!r} to {after!r}; {RESTART}"
+                f"{new.path}: {section}.{key}: changed from {as_toml(before)} to "
+                f"{as_toml(after)}; {RESTART}"
             )
     new_clusters = {c.name: c for c in new.clusters}
     for cluster in old.clusters:
@@ -70,7 +84,8 @@ def _cluster_problems(
 ) -> list[str]:
     where = f"{new.path}: cluster.{before.name}"
     problems = [
-        f"{where}.{key}: changed from {getattr(before, key)!r} to {getattr(after, key)!r}; "
+        f"{where}.{key}: changed from {as_toml(getattr(before, key))} to "
+        f"{as_toml(getattr(after, key))}; "
         f"{RESTART}"
         for key in CLUSTER_RESTART_ONLY
         if getattr(before, key) != getattr(after, key)
