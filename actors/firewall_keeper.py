@@ -313,7 +313,14 @@ class FirewallKeeper(Actor):
 
     async def _vpc(self) -> str:
         subnet = self.subnet
-        vpc_id = await self.cloud.subnet_vpc(subnet)
+        vpc_id, error = await self.cloud.find_vpc(subnet)
+        if error is not None:  # not an answer about the subnet: EC2 could not be asked
+            where = self.config.aws.endpoint_url or f"EC2 in {self.config.slave.region}"
+            raise FirewallError(
+                f"cannot ask {where} for the VPC of {self.subnet_key} {subnet!r}: "
+                f"{error.code}: {error.message}; check [aws] endpoint_url, the network and the "
+                "credentials, then start again"
+            )
         if vpc_id is None:
             where = f"{self.config.path}: " if self.config.path else ""
             what = f"{self.subnet_key} {subnet!r}: not found" if subnet else "no default VPC"

@@ -289,6 +289,8 @@ async def test_endpoint_down_is_unavailable(
     assert terminated.error.kind is ErrorKind.UNAVAILABLE
     assert await proxied.spot_price("m5.large", "") is None
     assert await proxied.subnet_vpc(moto_ec2.subnet_id) is None
+    vpc, error = await proxied.find_vpc(moto_ec2.subnet_id)  # not "no such subnet": no answer
+    assert vpc is None and error is not None and error.kind is ErrorKind.UNAVAILABLE
 
 
 async def test_slow_endpoint_times_out_as_unavailable(
@@ -556,6 +558,7 @@ async def test_subnet_vpc_default_and_unknown(cloud: Ec2Cloud, moto_ec2: MotoEc2
 
     assert await cloud.subnet_vpc("") == default
     assert await cloud.subnet_vpc("subnet-00000000000000000") is None
+    assert await cloud.find_vpc("subnet-00000000000000000") == (None, None)  # an answer: none
 
 
 # credentials and construction

@@ -383,6 +383,26 @@ async def test_create_refused_fails_setup_with_one_clear_line(
     assert "grant ec2:CreateSecurityGroup" in line
 
 
+async def test_a_subnet_ec2_could_not_be_asked_about_is_not_called_missing(
+    moto_ec2: MotoEc2, fault_proxy: FaultProxy
+) -> None:
+    fault_proxy.fail("DescribeSubnets", "InternalError", "We encountered an internal error")
+    async with Ec2Cloud(
+        moto_ec2.region, endpoint_url=fault_proxy.endpoint_url, max_attempts=1
+    ) as cloud:
+        with pytest.raises(FirewallError) as caught:
+            await keeper(make_config(moto_ec2), cloud).setup()
+    line = str(caught.value)
+    assert line.startswith("cannot ask ") and "InternalError" in line, line
+    assert "not found" not in line and "[aws] endpoint_url" in line
+
+
+async def test_a_subnet_that_is_not_there_is_named(moto_ec2: MotoEc2, cloud: Ec2Cloud) -> None:
+    config = make_config(moto_ec2, subnet="subnet-00000000000000000")
+    with pytest.raises(FirewallError, match=r"\[slave\] subnet 'subnet-0+': not found"):
+        await keeper(config, cloud).setup()
+
+
 async def test_provider_error_in_a_cycle_is_reported_and_retried(
     moto_ec2: MotoEc2, fault_proxy: FaultProxy
 ) -> None:

@@ -131,7 +131,12 @@ class Ec2SecurityGroups:
             attempt += 1
 
     async def subnet_vpc(self, subnet: str) -> str | None:
-        """The VPC of a subnet ("" subnet: the default VPC), None when unknown."""
+        """find_vpc's VPC, None when unknown for whatever reason."""
+        return (await self.find_vpc(subnet))[0]
+
+    async def find_vpc(self, subnet: str) -> tuple[str | None, ProviderError | None]:
+        """The VPC of a subnet ("" subnet: the default VPC); None and no error when there is no
+        such subnet (or default VPC), None and the error when EC2 could not say."""
         try:
             if subnet:
                 response = await self.client.describe_subnets(SubnetIds=[subnet])
@@ -143,11 +148,13 @@ class Ec2SecurityGroups:
                 items = response.get("Vpcs", ())
         except EC2_ERRORS as exc:
             error = classify(exc, "DescribeSubnets" if subnet else "DescribeVpcs")
+            if error.code.startswith("InvalidSubnet"):  # InvalidSubnetID.NotFound, .Malformed
+                return None, None
             log.warning(
-                "cannot find the VPC", subnet=subnet, code=error.code, message=error.message
+                "ec2.vpc_lookup_failed", subnet=subnet, code=error.code, message=error.message
             )
-            return None
-        return next((item["VpcId"] for item in items if item.get("VpcId")), None)
+            return None, error
+        return next((item["VpcId"] for item in items if item.get("VpcId")), None), None
 
     async def _change_ingress(
         self,

@@ -252,8 +252,13 @@ class Cloud(Protocol):
         """Delete a volume; one EC2 no longer knows counts as deleted."""
         ...
 
+    async def find_vpc(self, subnet: str) -> tuple[str | None, ProviderError | None]:
+        """The VPC of a subnet ("" subnet: the default VPC): None with no error when there is
+        no such subnet (or no default VPC), None with the error when EC2 could not be asked."""
+        ...
+
     async def subnet_vpc(self, subnet: str) -> str | None:
-        """The VPC of a subnet ("" subnet: the default VPC), None when unknown."""
+        """find_vpc's VPC, None when unknown for whatever reason."""
         ...
 
     async def close(self) -> None: ...

@@ -198,7 +198,10 @@ class SimCloud(SimFleet):
         return OpResult()  # no volume here, and one that does not exist counts as deleted
 
     async def subnet_vpc(self, subnet: str) -> str | None:
-        return VPC_ID if subnet == "" or subnet.startswith("subnet-") else None
+        return (await self.find_vpc(subnet))[0]
+
+    async def find_vpc(self, subnet: str) -> tuple[str | None, ProviderError | None]:
+        return (VPC_ID if subnet == "" or subnet.startswith("subnet-") else None), None
 
     async def close(self) -> None:
         return None
