@@ -94,6 +94,12 @@ def test_a_placeholder_image_id_is_refused(capsys, tmp_path, farm, image):
     assert "describe-images" in err[0]
 
 
+def test_an_all_zero_image_id_is_a_note_as_an_examples_placeholder(capsys, tmp_path, farm):
+    rc, _, err = check(capsys, write_config(tmp_path, farm, image_id="ami-00000000"))
+    assert rc == 0 and len(err) == 1
+    assert "slave.image_id: 'ami-00000000' looks like an example's placeholder" in err[0]
+
+
 @pytest.mark.parametrize("image", ["ami-12345678", "ami-0123456789abcdef0"])
 def test_real_image_ids_pass(capsys, tmp_path, farm, image):
     assert check(capsys, write_config(tmp_path, farm, image_id=image))[0] == 0

@@ -19,6 +19,7 @@ Notes (exit 0):
   `run --cluster` only, so there it is not mentioned;
 - [master] server_status_url without `?auto`: mod_status answers HTML then, which the load
   sampler cannot read;
+- an all-zero AMI id (an example's placeholder: fine for simulate and a dry run);
 - the ssh_key_file of [sync] and of each [cluster.X] (only `sync-data` or `run --cluster` read
   them), checked as the token file is.
 
@@ -67,6 +68,7 @@ def preflight(config: Config, env: Mapping[str, str] | None = None) -> tuple[lis
     found += _images(config)
     found += _schedulers(config)
     notes += _blank_defaults(config)
+    notes += _zero_images(config)
     notes += _status_url(config)
     for key, path, user in _key_files(config):
         notes += [
@@ -109,6 +111,18 @@ def _images(config: Config) -> list[tuple[str, str]]:
         )
         for key, value in images
         if value and not AMI_ID.fullmatch(value)
+    ]
+
+
+def _zero_images(config: Config) -> list[tuple[str, str]]:
+    """An all-zero AMI id is an example's placeholder (config.toml's): fine to simulate or
+    dry-run with, so a note; a real run would have every launch refused."""
+    images = [("slave.image_id", config.slave.image_id)]
+    images += [(f"cluster.{c.name}.image_id", c.image_id) for c in config.clusters]
+    return [
+        (key, f"{value!r} looks like an example's placeholder; set your AMI before a real run")
+        for key, value in images
+        if AMI_ID.fullmatch(value) and not value[4:].strip("0")
     ]
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -217,7 +218,7 @@ def renderfarm_step(config: Config) -> str:
         return f"renderfarm.conf: {path} already lists no slaves: left as is"
     listed = 0 if text is None else sum("://" in line for line in text.splitlines())
     command = config.master.reload_command
-    reload = f"reload with `{' '.join(command)}`" if command else "no reload_command to run"
+    reload = f"reload with `{shlex.join(command)}`" if command else "no reload_command to run"
     return f"renderfarm.conf: rewrite {path} with no slaves (it lists {listed}), then {reload}"
 
 
@@ -367,7 +368,7 @@ def clear_renderfarm(config: Config, say: Callable[[str], None]) -> bool:
 def _reload(command: tuple[str, ...], say: Callable[[str], None]) -> bool:
     if not command:
         return True
-    shown = " ".join(command)
+    shown = shlex.join(command)
     try:
         done = subprocess.run(
             list(command),
