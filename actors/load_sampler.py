@@ -125,11 +125,21 @@ class LoadSampler(Actor):
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 allow_redirects=False,
             ) as response:
+                if response.status in (401, 403, 404):  # an answer, about the URL or access
+                    raise SensorError(
+                        f"HTTP {response.status} from server-status: check [master] "
+                        "server_status_url and that mod_status serves it to this host"
+                    )
                 if response.status != 200:
                     raise SensorError(f"HTTP {response.status} from server-status")
                 text = await response.text(errors="replace")
         except TimeoutError:  # asyncio.TimeoutError since 3.11
             raise SensorError(f"no answer within status_timeout={self.timeout}s") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise SensorError(
+                f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or exc}): is "
+                "Apache running there? ([master] server_status_url)"
+            ) from None
         except aiohttp.ClientError as exc:
             raise SensorError(f"cannot fetch server-status: {type(exc).__name__}: {exc}") from None
         except OSError as exc:

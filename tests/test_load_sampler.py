@@ -76,7 +76,9 @@ async def test_a_stopped_server_is_a_lost_sensor_and_a_restart_brings_samples_ba
             lost = await next_of(got, SensorLost, within=10)
             again = await next_of(got, SensorLost, within=10)
             assert again.since == lost.since  # one outage, however many failed polls
-            assert "cannot fetch server-status" in lost.reason
+            assert (
+                "cannot connect to 127.0.0.1:" in lost.reason and "is Apache running" in lost.reason
+            )
             assert runtime.states()["load_sampler"] == ("running", 0)
 
             apache.start()  # Total Accesses starts again from zero
@@ -106,9 +108,10 @@ async def test_a_full_restart_of_apache_never_gives_a_negative_rate(apache: Apac
 
 async def test_an_error_page_or_a_garbled_body_is_a_lost_sensor(apache: Apache) -> None:
     cases = {
-        apache.base_url + "/no-such-page": "HTTP 404",
+        apache.base_url
+        + "/no-such-page": "HTTP 404 from server-status: check [master] server_status_url",
         apache.base_url + "/server-status": "garbled server-status page",  # HTML without ?auto
-        "http://127.0.0.1:1/server-status?auto": "cannot fetch server-status",
+        "http://127.0.0.1:1/server-status?auto": "cannot connect to 127.0.0.1:1",
     }
     for url, reason in cases.items():
         bus = Bus()
