@@ -259,7 +259,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
     lines = out.splitlines()
     assert lines[0] == f"teardown of fleet {FLEET}:"
     assert f"rewrite {site.renderfarm} with no slaves (it lists 1)" in lines[1]
-    assert "then reload with `sh -c echo reloaded" in lines[1]
+    assert "then reload with `sh -c 'echo reloaded" in lines[1]  # quoted as a shell needs it
     assert "cancel 1 spot request(s):" in out and request in out
     assert "terminate 2 instance(s)" in out
     for instance_id in site.ids:
