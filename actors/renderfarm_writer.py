@@ -20,6 +20,11 @@ arrives together (a probe round, a scale-in) is one write. Then
 A slave that left (drained, lost, gone) is remembered, so a SlaveReady that crossed its removal on
 the bus cannot list it again.
 
+The file is this controller's: after a quiet `check_seconds` (the poll interval) it is read back,
+and if someone else changed or removed it (a second controller given the same renderfarm_conf, a
+package upgrade, a hand edit) it is written again from the slaves that passed the probe, with a
+warning, and the master reloaded.
+
 Start: an existing file is kept for `adopt_seconds` (about one probe cycle after SpotPool adopted
 the fleet), so a restart of the controller does not take healthy slaves out of the file only to
 put them back seconds later; it is rewritten from what was probed then, or as soon as every slave
@@ -86,6 +91,7 @@ class RenderfarmWriter(Actor):
         adopt_seconds: float | None = None,
         retry_seconds: float = 5.0,
         reload_timeout: float = 20.0,
+        check_seconds: float | None = None,
     ) -> None:
         super().__init__(name="renderfarm_writer", bus=bus)
         self.path = config.master.renderfarm_conf
@@ -97,6 +103,7 @@ class RenderfarmWriter(Actor):
             adopt_seconds = 2 * config.master.poll_interval + config.scaling.probe_timeout
         self.adopt_seconds = adopt_seconds
         self.retry_seconds = retry_seconds
+        self.check_seconds = config.master.poll_interval if check_seconds is None else check_seconds
         self.reload_timeout = reload_timeout
         # stop() writes and reloads: give the reload its whole timeout within the grace.
         self.grace_seconds = reload_timeout + 5.0
@@ -132,17 +139,39 @@ class RenderfarmWriter(Actor):
     async def run(self) -> None:
         while True:
             if self._flush_at is None or self.clock() < self._flush_at:
-                timeout = None if self._flush_at is None else self._flush_at - self.clock()
-                msg = await self.inbox.get(timeout=timeout)
+                msg = await self.inbox.get(timeout=self._wait())
                 if msg is EOI:
                     return
                 if msg is not None:
                     self.take(msg)
                     continue
+                if self._flush_at is None:  # a quiet check_seconds: is the file still ours?
+                    await self._check_file()
+                    continue
             # The write is due (a wait that timed out ends at it, whatever the clock's rounding).
             if await self._take_queued():
                 return
             await self.flush()
+
+    def _wait(self) -> float | None:
+        """How long to wait for a message: until the write that is due, else until the next look
+        at the file (never in a dry run, which writes nothing)."""
+        if self._flush_at is not None:
+            return self._flush_at - self.clock()
+        return None if self.dry_run else self.check_seconds
+
+    async def _check_file(self) -> None:
+        """Write the file again if someone else changed or removed it (module docstring)."""
+        if _read(self.path) == render_renderfarm(self.urls()):
+            return
+        self.log.warning(
+            "renderfarm.changed_elsewhere",
+            path=self.path,
+            hint="another program changed it (a second controller given the same "
+            "renderfarm_conf? a package upgrade? a hand edit?): written again from the slaves "
+            "that passed the probe",
+        )
+        await self.flush()
 
     async def _take_queued(self) -> bool:
         """Take the messages already waiting, so that a batch is one write; True at EOI (stop()

@@ -481,3 +481,44 @@ async def test_an_adopted_file_is_rewritten_as_soon_as_every_slave_it_lists_is_b
         assert msg.addresses == tuple(
             f"http://127.0.20.{a}:{p}" for a in (10, 12, 13) for p in (8101, 8102)
         )
+
+
+async def test_a_file_someone_else_changed_or_removed_is_written_again(tmp_path: Path) -> None:
+    """Another controller given the same renderfarm_conf emptied it (its teardown), then someone
+    removed it: within a check each time, the file lists the probed slaves again, reloaded (real
+    time: the reload is a real command)."""
+    config = make_config(tmp_path)
+    bus = Bus()
+    written = listen(bus, RenderfarmWritten)
+    path = Path(config.master.renderfarm_conf)
+    with capture_logs() as logs:
+        async with running(writer_for(config, bus, check_seconds=0.2)):
+            await next_of(written, RenderfarmWritten)  # the initial empty form
+            bus.publish(ready(1, "127.0.20.10"))
+            ours = await next_of(written, RenderfarmWritten)
+            reloads = reload_count(tmp_path)
+            await asyncio.sleep(1.0)  # five checks
+            assert reload_count(tmp_path) == reloads  # a file left alone is not rewritten
+
+            path.write_text("[GENERAL]\nrenderfarm = 0\nremote renderer =\n")
+            again = await next_of(written, RenderfarmWritten, within=3.0)
+            assert again.addresses == ours.addresses and again.reloaded
+            path.unlink()
+            await next_of(written, RenderfarmWritten, within=3.0)
+            assert "http://127.0.20.10:8101" in read(path)
+            assert reload_count(tmp_path) == reloads + 2
+    assert [e["event"] for e in logs].count("renderfarm.changed_elsewhere") == 2
+
+
+@looptime
+async def test_a_dry_run_never_looks_back_at_the_file(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    path = Path(config.master.renderfarm_conf)
+    path.write_text("[GENERAL]\nrenderfarm = 0\nremote renderer =\n")
+    with capture_logs() as logs:
+        async with running(writer_for(config, Bus(), dry_run=True)):
+            await asyncio.sleep(5.0)
+            path.write_text("someone else's\n")
+            await asyncio.sleep(5.0)
+    assert "renderfarm.changed_elsewhere" not in [e["event"] for e in logs]
+    assert read(path) == "someone else's\n"
