@@ -21,7 +21,6 @@ from controller.slurm.slurm_side import SlurmSide
 from controller.slurm.slurm_source import SlurmQueueSource
 from tests.actor_runner import listen, next_of, running
 from tests.harness.slurm import Slurm
-from tests.test_slurm_real import wait_running
 
 pytestmark = pytest.mark.slurm
 NODE = "ip-127-0-20-6"
@@ -30,18 +29,13 @@ NODE = "ip-127-0-20-6"
 @pytest.fixture
 def node(slurm: Slurm) -> Iterator[str]:
     """NODE joined (2 CPUs, 1000 MB); afterwards no job, no slurmd and no node are left."""
-    slurm.start_node(NODE, cpus=2, memory_mb=1000)
-    try:
-        yield NODE
-    finally:
-        slurm.cancel_all()
-        slurm.stop_node(NODE)
-        slurm.run("scontrol", "delete", f"nodename={NODE}", check=False)
+    with slurm.joined_node(NODE, cpus=2, memory_mb=1000) as name:
+        yield name
 
 
 async def test_sampler_publishes_the_pending_jobs_cpus(slurm: Slurm, node: str):
     slurm.submit("-c", "2", "--mem=100", "--wrap", "sleep 300")  # fills the node
-    wait_running(slurm, 1)
+    slurm.wait_running(1)
     slurm.submit("-c", "2", "--mem=100", "--wrap", "sleep 300")  # waits for a node
     bus = Bus()
     samples = listen(bus, QueueSample)
@@ -67,7 +61,7 @@ async def test_a_lost_node_leaves_slurm(slurm: Slurm, node: str):
 
 async def test_a_lost_node_with_a_job_leaves_slurm_all_the_same(slurm: Slurm, node: str):
     slurm.submit("-c", "1", "--wrap", "sleep 300")
-    wait_running(slurm, 1)
+    slurm.wait_running(1)
     side = SlurmSide(slurm.client(), SlurmPlugin(name="slurm"))
     assert await side.deregister(node, asyncio.sleep) == []
     assert slurm.node_state(node) is None

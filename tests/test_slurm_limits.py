@@ -6,7 +6,6 @@ pytest run of their own (`pytest -m slurm`, as root, in the root namespace)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -24,30 +23,14 @@ CPUS = 2
 @pytest.fixture
 def node(slurm: Slurm) -> Iterator[str]:
     """NODE joined (2 CPUs, 1000 MB); afterwards no job, no slurmd and no node are left."""
-    slurm.start_node(NODE, cpus=CPUS, memory_mb=1000)
-    try:
-        yield NODE
-    finally:
-        slurm.cancel_all()
-        slurm.stop_node(NODE)
-        slurm.run("scontrol", "delete", f"nodename={NODE}", check=False)
-
-
-def wait_running(slurm: Slurm, count: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if len(slurm.run("squeue", "-h", "-t", "R").stdout.splitlines()) >= count:
-            return
-        time.sleep(0.2)
-    raise AssertionError(
-        f"{count} job(s) not running within {timeout}s: {slurm.run('squeue').stdout}"
-    )
+    with slurm.joined_node(NODE, cpus=CPUS, memory_mb=1000) as name:
+        yield name
 
 
 async def test_live_time_limits_give_the_time_left(slurm: Slurm, node: str):
     limited = slurm.submit("-c", "1", "--mem=300", "--time=5", "--wrap", "sleep 300")
     slurm.submit("-c", "1", "--mem=300", "--wrap", "sleep 300")  # no limit
-    wait_running(slurm, 2)
+    slurm.wait_running(2)
     slurm.submit("-c", "1", "--mem=300", "--wrap", "sleep 300")  # waits: Resources
     sample = await SlurmQueueSource(slurm.client()).read(at=0.0)
     assert isinstance(sample, QueueSample), sample

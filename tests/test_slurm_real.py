@@ -22,30 +22,14 @@ NODE = "ip-127-0-20-5"
 @pytest.fixture
 def node(slurm: Slurm) -> Iterator[str]:
     """NODE joined (2 CPUs, 1000 MB); afterwards no job, no slurmd and no node are left."""
-    slurm.start_node(NODE, cpus=2, memory_mb=1000)
-    try:
-        yield NODE
-    finally:
-        slurm.cancel_all()
-        slurm.stop_node(NODE)
-        slurm.run("scontrol", "delete", f"nodename={NODE}", check=False)
-
-
-def wait_running(slurm: Slurm, count: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if len(slurm.run("squeue", "-h", "-t", "R").stdout.splitlines()) >= count:
-            return
-        time.sleep(0.2)
-    raise AssertionError(
-        f"{count} job(s) not running within {timeout}s: {slurm.run('squeue').stdout}"
-    )
+    with slurm.joined_node(NODE, cpus=2, memory_mb=1000) as name:
+        yield name
 
 
 async def test_real_jobs_are_read_into_a_queue_sample(slurm: Slurm, node: str):
     slurm.submit("-c", "1", "--mem=300", "--wrap", "sleep 300")  # runs
     slurm.submit("-c", "1", "--mem=300", "-a", "1-3", "--wrap", "sleep 300")  # task 1 runs
-    wait_running(slurm, 2)
+    slurm.wait_running(2)
     slurm.submit("-c", "2", "--mem-per-cpu=200", "--wrap", "sleep 300")  # waits: Resources
     slurm.submit("-H", "--wrap", "sleep 300")  # held: new nodes would not start it
     client = slurm.client()
@@ -70,7 +54,7 @@ async def test_idle_node_is_drained_then_deleted(slurm: Slurm, node: str):
 
 async def test_busy_node_is_kept_and_resumed(slurm: Slurm, node: str):
     job = slurm.submit("-c", "1", "--wrap", "sleep 300")
-    wait_running(slurm, 1)
+    slurm.wait_running(1)
     release = await release_node(slurm.client(), node)
     assert not release.released
     assert f"CPU(s) in use on {node}" in release.reason
@@ -83,7 +67,7 @@ async def test_busy_node_is_kept_and_resumed(slurm: Slurm, node: str):
 
 async def test_node_drained_by_the_operator_stays_drained_when_kept(slurm: Slurm, node: str):
     slurm.submit("-c", "1", "--wrap", "sleep 300")
-    wait_running(slurm, 1)
+    slurm.wait_running(1)
     slurm.run("scontrol", "update", f"nodename={node}", "state=drain", "reason=operator")
     release = await release_node(slurm.client(), node)
     assert not release.released and "stays drained" in release.reason

@@ -119,6 +119,28 @@ class Slurm:
             process,
         )
 
+    @contextlib.contextmanager
+    def joined_node(self, name: str, cpus: int = 2, memory_mb: int = 1000) -> Iterator[str]:
+        """NAME joined while the block runs; afterwards no job, no slurmd and no node are left."""
+        self.start_node(name, cpus=cpus, memory_mb=memory_mb)
+        try:
+            yield name
+        finally:
+            self.cancel_all()
+            self.stop_node(name)
+            self.run("scontrol", "delete", f"nodename={name}", check=False)
+
+    def wait_running(self, count: int, timeout: float = 30.0) -> None:
+        """Until at least `count` jobs run."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.run("squeue", "-h", "-t", "R").stdout.splitlines()) >= count:
+                return
+            time.sleep(0.2)
+        raise AssertionError(
+            f"{count} job(s) not running within {timeout}s: {self.run('squeue').stdout}"
+        )
+
     def wait_idle(self, name: str, timeout: float = 30) -> None:
         """Until Slurm lists NAME idle: a slurmd that went to the background (the slurm
         plugin's command) registers a moment after the command returned."""
