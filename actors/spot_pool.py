@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from controller.cloud.port import Cloud
+from controller.cloud.teardown import configured_volume_ids
 from controller.config.schema import Config
 from controller.messages import LostReason
 from controller.policy.band import Policy
@@ -60,7 +61,7 @@ class SpotPool(Actor):
         self.cloud = cloud
         self.dry_run = dry_run
         self.fleet = config.controller.fleet
-        self.config_volume_ids = tuple(v.volume_id for v in config.volumes if v.volume_id)
+        self.config_volume_ids = configured_volume_ids(config)  # the user's, never torn down
         self.pool = FleetReconciler(
             config=config,
             policy=policy,

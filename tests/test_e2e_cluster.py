@@ -27,6 +27,7 @@ from tests.harness.e2e import (
     FLEET,
     Controller,
     Farm,
+    cluster_config_head,
     fleet_groups,
     fleet_instances,
     healthy,
@@ -56,26 +57,8 @@ def write_cluster_config(tmp_path: Path, moto_ec2, ge: GridEngine, sshd: Sshd) -
     stats_port = free_port()
     config = tmp_path / "config.toml"
     config.write_text(
-        f"""
-[controller]
-fleet = "{FLEET}"
-on_exit = "teardown"
-
-[master]
-poll_interval = 1
-external_ip = "127.0.0.1"
-
-[scaling]
-request_timeout = 60
-
-[aws]
-endpoint_url = "{moto_ec2.endpoint_url}"
-max_attempts = 2
-call_timeout = 10
-
-[stats]
-listen = "127.0.0.1:{stats_port}"
-
+        cluster_config_head(moto_ec2, stats_port)
+        + f"""
 [cluster.base]
 node_instance_type = "m5.large"
 image_id = "ami-12345678"

@@ -33,9 +33,9 @@ import pytest
 
 from tests.harness import procs
 from tests.harness.e2e import (
-    FLEET,
     Controller,
     Farm,
+    cluster_config_head,
     fleet_groups,
     fleet_instances,
     healthy,
@@ -104,26 +104,8 @@ def write_slurm_config(tmp_path: Path, moto_ec2, slurm: Slurm, sshd: NodeSshd) -
     stats_port = free_port()
     config = tmp_path / "config.toml"
     config.write_text(
-        f"""
-[controller]
-fleet = "{FLEET}"
-on_exit = "teardown"
-
-[master]
-poll_interval = 1
-external_ip = "127.0.0.1"
-
-[scaling]
-request_timeout = 60
-
-[aws]
-endpoint_url = "{moto_ec2.endpoint_url}"
-max_attempts = 2
-call_timeout = 10
-
-[stats]
-listen = "127.0.0.1:{stats_port}"
-
+        cluster_config_head(moto_ec2, stats_port)
+        + f"""
 [cluster.batch]
 load_source = "slurm"
 node_instance_type = "m5.large"

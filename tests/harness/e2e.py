@@ -153,6 +153,31 @@ class Controller:
         self._log.close()
 
 
+def cluster_config_head(moto_ec2, stats_port: int) -> str:
+    """The part of a batch-cluster e2e config before its [cluster.X]: the fleet, a 1 s poll, the
+    master on 127.0.0.1, moto's server as EC2, the stats endpoint."""
+    return f"""
+[controller]
+fleet = "{FLEET}"
+on_exit = "teardown"
+
+[master]
+poll_interval = 1
+external_ip = "127.0.0.1"
+
+[scaling]
+request_timeout = 60
+
+[aws]
+endpoint_url = "{moto_ec2.endpoint_url}"
+max_attempts = 2
+call_timeout = 10
+
+[stats]
+listen = "127.0.0.1:{stats_port}"
+"""
+
+
 def wait_until(what: str, predicate: Callable[[], object], timeout: float, ctl: Controller):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
